@@ -1,0 +1,42 @@
+# One command each: `make run` starts the service, `make test` checks everything.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint typecheck pytest golden bench openapi clean
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./clients/python
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/uvicorn service.api.app:create_app --factory --host $(HOST) --port $(PORT)
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+golden: $(STAMP)
+	$(BIN)/python -m tests.golden.regenerate
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.engine
+
+openapi: $(STAMP)
+	$(BIN)/python -m service.api.openapi_export
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

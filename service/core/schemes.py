@@ -1,0 +1,748 @@
+"""The scheme registry: every initializer, its parameters, formula and source.
+
+A scheme is a resolver function registered with :func:`scheme`; its docstring holds a
+summary line, a ``Formula:`` line and a ``Source:`` line that the catalogue serves.
+:func:`resolve` turns a request (scheme name, shape, dtype, seed, name, convention,
+parameters) into a :class:`~service.core.spec.ResolvedSpec` with every number explicit.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import (
+    InvalidParameterError,
+    InvalidShapeError,
+    LimitExceededError,
+    MissingParameterError,
+    UnknownParameterError,
+    UnknownSchemeError,
+)
+from .fans import CONVENTIONS, NONLINEARITIES, Fans, calculate_gain, check_convention, compute_fans
+from .sampling import normal_mass
+from .spec import (
+    DTYPE_ALIASES,
+    DTYPES,
+    Constant,
+    DeltaOrthogonal,
+    Dirac,
+    Distribution,
+    Identity,
+    Normal,
+    Orthogonal,
+    ResolvedSpec,
+    Sparse,
+    TruncatedNormal,
+    Uniform,
+)
+
+TRUNCATION_STD = 0.87962566103423978
+"""std of N(0, 1) truncated to [-2, 2]: Keras, JAX and Haiku divide by it so that the realised std is the target."""
+
+REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
+
+MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
+VS_DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "normal", "uniform")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep one request's cost finite (the service fills them from settings)."""
+
+    max_elements: int = 1 << 31
+    max_dims: int = 8
+    max_orthogonal_elements: int = 1 << 24
+    max_name_length: int = 256
+
+
+@dataclass(frozen=True)
+class Param:
+    """One scheme parameter: JSON type, default (a value, a per-convention dict, REQUIRED or None = derived)."""
+
+    name: str
+    type: str  # "number", "integer", "string", "boolean"
+    doc: str
+    default: Any = None
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    exclusive_minimum: float | None = None
+    maximum: float | None = None
+    exclusive_maximum: float | None = None
+
+    def default_for(self, convention: str) -> Any:
+        if isinstance(self.default, Mapping):
+            return self.default[convention]
+        return self.default
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def allowed(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        parts = [{"number": "a finite number", "integer": "an integer", "string": "a string", "boolean": "true or false"}[self.type]]
+        for word, bound in (("≥", self.minimum), (">", self.exclusive_minimum), ("≤", self.maximum), ("<", self.exclusive_maximum)):
+            if bound is not None:
+                parts.append(f"{word} {bound:g}")
+        return " ".join(parts)
+
+    def check(self, value: Any) -> Any:
+        """The value if it fits this parameter, else an InvalidParameterError naming it."""
+        ok = True
+        if self.type == "number":
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if ok:
+                value = float(value)
+        elif self.type == "integer":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif self.type == "string":
+            ok = isinstance(value, str)
+        elif self.type == "boolean":
+            ok = isinstance(value, bool)
+        if ok and self.choices is not None:
+            ok = value in self.choices
+        if ok and self.type in ("number", "integer"):
+            ok = (
+                (self.minimum is None or value >= self.minimum)
+                and (self.exclusive_minimum is None or value > self.exclusive_minimum)
+                and (self.maximum is None or value <= self.maximum)
+                and (self.exclusive_maximum is None or value < self.exclusive_maximum)
+            )
+        if not ok:
+            raise InvalidParameterError(self.name, value, self.allowed())
+        return value
+
+
+@dataclass
+class Context:
+    """What a resolver sees: the validated request."""
+
+    shape: tuple[int, ...]
+    convention: str
+    params: dict[str, Any]
+    axes: dict[str, Sequence[int] | None]
+    limits: Limits
+    derivation: dict[str, Any] = field(default_factory=dict)
+    _fans: Fans | None = None
+
+    @property
+    def fans(self) -> Fans:
+        if self._fans is None:
+            self._fans = compute_fans(self.shape, self.convention, **self.axes)
+        return self._fans
+
+    def rank_between(self, scheme: str, low: int, high: int | None = None) -> None:
+        rank = len(self.shape)
+        if rank < low or (high is not None and rank > high):
+            want = f"rank {low} to {high}" if high is not None else f"rank {low} or more"
+            raise InvalidShapeError("shape", list(self.shape), f"a shape of {want} for {scheme} (got rank {rank})")
+
+
+@dataclass(frozen=True)
+class Resolution:
+    distribution: Distribution
+    gain: float | None = None
+
+
+Resolver = Callable[[Context], Resolution]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    aliases: tuple[str, ...]
+    params: tuple[Param, ...]
+    uses_fans: bool
+    resolver: Resolver
+    summary: str
+    formula: str
+    source: str
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description for the catalogue."""
+        params = []
+        for p in self.params:
+            item: dict[str, Any] = {"name": p.name, "type": p.type, "doc": p.doc, "required": p.required, "allowed": p.allowed()}
+            if not p.required:
+                item["default"] = {c: p.default_for(c) for c in CONVENTIONS}
+            if p.choices is not None:
+                item["choices"] = list(p.choices)
+            for bound in ("minimum", "exclusive_minimum", "maximum", "exclusive_maximum"):
+                if getattr(p, bound) is not None:
+                    item[bound] = getattr(p, bound)
+            params.append(item)
+        return {
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "summary": self.summary,
+            "formula": self.formula,
+            "source": self.source,
+            "uses_fans": self.uses_fans,
+            "parameters": params,
+        }
+
+
+SCHEMES: dict[str, Scheme] = {}
+ALIASES: dict[str, str] = {}
+
+
+def scheme(name: str, *params: Param, aliases: tuple[str, ...] = (), uses_fans: bool = False) -> Callable[[Resolver], Resolver]:
+    """Register a resolver; its docstring gives summary, ``Formula:`` and ``Source:``."""
+
+    def register(fn: Resolver) -> Resolver:
+        doc = [line.strip() for line in (fn.__doc__ or "").strip().splitlines()]
+        pick = {key: " ".join(line[len(key) + 1 :].strip() for line in doc if line.startswith(key + ":")) for key in ("Formula", "Source")}
+        SCHEMES[name] = Scheme(name, aliases, params, uses_fans, fn, doc[0], pick["Formula"], pick["Source"])
+        for key in (name, *aliases):
+            ALIASES[key] = name
+        return fn
+
+    return register
+
+
+def lookup(name: object) -> Scheme:
+    """The scheme for a canonical name or alias (case and '-' vs '_' do not matter)."""
+    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else None
+    if key in ALIASES:
+        return SCHEMES[ALIASES[key]]
+    known = sorted(ALIASES)
+    close = difflib.get_close_matches(key or "", known, n=3, cutoff=0.5) if key else []
+    raise UnknownSchemeError(name, [ALIASES[c] if c in SCHEMES else c for c in close], sorted(SCHEMES))
+
+
+# -- shared parameter definitions ---------------------------------------------------
+
+
+def _gain(doc: str = "std multiplier (torch's gain; Keras/JAX/Haiku scale = gain²)") -> Param:
+    return Param("gain", "number", doc, default=None)
+
+
+MODE = Param("mode", "string", "which fan divides the scale", choices=MODES)
+TRUNCATED = Param(
+    "truncated",
+    "boolean",
+    "draw from N truncated to ±2σ, rescaled by 1/0.87962566 so the realised std is the target",
+    default={"torch": False, "keras": True, "jax": True, "haiku": True},
+)
+
+
+def _fan(ctx: Context, mode: str) -> float:
+    fans = ctx.fans
+    fan = {
+        "fan_in": fans.fan_in,
+        "fan_out": fans.fan_out,
+        "fan_avg": (fans.fan_in + fans.fan_out) / 2,
+        "fan_geo_avg": math.sqrt(fans.fan_in * fans.fan_out),
+    }[mode]
+    ctx.derivation.update(fan_in=fans.fan_in, fan_out=fans.fan_out, fan_rule=fans.rule, mode=mode, fan=fan)
+    if ctx.convention in ("keras", "haiku"):
+        fan = max(1.0, fan)  # Keras and Haiku divide by max(1, fan)
+    elif fan == 0:
+        raise InvalidShapeError(
+            "shape",
+            list(ctx.shape),
+            f"a shape whose {mode} is not zero in {ctx.convention} convention (keras and haiku conventions use max(1, fan) instead)",
+        )
+    return float(fan)
+
+
+def _variance_scaling(ctx: Context, scale: float, mode: str, distribution: str, gain: float | None = None) -> Distribution:
+    """Shared by variance_scaling and its presets: variance s = scale / fan.
+
+    With a gain in torch convention the std is computed as torch does, gain / √fan and
+    bound √3·std, so the numbers agree with torch to the last bit; otherwise as Keras
+    does, √(scale / fan) and √(3·scale / fan).
+    """
+    fan = _fan(ctx, mode)
+    variance = scale / fan
+    if gain is not None and ctx.convention == "torch":
+        target = gain / math.sqrt(fan)
+        limit = math.sqrt(3.0) * target
+    else:
+        target = math.sqrt(variance)
+        limit = math.sqrt(3.0 * variance)
+    ctx.derivation.update(scale=scale, variance=variance, target_std=target, distribution=distribution)
+    if distribution == "uniform":
+        return Uniform(-limit, limit)
+    if distribution == "untruncated_normal":
+        return Normal(0.0, target)
+    std = target / TRUNCATION_STD
+    ctx.derivation["truncation_correction"] = 1.0 / TRUNCATION_STD
+    return TruncatedNormal(0.0, std, -2.0 * std, 2.0 * std)
+
+
+def _preset(ctx: Context, default_gain: float, normal: bool) -> Resolution:
+    gain = ctx.params["gain"]
+    if gain is None:
+        gain = default_gain
+    mode = ctx.params["mode"]
+    distribution = ("truncated_normal" if ctx.params["truncated"] else "untruncated_normal") if normal else "uniform"
+    return Resolution(_variance_scaling(ctx, gain * gain, mode, distribution, gain), gain)
+
+
+def _he_gain(ctx: Context) -> float:
+    nonlinearity = ctx.params["nonlinearity"]
+    slope = ctx.params["negative_slope"]
+    if ctx.params["gain"] is not None:
+        if nonlinearity is not None or slope is not None:
+            raise InvalidParameterError("gain", ctx.params["gain"], "either gain or nonlinearity/negative_slope, not both")
+        return float(ctx.params["gain"])
+    nonlinearity = nonlinearity or "leaky_relu"
+    if nonlinearity == "leaky_relu" and slope is None:
+        slope = 0.0  # torch kaiming_*: a = 0
+    ctx.derivation.update(nonlinearity=nonlinearity, negative_slope=slope)
+    return calculate_gain(nonlinearity, slope)
+
+
+NONLINEARITY = Param(
+    "nonlinearity",
+    "string",
+    "torch calculate_gain nonlinearity that sets gain (default leaky_relu with slope 0, gain √2)",
+    choices=NONLINEARITIES,
+)
+NEGATIVE_SLOPE = Param("negative_slope", "number", "leaky_relu slope (torch's a); 0 by default for he_*")
+
+
+# -- the schemes -------------------------------------------------------------------
+
+
+@scheme("zeros", aliases=("zero", "zeros_"))
+def _zeros(ctx: Context) -> Resolution:
+    """All zeros.
+
+    Formula: w = 0
+    Source: torch.nn.init.zeros_; keras.initializers.Zeros; jax.nn.initializers.zeros; haiku Constant(0)
+    """
+    return Resolution(Constant(0.0))
+
+
+@scheme("ones", aliases=("one", "ones_"))
+def _ones(ctx: Context) -> Resolution:
+    """All ones.
+
+    Formula: w = 1
+    Source: torch.nn.init.ones_; keras.initializers.Ones; jax.nn.initializers.ones; haiku Constant(1)
+    """
+    return Resolution(Constant(1.0))
+
+
+@scheme("constant", Param("value", "number", "the value of every element", default=REQUIRED), aliases=("constant_", "full"))
+def _constant(ctx: Context) -> Resolution:
+    """Every element equals value.
+
+    Formula: w = value
+    Source: torch.nn.init.constant_(val); keras.initializers.Constant(value); jax.nn.initializers.constant(value); haiku Constant(constant)
+    """
+    return Resolution(Constant(ctx.params["value"]))
+
+
+@scheme(
+    "uniform",
+    Param("low", "number", "lower bound", default={"torch": 0.0, "keras": -0.05, "jax": 0.0, "haiku": 0.0}),
+    Param("high", "number", "upper bound", default={"torch": 1.0, "keras": 0.05, "jax": 0.01, "haiku": 1.0}),
+    aliases=("uniform_", "random_uniform"),
+)
+def _uniform(ctx: Context) -> Resolution:
+    """Uniform on [low, high), with each framework's defaults.
+
+    Formula: w ~ U(low, high); defaults torch U(0, 1), keras U(-0.05, 0.05), jax U(0, 0.01), haiku U(0, 1)
+    Source: torch.nn.init.uniform_(a=0, b=1); keras RandomUniform(minval=-0.05, maxval=0.05); jax.nn.initializers.uniform(scale=1e-2); haiku RandomUniform(0, 1)
+    """
+    low, high = ctx.params["low"], ctx.params["high"]
+    if not low < high:
+        raise InvalidParameterError("low", low, f"a number below high ({high:g})")
+    return Resolution(Uniform(low, high))
+
+
+@scheme(
+    "normal",
+    Param("mean", "number", "mean", default=0.0),
+    Param("std", "number", "standard deviation", default={"torch": 1.0, "keras": 0.05, "jax": 0.01, "haiku": 1.0}, exclusive_minimum=0.0),
+    aliases=("normal_", "random_normal", "gaussian"),
+)
+def _normal(ctx: Context) -> Resolution:
+    """Untruncated normal, with each framework's defaults.
+
+    Formula: w ~ N(mean, std²); defaults torch N(0, 1), keras N(0, 0.05²), jax N(0, 0.01²), haiku N(0, 1)
+    Source: torch.nn.init.normal_; keras RandomNormal(stddev=0.05); jax.nn.initializers.normal(stddev=1e-2); haiku RandomNormal(stddev=1, mean=0)
+    """
+    return Resolution(Normal(ctx.params["mean"], ctx.params["std"]))
+
+
+@scheme(
+    "truncated_normal",
+    Param("mean", "number", "mean of the normal before truncation", default=0.0),
+    Param(
+        "std",
+        "number",
+        "std of the normal before truncation (no correction)",
+        default={"torch": 1.0, "keras": 0.05, "jax": 0.01, "haiku": 1.0},
+        exclusive_minimum=0.0,
+    ),
+    Param("lower", "number", "lower truncation bound (absolute or in std units, see bounds)", default=-2.0),
+    Param("upper", "number", "upper truncation bound (absolute or in std units, see bounds)", default=2.0),
+    Param(
+        "bounds",
+        "string",
+        "how lower/upper are read: absolute values (torch a, b) or multiples of std around the mean",
+        default={"torch": "absolute", "keras": "std", "jax": "std", "haiku": "std"},
+        choices=("absolute", "std"),
+    ),
+    aliases=("trunc_normal", "trunc_normal_", "truncnorm"),
+)
+def _truncated_normal(ctx: Context) -> Resolution:
+    """Normal conditioned on [lower, upper]; std is the std before truncation.
+
+    Formula: w ~ N(mean, std²) | lower ≤ w ≤ upper; torch: bounds absolute (default ±2, so std=0.02 truncates nothing); keras/jax/haiku: bounds mean ± 2·std
+    Source: torch.nn.init.trunc_normal_(mean=0, std=1, a=-2, b=2); keras TruncatedNormal(stddev=0.05); jax.nn.initializers.truncated_normal(stddev=1e-2, lower=-2, upper=2); haiku TruncatedNormal(stddev=1, mean=0, lower=-2, upper=2)
+    """
+    mean, std, lower, upper = (ctx.params[k] for k in ("mean", "std", "lower", "upper"))
+    if not lower < upper:
+        raise InvalidParameterError("lower", lower, f"a number below upper ({upper:g})")
+    low, high = (lower, upper) if ctx.params["bounds"] == "absolute" else (mean + lower * std, mean + upper * std)
+    if not low < high or normal_mass((low - mean) / std, (high - mean) / std) < 1e-300:
+        raise InvalidParameterError(
+            "lower",
+            lower,
+            f"truncation bounds that leave probability mass: [{low:g}, {high:g}] is too far from mean {mean:g} for std {std:g}",
+        )
+    return Resolution(TruncatedNormal(mean, std, low, high))
+
+
+@scheme(
+    "variance_scaling",
+    Param("scale", "number", "variance numerator (= gain²)", default=1.0, exclusive_minimum=0.0),
+    Param("mode", "string", "which fan divides the scale", default="fan_in", choices=MODES),
+    Param(
+        "distribution",
+        "string",
+        "uniform, untruncated_normal, truncated_normal (corrected std); 'normal' is truncated in keras, untruncated in torch/jax/haiku",
+        default="truncated_normal",
+        choices=VS_DISTRIBUTIONS,
+    ),
+    aliases=("variancescaling",),
+    uses_fans=True,
+)
+def _variance_scaling_scheme(ctx: Context) -> Resolution:
+    """The generic fan-based initializer that the glorot, he and lecun presets specialise.
+
+    Formula: s = scale / fan (fan per mode; keras/haiku use max(1, fan)); uniform U(±√(3s)); untruncated N(0, s); truncated N(0, (√s/0.87962566)²) cut at ±2 of that std
+    Source: keras.initializers.VarianceScaling; jax.nn.initializers.variance_scaling; haiku VarianceScaling
+    """
+    distribution = ctx.params["distribution"]
+    if distribution == "normal":
+        distribution = "truncated_normal" if ctx.convention == "keras" else "untruncated_normal"
+    scale = ctx.params["scale"]
+    return Resolution(_variance_scaling(ctx, scale, ctx.params["mode"], distribution), math.sqrt(scale))
+
+
+def _register_presets() -> None:
+    families = {
+        "glorot": (
+            ("xavier",),
+            "fan_avg",
+            "Glorot & Bengio 2010",
+            "torch.nn.init.xavier_{d}_(gain=1); keras GlorotUniform/GlorotNormal; jax.nn.initializers.glorot_{d}",
+            "gain²·2/(fan_in+fan_out)",
+        ),
+        "he": (
+            ("kaiming",),
+            "fan_in",
+            "He et al. 2015",
+            "torch.nn.init.kaiming_{d}_(a=0, mode='fan_in', nonlinearity='leaky_relu'); keras HeUniform/HeNormal; jax.nn.initializers.he_{d}",
+            "gain²/fan, gain = calculate_gain(nonlinearity, negative_slope) = √2 by default",
+        ),
+        "lecun": (
+            (),
+            "fan_in",
+            "LeCun et al. 1998",
+            "keras LecunUniform/LecunNormal; jax.nn.initializers.lecun_{d}; torch: kaiming with gain 1",
+            "gain²/fan_in, gain 1",
+        ),
+    }
+    for family, (aliases, mode, paper, source, variance) in families.items():
+        for dist in ("uniform", "normal"):
+            params: list[Param] = [_gain(), Param("mode", "string", MODE.doc, default=mode, choices=MODES)]
+            if family == "he":
+                params += [NONLINEARITY, NEGATIVE_SLOPE]
+            if dist == "normal":
+                params.append(TRUNCATED)
+            formula = (
+                f"s = {variance}; U(±√(3s))"
+                if dist == "uniform"
+                else f"s = {variance}; torch: N(0, s) untruncated; keras/jax/haiku: N(0, (√s/0.87962566)²) truncated at ±2 of that std (realised std √s)"
+            )
+
+            def resolver(ctx: Context, family: str = family, normal: bool = dist == "normal") -> Resolution:
+                default_gain = _he_gain(ctx) if family == "he" else 1.0
+                return _preset(ctx, default_gain, normal)
+
+            resolver.__doc__ = f"{family.capitalize()} {dist} ({paper}).\n\nFormula: {formula}\nSource: {source.format(d=dist)}"
+            names = tuple(f"{a}_{dist}" for a in aliases) + tuple(f"{a}_{dist}_" for a in (family, *aliases))
+            scheme(f"{family}_{dist}", *params, aliases=names, uses_fans=True)(resolver)
+
+
+_register_presets()
+
+
+@scheme(
+    "orthogonal",
+    _gain("multiplier of the orthogonal matrix (torch gain, keras gain, jax/haiku scale)"),
+    Param(
+        "column_axis",
+        "integer",
+        "axis that becomes the matrix's columns; null: torch flattening (rows = shape[0])",
+        default={"torch": None, "keras": -1, "jax": -1, "haiku": -1},
+    ),
+    aliases=("orthogonal_", "orthonormal"),
+)
+def _orthogonal(ctx: Context) -> Resolution:
+    """A (semi-)orthogonal matrix from the QR of a Gaussian, computed in float64.
+
+    Formula: A ~ N(0,1) of shape (max(r,c), min(r,c)); A = QR; W = gain · Q·sign(diag R) (transposed when r < c); torch: r = shape[0], c = numel/r; keras/jax/haiku: c = shape[column_axis], r = numel/c
+    Source: torch.nn.init.orthogonal_(gain=1) (Saxe et al. 2013); keras Orthogonal(gain=1); jax.nn.initializers.orthogonal(scale=1, column_axis=-1); haiku Orthogonal(scale=1, axis=-1)
+    """
+    ctx.rank_between("orthogonal", 2)
+    gain = 1.0 if ctx.params["gain"] is None else ctx.params["gain"]
+    axis = ctx.params["column_axis"]
+    rank = len(ctx.shape)
+    if axis is None:
+        rows = ctx.shape[0]
+        cols = math.prod(ctx.shape[1:])
+    else:
+        if not -rank <= axis < rank:
+            raise InvalidParameterError("column_axis", axis, f"an axis in [-{rank}, {rank - 1}] or null")
+        axis %= rank
+        cols = ctx.shape[axis]
+        rows = math.prod(ctx.shape) // cols if cols else math.prod(ctx.shape[:axis] + ctx.shape[axis + 1 :])
+    if rows * cols > ctx.limits.max_orthogonal_elements:
+        raise LimitExceededError("shape", list(ctx.shape), "max_orthogonal_elements", ctx.limits.max_orthogonal_elements)
+    ctx.derivation.update(rows=rows, cols=cols)
+    return Resolution(Orthogonal(gain, rows, cols, axis), gain)
+
+
+@scheme("identity", _gain("value on the diagonal"), aliases=("eye", "eye_"))
+def _identity(ctx: Context) -> Resolution:
+    """The identity matrix times gain; for rank > 2, one per leading (batch) index, as Haiku does.
+
+    Formula: w[..., i, j] = gain if i == j else 0 (rectangular allowed)
+    Source: torch.nn.init.eye_ (rank 2); keras Identity(gain=1); haiku Identity(gain=1) (batched)
+    """
+    ctx.rank_between("identity", 2)
+    gain = 1.0 if ctx.params["gain"] is None else ctx.params["gain"]
+    return Resolution(Identity(gain), gain)
+
+
+def _kernel_centre(ctx: Context) -> tuple[tuple[int, ...], str]:
+    if ctx.convention == "torch":
+        kernel, layout = ctx.shape[2:], "out_in_kernel"
+        centre = tuple(k // 2 for k in kernel)
+    else:
+        kernel, layout = ctx.shape[:-2], "kernel_in_out"
+        centre = tuple((k - 1) // 2 for k in kernel)
+    ctx.derivation.update(layout="(out, in, *kernel)" if layout == "out_in_kernel" else "(*kernel, in, out)", centre=list(centre))
+    return centre, layout
+
+
+@scheme("dirac", Param("groups", "integer", "number of convolution groups", default=1, minimum=1), aliases=("dirac_",))
+def _dirac(ctx: Context) -> Resolution:
+    """Identity-preserving convolution kernel: a one at the kernel centre for each kept channel.
+
+    Formula: w[g·(out/groups)+d, d, centre] = 1 for d < min(out/groups, in); torch layout (out, in, *k), centre k//2; other conventions (*k, in, out), centre (k-1)//2
+    Source: torch.nn.init.dirac_(groups=1)
+    """
+    ctx.rank_between("dirac", 3, 5)
+    groups = ctx.params["groups"]
+    out_channels = ctx.shape[0] if ctx.convention == "torch" else ctx.shape[-1]
+    if out_channels % groups:
+        raise InvalidParameterError("groups", groups, f"a divisor of the output channels ({out_channels})")
+    centre, layout = _kernel_centre(ctx)
+    if 0 in ctx.shape:
+        centre = tuple(0 for _ in centre)
+    return Resolution(Dirac(groups, centre, layout))  # type: ignore[arg-type]
+
+
+@scheme(
+    "delta_orthogonal",
+    _gain("multiplier of the orthogonal (in, out) matrix (jax scale)"),
+    aliases=("delta_orthogonal_", "convolution_delta"),
+)
+def _delta_orthogonal(ctx: Context) -> Resolution:
+    """An orthogonal (in, out) matrix at the kernel centre, zeros elsewhere (Xiao et al. 2018).
+
+    Formula: M = orthogonal(in, out)·gain (needs out ≥ in); w[centre, :, :] = M; jax layout (*k, in, out), centre (k-1)//2; torch layout (out, in, *k), centre k//2
+    Source: jax.nn.initializers.delta_orthogonal(scale=1.0, column_axis=-1)
+    """
+    ctx.rank_between("delta_orthogonal", 3, 5)
+    n_in, n_out = (ctx.shape[1], ctx.shape[0]) if ctx.convention == "torch" else (ctx.shape[-2], ctx.shape[-1])
+    if n_in > n_out:
+        raise InvalidShapeError("shape", list(ctx.shape), f"in channels ≤ out channels for delta_orthogonal (got in {n_in} > out {n_out})")
+    if n_in * n_out > ctx.limits.max_orthogonal_elements:
+        raise LimitExceededError("shape", list(ctx.shape), "max_orthogonal_elements", ctx.limits.max_orthogonal_elements)
+    gain = 1.0 if ctx.params["gain"] is None else ctx.params["gain"]
+    centre, layout = _kernel_centre(ctx)
+    if 0 in ctx.shape:
+        centre = tuple(0 for _ in centre)
+    return Resolution(DeltaOrthogonal(gain, centre, layout), gain)  # type: ignore[arg-type]
+
+
+@scheme(
+    "sparse",
+    Param("sparsity", "number", "fraction of each column set to zero", default=REQUIRED, minimum=0.0, exclusive_maximum=1.0),
+    Param("std", "number", "std of the non-zero normal entries", default=0.01, exclusive_minimum=0.0),
+    aliases=("sparse_",),
+)
+def _sparse(ctx: Context) -> Resolution:
+    """A sparse 2-D matrix: normal entries with a fixed count of zeros in every column (Martens 2010).
+
+    Formula: w ~ N(0, std²), then ⌈sparsity·rows⌉ entries of each column, chosen uniformly, set to 0
+    Source: torch.nn.init.sparse_(sparsity, std=0.01) (here the zero positions are seeded, unlike torch's)
+    """
+    ctx.rank_between("sparse", 2, 2)
+    rows, cols = ctx.shape
+    if rows * cols > ctx.limits.max_orthogonal_elements:
+        raise LimitExceededError("shape", list(ctx.shape), "max_orthogonal_elements", ctx.limits.max_orthogonal_elements)
+    sparsity = ctx.params["sparsity"]
+    return Resolution(Sparse(ctx.params["std"], sparsity, math.ceil(sparsity * rows)))
+
+
+@scheme(
+    "uniform_scaling",
+    Param("scale", "number", "multiplier of the bound", default=1.0, exclusive_minimum=0.0),
+    uses_fans=True,
+    aliases=("uniformscaling",),
+)
+def _uniform_scaling(ctx: Context) -> Resolution:
+    """Haiku's UniformScaling: uniform with a bound set by the input size.
+
+    Formula: U(±scale·√(3/input_size)); haiku convention: input_size = prod(shape[:-1]); other conventions: fan_in
+    Source: haiku.initializers.UniformScaling(scale=1.0) (Sussillo & Abbott 2014)
+    """
+    if ctx.convention == "haiku":
+        size = math.prod(ctx.shape[:-1])
+        ctx.derivation.update(input_size=size, input_rule="haiku: prod(shape[:-1])")
+    else:
+        size = ctx.fans.fan_in
+        ctx.derivation.update(input_size=size, input_rule=ctx.fans.rule)
+    if size == 0:
+        raise InvalidShapeError("shape", list(ctx.shape), "a shape whose input size is not zero for uniform_scaling")
+    limit = ctx.params["scale"] * math.sqrt(3.0 / size)
+    return Resolution(Uniform(-limit, limit))
+
+
+# -- resolution --------------------------------------------------------------------
+
+
+def check_shape(shape: object, limits: Limits) -> tuple[int, ...]:
+    """A shape as a tuple of non-negative ints, within the dims and element limits."""
+    if not isinstance(shape, list | tuple):
+        raise InvalidShapeError("shape", shape, "a list of non-negative integers, e.g. [256, 128]")
+    if len(shape) > limits.max_dims:
+        raise LimitExceededError("shape", f"<{len(shape)} dimensions>", "max_dims", limits.max_dims)
+    for i, dim in enumerate(shape):
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            raise InvalidShapeError(f"shape[{i}]", dim, "a non-negative integer")
+    numel = math.prod(shape)
+    if numel > limits.max_elements:
+        raise LimitExceededError("shape", list(shape), "max_elements", limits.max_elements)
+    return tuple(shape)
+
+
+def check_name(name: object, limits: Limits) -> str:
+    """A tensor name, NFC-normalized: non-empty, no control characters, not __metadata__."""
+    if not isinstance(name, str):
+        raise InvalidParameterError("name", name, "a string")
+    name = unicodedata.normalize("NFC", name)
+    if not name or len(name) > limits.max_name_length:
+        raise InvalidParameterError("name", name, f"a string of 1 to {limits.max_name_length} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+        raise InvalidParameterError("name", name, "a string without control characters")
+    if name == "__metadata__":
+        raise InvalidParameterError("name", name, "any name but __metadata__ (reserved by safetensors)")
+    return name
+
+
+def check_dtype(dtype: object) -> str:
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPE_ALIASES:
+        return DTYPE_ALIASES[dtype]
+    raise InvalidParameterError("dtype", dtype, "one of " + ", ".join(DTYPES))
+
+
+def check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
+        raise InvalidParameterError("seed", seed, "an integer with 0 ≤ seed < 2^64")
+    return seed
+
+
+def resolve(
+    scheme: str,
+    shape: Sequence[int],
+    *,
+    dtype: str = "float32",
+    seed: int = 0,
+    name: str = "weight",
+    convention: str = "torch",
+    params: Mapping[str, Any] | None = None,
+    in_axes: Sequence[int] | None = None,
+    out_axes: Sequence[int] | None = None,
+    batch_axes: Sequence[int] | None = None,
+    limits: Limits | None = None,
+) -> ResolvedSpec:
+    """Validate a request and make every number explicit.
+
+    Raises a :class:`~service.core.errors.TensorinitError` subclass naming the offending
+    parameter, the value received and what is allowed.
+    """
+    limits = limits or Limits()
+    found = lookup(scheme)
+    convention = check_convention(convention)
+    checked_shape = check_shape(shape, limits)
+    name, dtype, seed = check_name(name, limits), check_dtype(dtype), check_seed(seed)
+    params = dict(params or {})
+    axes = {"in_axes": in_axes, "out_axes": out_axes, "batch_axes": batch_axes}
+    if not found.uses_fans:
+        for key, value in axes.items():
+            if value is not None:
+                raise UnknownParameterError(key, value, f"axes only for fan-based schemes; {found.name} does not use fans")
+    known = {p.name for p in found.params}
+    for key in params:
+        if key not in known:
+            others = sorted(s.name for s in SCHEMES.values() if any(p.name == key for p in s.params))
+            hint = f" ({key} belongs to {', '.join(others)})" if others else ""
+            allowed = ", ".join(sorted(known)) or "no parameters"
+            raise UnknownParameterError(key, params[key], f"{allowed} for scheme {found.name}{hint}")
+    values: dict[str, Any] = {}
+    for p in found.params:
+        if params.get(p.name) is not None:
+            values[p.name] = p.check(params[p.name])
+        elif p.required:
+            raise MissingParameterError(p.name, p.allowed())
+        else:
+            values[p.name] = p.default_for(convention)
+    ctx = Context(checked_shape, convention, values, axes, limits)
+    resolution = found.resolver(ctx)
+    fans = ctx._fans
+    return ResolvedSpec(
+        name=name,
+        scheme=found.name,
+        convention=convention,
+        shape=checked_shape,
+        dtype=dtype,
+        seed=seed,
+        distribution=resolution.distribution,
+        fan_in=fans.fan_in if fans else None,
+        fan_out=fans.fan_out if fans else None,
+        gain=resolution.gain,
+        derivation=tuple(sorted(ctx.derivation.items())),
+    )

@@ -1,0 +1,233 @@
+"""Statistics of a tensor, in one streaming pass, beside what theory expects.
+
+Empirical side: count, mean, std (population, ddof 0), min, max, a histogram with
+edges fixed by the spec (never by the data), the sha256 of the little-endian bytes, a
+Kolmogorov–Smirnov statistic against the exact CDF of the resolved distribution, and
+for orthogonal the orthogonality error. Memory is bounded: blocks are folded in one at
+a time (Chan et al.'s pairwise update for mean and variance), and the KS test uses the
+whole tensor up to :data:`KS_SAMPLE_LIMIT` elements, beyond it the deterministic
+subsample of every k-th element, k = ⌈n / KS_SAMPLE_LIMIT⌉, starting at element 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.special
+import scipy.stats
+
+from .sampling import BLOCK_ELEMENTS, norm_cdf, norm_pdf, normal_mass
+from .spec import (
+    Constant,
+    DeltaOrthogonal,
+    Dirac,
+    Identity,
+    Normal,
+    Orthogonal,
+    ResolvedSpec,
+    Sparse,
+    TruncatedNormal,
+    Uniform,
+)
+from .streams import MATERIALIZED_CACHE, Tensor
+
+KS_SAMPLE_LIMIT = 1 << 20
+HISTOGRAM_SIGMAS = 6.0
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class Theory:
+    """What the resolved distribution implies: exact moments, support, and whether KS applies."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+    continuous: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        # JSON has no infinity: an unbounded side of the support is null.
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "support": [self.low if math.isfinite(self.low) else None, self.high if math.isfinite(self.high) else None],
+        }
+
+
+def theory(spec: ResolvedSpec) -> Theory:
+    """Exact mean, std and support of ``spec``'s distribution (before rounding to dtype)."""
+    dist = spec.distribution
+    if isinstance(dist, Constant):
+        return Theory(dist.value, 0.0, dist.value, dist.value, False)
+    if isinstance(dist, Uniform):
+        return Theory((dist.low + dist.high) / 2, (dist.high - dist.low) / math.sqrt(12.0), dist.low, dist.high, True)
+    if isinstance(dist, Normal):
+        return Theory(dist.mean, dist.std, -math.inf, math.inf, True)
+    if isinstance(dist, TruncatedNormal):
+        a, b = (dist.low - dist.mean) / dist.std, (dist.high - dist.mean) / dist.std
+        z = normal_mass(a, b)
+        pa, pb = norm_pdf(a), norm_pdf(b)
+        shift = (pa - pb) / z
+        var = 1.0 + (a * pa - b * pb) / z - shift * shift
+        return Theory(dist.mean + dist.std * shift, dist.std * math.sqrt(max(var, 0.0)), dist.low, dist.high, True)
+    n = spec.numel
+    if isinstance(dist, Sparse):
+        rows = spec.shape[0]
+        keep = (rows - dist.zeros_per_column) / rows if rows else 0.0
+        return Theory(0.0, dist.std * math.sqrt(keep), -math.inf, math.inf, False)
+    # Structured schemes: the sum of squares is exact (gain² per orthonormal row or one).
+    if isinstance(dist, Orthogonal):
+        ones, g, total = min(dist.rows, dist.cols), dist.gain, 0.0
+    elif isinstance(dist, Identity):
+        batch = math.prod(spec.shape[:-2])
+        ones, g = batch * min(spec.shape[-2], spec.shape[-1]), dist.gain
+        total = ones * g
+    elif isinstance(dist, Dirac):
+        n_out, n_in = (spec.shape[0], spec.shape[1]) if dist.layout == "out_in_kernel" else (spec.shape[-1], spec.shape[-2])
+        ones, g = dist.groups * min(n_out // dist.groups, n_in), 1.0
+        total = float(ones)
+    else:
+        assert isinstance(dist, DeltaOrthogonal)
+        n_out, n_in = (spec.shape[0], spec.shape[1]) if dist.layout == "out_in_kernel" else (spec.shape[-1], spec.shape[-2])
+        ones, g, total = min(n_in, n_out), dist.gain, 0.0
+    if n == 0:
+        return Theory(0.0, 0.0, 0.0, 0.0, False)
+    mean = total / n
+    var = g * g * ones / n - mean * mean
+    # identity and dirac take only the values 0 and gain; orthogonal entries lie in ±|gain|.
+    low, high = (min(0.0, g), max(0.0, g)) if isinstance(dist, Identity | Dirac) else (-abs(g), abs(g))
+    return Theory(mean, math.sqrt(max(var, 0.0)), low, high, False)
+
+
+def histogram_range(spec: ResolvedSpec, th: Theory) -> tuple[float, float]:
+    """Deterministic histogram edges: the support if finite, else mean ± 6 std; widened if empty."""
+    low = th.low if math.isfinite(th.low) else th.mean - HISTOGRAM_SIGMAS * th.std
+    high = th.high if math.isfinite(th.high) else th.mean + HISTOGRAM_SIGMAS * th.std
+    if not high > low:
+        low, high = low - 0.5, high + 0.5
+    return low, high
+
+
+def cdf(spec: ResolvedSpec, x: Array) -> Array:
+    """Exact CDF of a continuous elementwise distribution at x (float64)."""
+    dist = spec.distribution
+    if isinstance(dist, Uniform):
+        return np.clip((x - dist.low) / (dist.high - dist.low), 0.0, 1.0)
+    if isinstance(dist, Normal):
+        return np.asarray(scipy.special.ndtr((x - dist.mean) / dist.std))
+    assert isinstance(dist, TruncatedNormal)
+    a, b = (dist.low - dist.mean) / dist.std, (dist.high - dist.mean) / dist.std
+    z = (np.clip(x, dist.low, dist.high) - dist.mean) / dist.std
+    if a >= 0:  # upper tail: use survival functions for accuracy
+        return np.asarray((scipy.special.ndtr(-a) - scipy.special.ndtr(-z)) / normal_mass(a, b))
+    return np.asarray((scipy.special.ndtr(z) - norm_cdf(a)) / normal_mass(a, b))
+
+
+def ks_test(spec: ResolvedSpec, sample: Array) -> tuple[float, float]:
+    """KS statistic and p-value of ``sample`` (output dtype) against the exact CDF.
+
+    Values are rounded to the output dtype, so each distinct value v stands for the
+    rounding cell around it: the statistic compares the empirical CDF just below and at
+    v with the CDF at the cell's edges (midpoints to the neighbouring representable
+    values). For float32 the cells are negligibly small; for 16-bit outputs this is
+    what makes the test about the distribution rather than about the rounding.
+    """
+    values, counts = np.unique(sample, return_counts=True)
+    n = sample.size
+    ecdf_hi = np.cumsum(counts) / n
+    ecdf_lo = ecdf_hi - counts / n
+    up = np.nextafter(values, np.array(np.inf, dtype=values.dtype)).astype(np.float64)
+    down = np.nextafter(values, np.array(-np.inf, dtype=values.dtype)).astype(np.float64)
+    v = values.astype(np.float64)
+    f_hi = cdf(spec, (v + up) / 2)
+    f_lo = cdf(spec, (v + down) / 2)
+    d = float(max(np.max(np.abs(ecdf_hi - f_hi)), np.max(np.abs(ecdf_lo - f_lo))))
+    return d, float(scipy.stats.kstwo.sf(d, n))
+
+
+class _Moments:
+    """Streaming count/mean/M2/min/max, merged block by block (Chan et al. 1979)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, x: Array) -> None:
+        n = x.size
+        if not n:
+            return
+        mean = float(x.mean())
+        m2 = float(np.square(x - mean).sum())
+        delta = mean - self.mean
+        total = self.count + n
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+        self.min = min(self.min, float(x.min()))
+        self.max = max(self.max, float(x.max()))
+
+
+def compute_stats(spec: ResolvedSpec, *, bins: int = 64, tensor: Tensor | None = None) -> dict[str, Any]:
+    """Empirical and theoretical statistics of ``spec``'s tensor, in one streaming pass."""
+    tensor = tensor or Tensor(spec)
+    th = theory(spec)
+    low, high = histogram_range(spec, th)
+    edges = np.linspace(low, high, bins + 1)
+    counts = np.zeros(bins, np.int64)
+    below = above = 0
+    moments = _Moments()
+    digest = hashlib.sha256()
+    stride = max(1, math.ceil(spec.numel / KS_SAMPLE_LIMIT))
+    sample: list[Array] = []
+    for index in range(tensor.block_count):
+        block = tensor.block(index)
+        digest.update(block.view(np.uint8))
+        x = block.astype(np.float64)
+        moments.add(x)
+        counts += np.histogram(x, bins=edges)[0]
+        below += int(np.count_nonzero(x < low))
+        above += int(np.count_nonzero(x > high))
+        if th.continuous:
+            start = (-(index * BLOCK_ELEMENTS)) % stride
+            sample.append(block[start::stride])
+    result: dict[str, Any] = {
+        "count": moments.count,
+        "mean": moments.mean if moments.count else None,
+        "std": math.sqrt(moments.m2 / moments.count) if moments.count else None,
+        "min": moments.min if moments.count else None,
+        "max": moments.max if moments.count else None,
+        "sha256": digest.hexdigest(),
+        "histogram": {"edges": edges.tolist(), "counts": counts.tolist(), "below": below, "above": above},
+        "ks": None,
+        "orthogonality_error": None,
+    }
+    if th.continuous and moments.count:
+        joined = np.concatenate(sample)
+        d, p = ks_test(spec, joined)
+        result["ks"] = {"statistic": d, "pvalue": p, "sample_size": int(joined.size), "stride": stride}
+    if isinstance(spec.distribution, Orthogonal) and spec.numel:
+        result["orthogonality_error"] = orthogonality_error(spec)
+    result["theory"] = th.to_dict()
+    return result
+
+
+def orthogonality_error(spec: ResolvedSpec) -> float:
+    """max |W·Wᵀ − gain²·I| (or WᵀW when rows > cols) of the served values, as float64."""
+    dist = spec.distribution
+    assert isinstance(dist, Orthogonal)
+    flat = MATERIALIZED_CACHE.get(spec).astype(np.float64)
+    if dist.column_axis is None:
+        m = flat.reshape(dist.rows, dist.cols)
+    else:
+        m = np.moveaxis(flat.reshape(spec.shape), dist.column_axis, -1).reshape(dist.rows, dist.cols)
+    gram = m @ m.T if dist.rows <= dist.cols else m.T @ m
+    return float(np.max(np.abs(gram - dist.gain**2 * np.eye(gram.shape[0]))))

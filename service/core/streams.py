@@ -1,0 +1,352 @@
+"""Block streams: a resolved spec turned into numbers, block by block.
+
+A tensor's flat (C-order) elements are cut into blocks of :data:`BLOCK_ELEMENTS`.
+Every block is a pure function of (spec, block index), so the bytes do not depend on
+how the tensor is produced: whole, block by block, by several threads, or only the
+blocks that cover a requested slice. Three kinds of source:
+
+* elementwise (constant, uniform, normal, truncated normal): each block draws from its
+  own generator, keyed by (seed, name, block index);
+* index (identity, dirac, delta_orthogonal): each element is computed from its index;
+* materialized (orthogonal, sparse): the whole tensor is computed once in float64,
+  cast, and cut into blocks; a small bounded cache keeps recent ones for Range reads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from .sampling import BLOCK_ELEMENTS, block_rng, standard_truncnorm, stream_key
+from .spec import (
+    Constant,
+    DeltaOrthogonal,
+    Dirac,
+    Identity,
+    Normal,
+    Orthogonal,
+    ResolvedSpec,
+    Sparse,
+    TruncatedNormal,
+    Uniform,
+)
+
+Array = np.ndarray[Any, Any]
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def default_executor() -> ThreadPoolExecutor:
+    """The process-wide pool that generates blocks (one thread per core)."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="tensorinit-block")
+        return _executor
+
+
+def fill_elementwise(spec: ResolvedSpec, key: int, index: int, out: Array) -> None:
+    """Write block ``index`` of an elementwise distribution into ``out`` (output dtype)."""
+    dist = spec.distribution
+    cdt = spec.compute_dtype
+    n = out.shape[0]
+    direct = out.dtype == cdt
+    buf = out if direct else np.empty(n, cdt)
+    if isinstance(dist, Constant):
+        buf.fill(dist.value)
+    else:
+        rng = block_rng(key, index)
+        if isinstance(dist, Uniform):
+            rng.random(dtype=cdt, out=buf)
+            buf *= cdt.type(dist.high - dist.low)
+            buf += cdt.type(dist.low)
+        elif isinstance(dist, Normal):
+            rng.standard_normal(dtype=cdt, out=buf)
+            buf *= cdt.type(dist.std)
+            if dist.mean != 0:
+                buf += cdt.type(dist.mean)
+        elif isinstance(dist, TruncatedNormal):
+            alpha = (dist.low - dist.mean) / dist.std
+            beta = (dist.high - dist.mean) / dist.std
+            standard_truncnorm(rng, n, alpha, beta, cdt, out=buf)
+            buf *= cdt.type(dist.std)
+            if dist.mean != 0:
+                buf += cdt.type(dist.mean)
+            np.clip(buf, cdt.type(dist.low), cdt.type(dist.high), out=buf)
+        else:  # pragma: no cover - the source factory sends nothing else here
+            raise TypeError(f"not an elementwise distribution: {dist!r}")
+    if not direct:
+        out[...] = buf
+
+
+def standard_normals(key: int, count: int) -> Array:
+    """``count`` float64 standard normals from the block stream of ``key`` (C order)."""
+    out = np.empty(count, np.float64)
+    for index in range(math.ceil(count / BLOCK_ELEMENTS)):
+        lo = index * BLOCK_ELEMENTS
+        block_rng(key, index).standard_normal(dtype=np.float64, out=out[lo : lo + BLOCK_ELEMENTS])
+    return out
+
+
+def orthogonal_matrix(key: int, rows: int, cols: int, gain: float) -> Array:
+    """gain · Q of shape (rows, cols) with orthonormal rows (rows <= cols) or columns.
+
+    The torch / Keras / JAX algorithm in float64: A ~ N(0, 1) of shape
+    (max(rows, cols), min(rows, cols)) in C order, A = QR (Householder, LAPACK),
+    Q ← Q · sign(diag R) (a zero sign counts as +1), transposed when rows < cols.
+    """
+    big, small = max(rows, cols), min(rows, cols)
+    if big * small == 0:
+        return np.zeros((rows, cols), np.float64)
+    a = standard_normals(key, big * small).reshape(big, small)
+    q, r = scipy.linalg.qr(a, mode="economic", overwrite_a=True, check_finite=False)
+    d = np.sign(np.diagonal(r))
+    d[d == 0] = 1.0
+    q *= d
+    if rows < cols:
+        q = q.T
+    q *= gain
+    return q
+
+
+def _orthogonal(spec: ResolvedSpec, dist: Orthogonal) -> Array:
+    m = orthogonal_matrix(stream_key(spec.seed, spec.name), dist.rows, dist.cols, dist.gain)
+    if dist.column_axis is None:
+        return m.reshape(spec.shape)
+    axis = dist.column_axis
+    moved = spec.shape[:axis] + spec.shape[axis + 1 :] + (spec.shape[axis],)
+    return np.moveaxis(m.reshape(moved), -1, axis)
+
+
+def _sparse(spec: ResolvedSpec, dist: Sparse) -> Array:
+    rows, cols = spec.shape
+    values = standard_normals(stream_key(spec.seed, spec.name), rows * cols).reshape(rows, cols)
+    values *= dist.std
+    if dist.zeros_per_column:
+        ranks = np.random.Generator(np.random.SFC64(np.random.SeedSequence(stream_key(spec.seed, spec.name, "mask"))))
+        order = np.argsort(ranks.random((rows, cols)), axis=0, kind="stable")
+        values[order[: dist.zeros_per_column], np.arange(cols)] = 0.0
+    return values
+
+
+class _MaterializedCache:
+    """A byte-bounded LRU of whole tensors, so Range reads of one orthogonal are not redone."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, Array] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
+
+    def get(self, spec: ResolvedSpec) -> Array:
+        key = spec.digest()
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            array = _materialize(spec)
+            with self._lock:
+                self._key_locks.pop(key, None)
+                if array.nbytes <= self.max_bytes:
+                    self._items[key] = array
+                    while sum(a.nbytes for a in self._items.values()) > self.max_bytes:
+                        self._items.popitem(last=False)
+            return array
+
+
+def _materialize(spec: ResolvedSpec) -> Array:
+    dist = spec.distribution
+    if isinstance(dist, Orthogonal):
+        full = _orthogonal(spec, dist)
+    elif isinstance(dist, Sparse):
+        full = _sparse(spec, dist)
+    else:  # pragma: no cover
+        raise TypeError(f"not a materialized distribution: {dist!r}")
+    return np.ascontiguousarray(full, dtype=spec.np_dtype).reshape(-1)
+
+
+MATERIALIZED_CACHE = _MaterializedCache(max_bytes=256 << 20)
+
+
+class Tensor:
+    """The numbers of one resolved spec, available whole, by block or by element range."""
+
+    def __init__(self, spec: ResolvedSpec):
+        self.spec = spec
+        self.numel = spec.numel
+        self.dtype = spec.np_dtype
+        self.itemsize = self.dtype.itemsize
+        self.nbytes = spec.nbytes
+        self.block_count = math.ceil(self.numel / BLOCK_ELEMENTS)
+        self._key = stream_key(spec.seed, spec.name)
+        self._matrix: Array | None = None
+        dist = spec.distribution
+        self._kind = (
+            "materialized"
+            if isinstance(dist, Orthogonal | Sparse)
+            else "index"
+            if isinstance(dist, Identity | Dirac | DeltaOrthogonal)
+            else "elementwise"
+        )
+        if isinstance(dist, DeltaOrthogonal):
+            k_in, k_out = (spec.shape[-2], spec.shape[-1]) if dist.layout == "kernel_in_out" else (spec.shape[1], spec.shape[0])
+            self._matrix = orthogonal_matrix(self._key, k_in, k_out, dist.gain).astype(spec.compute_dtype)
+
+    def block_bounds(self, index: int) -> tuple[int, int]:
+        lo = index * BLOCK_ELEMENTS
+        return lo, min(lo + BLOCK_ELEMENTS, self.numel)
+
+    def fill_block(self, index: int, out: Array) -> None:
+        """Write block ``index`` into ``out``, a contiguous 1-D array of the output dtype."""
+        lo, hi = self.block_bounds(index)
+        if self._kind == "elementwise":
+            fill_elementwise(self.spec, self._key, index, out)
+        elif self._kind == "materialized":
+            out[...] = MATERIALIZED_CACHE.get(self.spec)[lo:hi]
+        else:
+            out[...] = self._by_index(lo, hi)
+
+    def block(self, index: int) -> Array:
+        """Block ``index`` as a new 1-D array of the output dtype."""
+        lo, hi = self.block_bounds(index)
+        out = np.empty(hi - lo, self.dtype)
+        self.fill_block(index, out)
+        return out
+
+    def _by_index(self, lo: int, hi: int) -> Array:
+        spec, dist = self.spec, self.spec.distribution
+        idx = np.arange(lo, hi, dtype=np.int64)
+        values = np.zeros(hi - lo, spec.compute_dtype)
+        if isinstance(dist, Identity):
+            rows, cols = spec.shape[-2], spec.shape[-1]
+            values[(idx // cols) % rows == idx % cols] = dist.gain
+            return values
+        assert isinstance(dist, Dirac | DeltaOrthogonal)
+        if dist.layout == "out_in_kernel":
+            n_out, n_in, kernel = spec.shape[0], spec.shape[1], spec.shape[2:]
+            k = idx % math.prod(kernel)
+            i = (idx // math.prod(kernel)) % n_in
+            o = idx // (math.prod(kernel) * n_in)
+        else:
+            kernel, n_in, n_out = spec.shape[:-2], spec.shape[-2], spec.shape[-1]
+            o = idx % n_out
+            i = (idx // n_out) % n_in
+            k = idx // (n_out * n_in)
+        centre = int(np.ravel_multi_index(dist.centre, kernel))
+        if isinstance(dist, Dirac):
+            values[(k == centre) & (o % (n_out // dist.groups) == i)] = 1.0
+        else:
+            assert self._matrix is not None
+            hit = k == centre
+            values[hit] = self._matrix[i[hit], o[hit]]
+        return values
+
+    def block_range(self, start: int, stop: int) -> range:
+        """Indices of the blocks that cover elements [start, stop)."""
+        if stop <= start:
+            return range(0)
+        return range(start // BLOCK_ELEMENTS, (stop - 1) // BLOCK_ELEMENTS + 1)
+
+    def iter_blocks(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        executor: Executor | None = None,
+        ahead: int = 4,
+    ) -> Iterator[Array]:
+        """Arrays covering elements [start, stop) in order, at most one block each.
+
+        With an executor, up to ``ahead`` blocks are computed in parallel ahead of the
+        consumer; closing the iterator cancels what has not started.
+        """
+        stop = self.numel if stop is None else stop
+        blocks = self.block_range(start, stop)
+
+        def trim(index: int, arr: Array) -> Array:
+            lo, hi = self.block_bounds(index)
+            return arr[max(start - lo, 0) : len(arr) - max(hi - stop, 0)]
+
+        if executor is None:
+            for index in blocks:
+                yield trim(index, self.block(index))
+            return
+        pending: deque[tuple[int, Future[Array]]] = deque()
+        todo = iter(blocks)
+        try:
+            for index in todo:
+                pending.append((index, executor.submit(self.block, index)))
+                if len(pending) >= ahead:
+                    break
+            while pending:
+                index, fut = pending.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt, executor.submit(self.block, nxt)))
+                yield trim(index, fut.result())
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+
+    def read(self, start: int = 0, stop: int | None = None) -> Array:
+        """Flat elements [start, stop), generating only the blocks that cover them."""
+        stop = self.numel if stop is None else stop
+        parts = list(self.iter_blocks(start, stop))
+        return np.concatenate(parts) if parts else np.empty(0, self.dtype)
+
+    def iter_bytes(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        executor: Executor | None = None,
+        ahead: int = 4,
+    ) -> Iterator[memoryview]:
+        """Little-endian bytes [start, stop) of the tensor's data, as byte-format memoryviews."""
+        stop = self.nbytes if stop is None else stop
+        size = self.itemsize
+        first, last = start // size, -(-stop // size)
+        pos = first * size
+        for arr in self.iter_blocks(first, last, executor=executor, ahead=ahead):
+            raw = memoryview(arr.view(np.uint8))
+            lo, hi = pos, pos + len(raw)
+            pos = hi
+            yield raw[max(start - lo, 0) : len(raw) - max(hi - stop, 0)]
+
+    def array(self, *, executor: Executor | None = None) -> Array:
+        """The whole tensor with its shape; blocks are filled in parallel on ``executor``."""
+        out = np.empty(self.numel, self.dtype)
+        if self._kind == "materialized":
+            out[...] = MATERIALIZED_CACHE.get(self.spec)
+            return out.reshape(self.spec.shape)
+        pool = executor or default_executor()
+
+        def fill(index: int) -> None:
+            lo, hi = self.block_bounds(index)
+            self.fill_block(index, out[lo:hi])
+
+        if self.block_count <= 1:
+            for index in range(self.block_count):
+                fill(index)
+        else:
+            list(pool.map(fill, range(self.block_count)))
+        return out.reshape(self.spec.shape)
+
+
+def generate(spec: ResolvedSpec) -> Array:
+    """The whole tensor of ``spec`` as a numpy array."""
+    return Tensor(spec).array()
