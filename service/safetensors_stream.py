@@ -1,0 +1,196 @@
+"""A streaming safetensors writer: the header from the plan, then the data block by block.
+
+The ``safetensors`` library builds the whole file in memory, so it cannot stream. The
+header depends only on names, dtypes and shapes, so the exact file size is known before
+a single number is drawn; the data then follows in file order, one engine block at a
+time. The output is byte-identical to ``safetensors.numpy.save(arrays, metadata=...)``:
+
+* 8 bytes little-endian header length N, then N bytes of compact JSON padded with
+  spaces to a multiple of 8, then the data;
+* ``__metadata__`` first, then the tensors ordered by dtype (F64, F32, BF16, F16) and,
+  within a dtype, by name (code point order, which is UTF-8 byte order);
+* each entry's keys in the order dtype, shape, data_offsets; non-ASCII written as UTF-8.
+
+Any byte range of the file maps to a slice of the header plus element ranges of the
+tensors, so a ``Range`` request generates only the blocks that cover it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.core import Tensor
+
+# The library's order (checked against safetensors.numpy.save in tests/api): larger
+# dtypes first, and BF16 before F16.
+DTYPE_ORDER = {"F64": 0, "F32": 1, "BF16": 2, "F16": 3}
+
+MIN_CHUNK_BYTES = 1 << 20
+"""Chunks handed to the server are at least this large (but the last one), so per-send cost stays negligible."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor's place in the file: absolute byte offsets of its data."""
+
+    tensor: Tensor
+    begin: int
+    end: int
+
+    @property
+    def name(self) -> str:
+        return self.tensor.spec.name
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A contiguous run of output bytes: a header slice, or bytes [lo, hi) of one block of a tensor."""
+
+    entry: Entry | None
+    block: int
+    lo: int
+    hi: int
+
+
+class Counters:
+    """Thread-safe counts of streaming work, read by tests (and by metrics)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.blocks_generated = 0
+        self.streams_started = 0
+        self.streams_completed = 0
+        self.streams_aborted = 0
+
+    def add(self, field: str, amount: int = 1) -> None:
+        with self._lock:
+            setattr(self, field, getattr(self, field) + amount)
+
+
+class Plan:
+    """The layout of one safetensors file: header bytes and where each tensor's data lies."""
+
+    def __init__(self, tensors: Sequence[Tensor], metadata: Mapping[str, str]):
+        names = [t.spec.name for t in tensors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate tensor names: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        ordered = sorted(tensors, key=lambda t: (DTYPE_ORDER[t.spec.safetensors_dtype], t.spec.name))
+        header: dict[str, object] = {"__metadata__": dict(metadata)}
+        offset = 0
+        offsets: list[tuple[int, int]] = []
+        for t in ordered:
+            header[t.spec.name] = {"dtype": t.spec.safetensors_dtype, "shape": list(t.spec.shape), "data_offsets": [offset, offset + t.nbytes]}
+            offsets.append((offset, offset + t.nbytes))
+            offset += t.nbytes
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        text += b" " * (-len(text) % 8)
+        self.header = struct.pack("<Q", len(text)) + text
+        start = len(self.header)
+        self.entries = tuple(Entry(t, start + b, start + e) for t, (b, e) in zip(ordered, offsets, strict=True))
+        self.size = start + offset
+
+    def pieces(self, start: int = 0, stop: int | None = None) -> Iterator[Piece]:
+        """The pieces covering file bytes [start, stop), in order; only blocks that overlap are listed."""
+        stop = self.size if stop is None else min(stop, self.size)
+        if start < len(self.header) and start < stop:
+            yield Piece(None, 0, start, min(stop, len(self.header)))
+        for entry in self.entries:
+            lo, hi = max(start, entry.begin) - entry.begin, min(stop, entry.end) - entry.begin
+            if lo >= hi:
+                continue
+            tensor = entry.tensor
+            size = tensor.itemsize
+            for index in tensor.block_range(lo // size, -(-hi // size)):
+                first, last = tensor.block_bounds(index)
+                b0, b1 = first * size, last * size
+                yield Piece(entry, index, max(lo, b0) - b0, min(hi, b1) - b0)
+
+    def iter_bytes(self, start: int = 0, stop: int | None = None, *, executor: Executor | None = None) -> Iterator[memoryview]:
+        """File bytes [start, stop) synchronously, tensor data through ``Tensor.iter_bytes``."""
+        stop = self.size if stop is None else min(stop, self.size)
+        if start < len(self.header) and start < stop:
+            yield memoryview(self.header)[start : min(stop, len(self.header))]
+        for entry in self.entries:
+            lo, hi = max(start, entry.begin) - entry.begin, min(stop, entry.end) - entry.begin
+            if lo < hi:
+                yield from entry.tensor.iter_bytes(lo, hi, executor=executor)
+
+    def read(self, start: int = 0, stop: int | None = None) -> bytes:
+        """File bytes [start, stop) as one bytes object (tests, small files)."""
+        return b"".join(self.iter_bytes(start, stop))
+
+
+def _block_bytes(piece: Piece, counters: Counters | None) -> memoryview:
+    assert piece.entry is not None
+    arr = piece.entry.tensor.block(piece.block)
+    if counters is not None:
+        counters.add("blocks_generated")
+    # A memoryview of the float array would have len() = element count; the server
+    # counts len() against Content-Length, so hand it unsigned bytes.
+    return memoryview(arr.view(np.uint8))[piece.lo : piece.hi]
+
+
+async def stream(
+    plan: Plan,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    executor: Executor,
+    ahead: int = 4,
+    counters: Counters | None = None,
+) -> AsyncIterator[bytes | memoryview]:
+    """File bytes [start, stop) as chunks of at least :data:`MIN_CHUNK_BYTES` (but the last).
+
+    Blocks are generated on ``executor``, up to ``ahead`` of them in flight, so the event
+    loop only moves bytes. When the consumer goes away (the client disconnected: the
+    server cancels the task, or closes this generator), blocks not yet started are
+    cancelled, so generation stops within the blocks already running.
+    """
+    loop = asyncio.get_running_loop()
+    pieces = plan.pieces(start, stop)
+    pending: deque[tuple[Piece, asyncio.Future[memoryview] | None]] = deque()
+    done = False
+
+    def refill() -> None:
+        while len(pending) < ahead:
+            piece = next(pieces, None)
+            if piece is None:
+                return
+            if piece.entry is None:
+                pending.append((piece, None))
+            else:
+                pending.append((piece, loop.run_in_executor(executor, _block_bytes, piece, counters)))
+
+    if counters is not None:
+        counters.add("streams_started")
+    buffered: list[memoryview] = []
+    size = 0
+    try:
+        refill()
+        while pending:
+            piece, future = pending.popleft()
+            chunk = memoryview(plan.header)[piece.lo : piece.hi] if future is None else await future
+            refill()
+            buffered.append(chunk)
+            size += len(chunk)
+            if size >= MIN_CHUNK_BYTES:
+                yield buffered[0] if len(buffered) == 1 else b"".join(buffered)
+                buffered, size = [], 0
+        if buffered:
+            yield buffered[0] if len(buffered) == 1 else b"".join(buffered)
+        done = True
+    finally:
+        for _, future in pending:
+            if future is not None:
+                future.cancel()
+        if counters is not None:
+            counters.add("streams_completed" if done else "streams_aborted")
