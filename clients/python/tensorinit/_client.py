@@ -1,0 +1,384 @@
+"""The synchronous client. :mod:`tensorinit._async_client` is its line-for-line twin."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, overload
+from urllib.parse import quote
+
+import httpx
+import numpy.typing as npt
+
+from . import _rules, _safetensors, _torch
+from ._base import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    FILE_ACCEPT,
+    JSON_ACCEPT,
+    BaseClient,
+    batch_body,
+    in_request_order,
+    pick_single,
+    single_body,
+    stats_body,
+)
+from ._progress import Progress, ProgressOption
+from ._receive import FileSink, MemorySink, Receiver, Sink
+from ._retry import RetryPolicy
+from ._rules import Rules
+from ._stats import Stats
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Client(BaseClient):
+    """A synchronous tensorinit client.
+
+    ``base_url`` defaults to ``$TENSORINIT_URL``, else ``http://127.0.0.1:8000``.
+    ``timeout`` is a number of seconds or an ``httpx.Timeout`` (connect, read between
+    chunks, write, pool); ``max_retries`` a count or a :class:`RetryPolicy`. Pass
+    ``http_client`` to bring your own ``httpx.Client`` (transports, proxies, tests): it
+    is used as is and not closed by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        base_url: str | httpx.URL | None = None,
+        *,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_retries: int | RetryPolicy = DEFAULT_MAX_RETRIES,
+        api_key: str | None = None,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout, max_retries=max_retries, api_key=api_key)
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.Client(timeout=self.timeout)
+
+    def close(self) -> None:
+        """Close the connection pool (unless it was passed in)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- tensors -------------------------------------------------------------------------
+
+    @overload
+    def init(
+        self,
+        scheme: str,
+        shape: Sequence[int],
+        *,
+        seed: int = ...,
+        dtype: str = ...,
+        name: str = ...,
+        convention: str = ...,
+        framework: Literal["numpy"] = ...,
+        verify: bool = ...,
+        **params: Any,
+    ) -> npt.NDArray[Any]: ...
+    @overload
+    def init(
+        self,
+        scheme: str,
+        shape: Sequence[int],
+        *,
+        seed: int = ...,
+        dtype: str = ...,
+        name: str = ...,
+        convention: str = ...,
+        framework: Literal["torch"],
+        verify: bool = ...,
+        **params: Any,
+    ) -> torch.Tensor: ...
+    @overload
+    def init(
+        self,
+        scheme: str,
+        shape: Sequence[int],
+        *,
+        seed: int = ...,
+        dtype: str = ...,
+        name: str = ...,
+        convention: str = ...,
+        framework: str,
+        verify: bool = ...,
+        **params: Any,
+    ) -> Any: ...
+    def init(
+        self,
+        scheme: str,
+        shape: Sequence[int],
+        *,
+        seed: int = 0,
+        dtype: str = "float32",
+        name: str = "weight",
+        convention: str = "torch",
+        framework: str = "numpy",
+        verify: bool = False,
+        **params: Any,
+    ) -> Any:
+        """One tensor, e.g. ``client.init("he_normal", (256, 128), seed=1, mode="fan_out")``.
+
+        Scheme parameters (``gain``, ``mode``, ``std``, ``in_axes`` ...) are keywords.
+        ``framework`` is ``"numpy"`` (bfloat16 as ``ml_dtypes.bfloat16``), ``"torch"``
+        (``torch.bfloat16``) or ``"jax"``. ``verify=True`` also checks the bytes' sha256
+        against ``/stats`` (one more request, which recomputes the tensor server-side).
+        """
+        _safetensors.check_framework(framework)
+        body = single_body(scheme, shape, seed=seed, dtype=dtype, name=name, convention=convention, params=params)
+        return pick_single(self._fetch(body, framework, verify), name)
+
+    @overload
+    def init_many(
+        self,
+        tensors: Mapping[str, Mapping[str, Any]],
+        *,
+        seed: int = ...,
+        dtype: str | None = ...,
+        convention: str | None = ...,
+        framework: Literal["numpy"] = ...,
+        verify: bool = ...,
+    ) -> dict[str, npt.NDArray[Any]]: ...
+    @overload
+    def init_many(
+        self,
+        tensors: Mapping[str, Mapping[str, Any]],
+        *,
+        seed: int = ...,
+        dtype: str | None = ...,
+        convention: str | None = ...,
+        framework: Literal["torch"],
+        verify: bool = ...,
+    ) -> dict[str, torch.Tensor]: ...
+    @overload
+    def init_many(
+        self,
+        tensors: Mapping[str, Mapping[str, Any]],
+        *,
+        seed: int = ...,
+        dtype: str | None = ...,
+        convention: str | None = ...,
+        framework: str,
+        verify: bool = ...,
+    ) -> dict[str, Any]: ...
+    def init_many(
+        self,
+        tensors: Mapping[str, Mapping[str, Any]],
+        *,
+        seed: int = 0,
+        dtype: str | None = None,
+        convention: str | None = None,
+        framework: str = "numpy",
+        verify: bool = False,
+    ) -> dict[str, Any]:
+        """Several tensors in one request and one safetensors body, keyed and ordered as given.
+
+        ``tensors`` maps names to specs (``{"scheme": "zeros", "shape": [512]}``); ``seed``,
+        ``dtype`` and ``convention`` are defaults each spec may override. The arrays are
+        views of one shared buffer, which stays alive while any of them does.
+        """
+        _safetensors.check_framework(framework)
+        if not tensors:
+            return {}
+        body = batch_body(tensors, seed=seed, dtype=dtype, convention=convention)
+        return in_request_order(self._fetch(body, framework, verify), list(tensors))
+
+    @overload
+    def init_state_dict(
+        self,
+        shapes: Mapping[str, Sequence[int]],
+        rules: Rules,
+        *,
+        seed: int = ...,
+        dtype: str | None = ...,
+        convention: str | None = ...,
+        framework: Literal["numpy"] = ...,
+        verify: bool = ...,
+    ) -> dict[str, npt.NDArray[Any]]: ...
+    @overload
+    def init_state_dict(
+        self,
+        shapes: Mapping[str, Sequence[int]],
+        rules: Rules,
+        *,
+        seed: int = ...,
+        dtype: str | None = ...,
+        convention: str | None = ...,
+        framework: Literal["torch"],
+        verify: bool = ...,
+    ) -> dict[str, torch.Tensor]: ...
+    @overload
+    def init_state_dict(
+        self,
+        shapes: Mapping[str, Sequence[int]],
+        rules: Rules,
+        *,
+        seed: int = ...,
+        dtype: str | None = ...,
+        convention: str | None = ...,
+        framework: str,
+        verify: bool = ...,
+    ) -> dict[str, Any]: ...
+    def init_state_dict(
+        self,
+        shapes: Mapping[str, Sequence[int]],
+        rules: Rules,
+        *,
+        seed: int = 0,
+        dtype: str | None = None,
+        convention: str | None = None,
+        framework: str = "numpy",
+        verify: bool = False,
+    ) -> dict[str, Any]:
+        """A whole state dict from ``{name: shape}`` and ordered (glob → spec) rules, in one request.
+
+        ``rules`` is a list of ``(pattern, spec)`` pairs or a dict (its order counts):
+        first match wins, a spec is a scheme name, a mapping without ``shape``, or None to
+        skip the name; a name no rule matches raises :class:`NoMatchingRuleError`.
+        """
+        _safetensors.check_framework(framework)
+        tensors = _rules.batch(shapes, rules)
+        return self.init_many(tensors, seed=seed, dtype=dtype, convention=convention, framework=framework, verify=verify)
+
+    def init_module(
+        self,
+        module: torch.nn.Module,
+        rules: Rules,
+        *,
+        seed: int = 0,
+        convention: str = "torch",
+        buffers: bool = True,
+        verify: bool = False,
+    ) -> list[str]:
+        """Fill ``module``'s floating-point parameters (and buffers) in place; returns the names set.
+
+        One request for the whole module. Each tensor is served in its own dtype and copied
+        under ``torch.no_grad()``, so dtype, device and identity are preserved. Integer
+        buffers (BatchNorm's ``num_batches_tracked``) are skipped: no scheme makes integers.
+        """
+        found = _torch.targets(module, buffers=buffers)
+        shapes = {name: tuple(t.shape) for name, t in found.items()}
+        tensors = _rules.batch(shapes, rules, {name: _torch.served_dtype(t) for name, t in found.items()})
+        values = self.init_many(tensors, seed=seed, convention=convention, framework="torch", verify=verify)
+        return _torch.fill(found, values)
+
+    def stats(
+        self,
+        request: str | Mapping[str, Any],
+        shape: Sequence[int] | None = None,
+        *,
+        seed: int = 0,
+        dtype: str = "float32",
+        name: str = "weight",
+        convention: str = "torch",
+        bins: int | None = None,
+        **params: Any,
+    ) -> Stats:
+        """Statistics of what ``/init`` would serve: ``stats("he_normal", (256, 128), ...)`` with
+        the arguments of :meth:`init`, or ``stats(body)`` with a whole request mapping (single
+        or batch, as in docs/api.md)."""
+        fields = {"seed": seed, "dtype": dtype, "name": name, "convention": convention, "params": params}
+        return Stats.from_json(self._request_json("POST", "/stats", json=stats_body(request, shape, fields, bins)))
+
+    def schemes(self, name: str | None = None) -> Any:
+        """The scheme catalogue, or one scheme's entry (aliases resolve) when ``name`` is given."""
+        return self._request_json("GET", "/schemes" if name is None else f"/schemes/{quote(name, safe='')}")
+
+    def version(self) -> dict[str, Any]:
+        """Versions and limits of the service."""
+        result: dict[str, Any] = self._request_json("GET", "/version")
+        return result
+
+    def download(
+        self, request: Mapping[str, Any], path: str | os.PathLike[str], *, progress: ProgressOption = None, verify: bool = False
+    ) -> Path:
+        """Stream the safetensors file of ``request`` (a request mapping, single or batch) to ``path``.
+
+        Memory stays flat whatever the size; a cut transfer resumes with Range + If-Range.
+        The file appears at ``path`` only once complete and checked (written to
+        ``path + ".part"`` first, removed on failure); open it with ``safetensors.safe_open``.
+        ``progress``: None shows a bar above a few MiB when stderr is a terminal, True or
+        False force it, a callable gets ``(received, total)``.
+        """
+        target = Path(path)
+        part = target.with_name(target.name + ".part")
+        bar = Progress(progress, target.name)
+        try:
+            with part.open("w+b") as f:
+                rx = self._receive(dict(request), FileSink(f), bar)
+                f.flush()
+                header = _safetensors.read_file_header(f, rx.received)
+                if verify:
+                    self.check_stats(_safetensors.digests_of_file(f, header), self.stats(request), rx.etag)
+            part.replace(target)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        finally:
+            bar.close()
+        return target
+
+    # -- transport -----------------------------------------------------------------------
+
+    def _fetch(self, body: dict[str, Any], framework: str, verify: bool) -> dict[str, Any]:
+        sink = MemorySink()
+        rx = self._receive(body, sink)
+        buffer = sink.take()
+        header = _safetensors.parse_header(buffer, len(buffer))
+        if verify:
+            self.check_stats(_safetensors.digests_of_buffer(buffer, header), self.stats(body), rx.etag)
+        return _safetensors.build(buffer, header, framework)
+
+    def _request_json(self, method: str, path: str, *, json: Any = None) -> Any:
+        headers = {**self.headers, "Accept": JSON_ACCEPT}
+        failures = 0
+        while True:
+            try:
+                response = self._http.request(method, self.url(path), json=json, headers=headers, timeout=self.timeout)
+            except httpx.TransportError as exc:
+                failures += 1
+                delay = self.delay_after_transport(exc, failures)
+            else:
+                if response.is_success:
+                    return self.decode_json(response)
+                failures += 1
+                delay = self.delay_after_status(response, response.content, failures)
+            time.sleep(delay)
+
+    def _receive(self, body: dict[str, Any], sink: Sink, progress: Progress | None = None) -> Receiver:
+        """POST /init and drive the body into ``sink``, retrying and resuming as the policy allows."""
+        rx = Receiver(sink, progress)
+        failures = 0
+        while True:
+            high_water = rx.high_water
+            cut: httpx.TransportError | str | None = None
+            headers = {**self.headers, "Accept": FILE_ACCEPT, **rx.request_headers()}
+            try:
+                with self._http.stream("POST", self.url("/init"), json=body, headers=headers, timeout=self.timeout) as response:
+                    if response.status_code in (200, 206):
+                        rx.start(response)
+                        for chunk in response.iter_raw():
+                            rx.feed(chunk)
+                        if rx.complete:
+                            return rx
+                        cut = rx.shortfall()
+                    else:
+                        failures += 1
+                        delay = self.delay_after_status(response, response.read(), failures)
+            except httpx.TransportError as exc:
+                cut = exc
+            if cut is not None:
+                # A cut that brought new bytes starts a fresh count: length alone never exhausts retries.
+                failures = 1 if rx.high_water > high_water else failures + 1
+                delay = self.delay_after_transport(cut, failures)
+            time.sleep(delay)

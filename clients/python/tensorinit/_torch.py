@@ -1,0 +1,58 @@
+"""Filling a ``torch.nn.Module`` in place from served tensors.
+
+Which tensors: every floating-point parameter and (unless ``buffers=False``) every
+floating-point buffer, under its ``named_parameters`` / ``named_buffers`` name, shared
+parameters once. Integer and bool buffers, such as BatchNorm's ``num_batches_tracked``
+(int64), are skipped without consulting the rules: no initializer scheme produces
+integers, and a counter is state, not an initialization. Complex tensors are skipped too.
+
+How: each tensor is requested in the dtype it already has (float32, float64, float16,
+bfloat16), so the module ends up holding exactly the server's bytes; other floating
+dtypes (float8) are requested as float32 and rounded by ``copy_``. Values are copied
+under ``torch.no_grad()`` with ``Tensor.copy_``, which keeps each tensor's dtype, device,
+``requires_grad`` and identity (optimizers holding references still see them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+# torch dtype name -> service dtype
+_SERVED = {"float32": "float32", "float64": "float64", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def targets(module: torch.nn.Module, *, buffers: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors ``init_module`` may set, by name, in module order."""
+    out: dict[str, torch.Tensor] = {}
+    named: list[tuple[str, torch.Tensor]] = list(module.named_parameters())
+    if buffers:
+        named += list(module.named_buffers())
+    for name, tensor in named:
+        if tensor.dtype.is_floating_point:
+            out[name] = tensor
+    return out
+
+
+def served_dtype(tensor: torch.Tensor) -> str:
+    return _SERVED.get(str(tensor.dtype).removeprefix("torch."), "float32")
+
+
+def fill(targets: Mapping[str, torch.Tensor], values: Mapping[str, Any]) -> list[str]:
+    """Copy ``values`` into ``targets`` in place; returns the names set, in module order."""
+    import torch  # noqa: PLC0415 -- optional extra; this module is only used with a module in hand
+
+    done = []
+    with torch.no_grad():
+        for name, target in targets.items():
+            if name not in values:
+                continue
+            value = values[name]
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(f"{name}: served shape {tuple(value.shape)} differs from the module's {tuple(target.shape)}")
+            target.copy_(value)
+            done.append(name)
+    return done
