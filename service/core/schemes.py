@@ -215,8 +215,9 @@ def lookup(name: object) -> Scheme:
     if key in ALIASES:
         return SCHEMES[ALIASES[key]]
     known = sorted(ALIASES)
-    close = difflib.get_close_matches(key or "", known, n=3, cutoff=0.5) if key else []
-    raise UnknownSchemeError(name, [ALIASES[c] if c in SCHEMES else c for c in close], sorted(SCHEMES))
+    close = difflib.get_close_matches(key or "", known, n=8, cutoff=0.5) if key else []
+    canonical = list(dict.fromkeys(ALIASES[c] for c in close))[:3]
+    raise UnknownSchemeError(name, canonical, sorted(SCHEMES))
 
 
 # -- shared parameter definitions ---------------------------------------------------

@@ -190,7 +190,7 @@ def compute_stats(spec: ResolvedSpec, *, bins: int = 64, tensor: Tensor | None =
     sample: list[Array] = []
     for index in range(tensor.block_count):
         block = tensor.block(index)
-        digest.update(block.view(np.uint8))
+        digest.update(block.view(np.uint8).data)
         x = block.astype(np.float64)
         moments.add(x)
         counts += np.histogram(x, bins=edges)[0]

@@ -115,7 +115,7 @@ def orthogonal_matrix(key: int, rows: int, cols: int, gain: float) -> Array:
     if rows < cols:
         q = q.T
     q *= gain
-    return q
+    return np.asarray(q, dtype=np.float64)
 
 
 def _orthogonal(spec: ResolvedSpec, dist: Orthogonal) -> Array:
@@ -176,7 +176,8 @@ def _materialize(spec: ResolvedSpec) -> Array:
         full = _sparse(spec, dist)
     else:  # pragma: no cover
         raise TypeError(f"not a materialized distribution: {dist!r}")
-    return np.ascontiguousarray(full, dtype=spec.np_dtype).reshape(-1)
+    # Through the compute dtype first: a 16-bit output is the rounding of its float32 twin.
+    return np.ascontiguousarray(full, dtype=spec.compute_dtype).astype(spec.np_dtype).reshape(-1)
 
 
 MATERIALIZED_CACHE = _MaterializedCache(max_bytes=256 << 20)
@@ -322,7 +323,7 @@ class Tensor:
         first, last = start // size, -(-stop // size)
         pos = first * size
         for arr in self.iter_blocks(first, last, executor=executor, ahead=ahead):
-            raw = memoryview(arr.view(np.uint8))
+            raw = arr.view(np.uint8).data
             lo, hi = pos, pos + len(raw)
             pos = hi
             yield raw[max(start - lo, 0) : len(raw) - max(hi - stop, 0)]
