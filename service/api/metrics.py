@@ -1,0 +1,143 @@
+"""Prometheus metrics of one application, in a registry of its own.
+
+A private :class:`~prometheus_client.CollectorRegistry` per app (never the global
+one) keeps two apps in one process, as in the tests, from sharing or clashing::
+
+    tensorinit_http_requests_total{method,route,status}   every answer, by route template
+    tensorinit_http_request_duration_seconds{method,route} time to the last byte
+    tensorinit_bytes_generated_total                      tensor-file bytes produced
+    tensorinit_generation_seconds                         wall time of each generating stream
+    tensorinit_generations_in_flight                      admitted generations now
+    tensorinit_generation_bytes_in_flight                 bytes of the admitted answers now
+    tensorinit_generations_waiting                        requests waiting for admission
+    tensorinit_rejected_requests_total{reason}            refused by admission or access control
+    tensorinit_streams_disconnected_total                 streams stopped because the client left
+    tensorinit_stream_errors_total                        streams cut by an error after the first byte
+
+The route label is the route's template (``/schemes/{name}``), or ``<unmatched>`` when
+no route matched, so that arbitrary paths cannot blow up the label set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .admission import Admission
+
+UNMATCHED = "<unmatched>"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The collectors of one application."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "tensorinit_http_requests", "HTTP answers by method, route template and status.", ["method", "route", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "tensorinit_http_request_duration_seconds",
+            "Time from the request to the last byte of the answer.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bytes_generated = Counter("tensorinit_bytes_generated", "Bytes of tensor files produced by streams.", registry=r)
+        self.generation_seconds = Histogram(
+            "tensorinit_generation_seconds", "Wall time of each generating stream.", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.in_flight = Gauge("tensorinit_generations_in_flight", "Admitted generations now running.", registry=r)
+        self.bytes_in_flight = Gauge("tensorinit_generation_bytes_in_flight", "Bytes of the admitted answers now running.", registry=r)
+        self.waiting = Gauge("tensorinit_generations_waiting", "Requests waiting for a generation slot.", registry=r)
+        self.rejected = Counter("tensorinit_rejected_requests", "Requests refused, by reason.", ["reason"], registry=r)
+        self.disconnected = Counter("tensorinit_streams_disconnected", "Streams stopped early because the client went away.", registry=r)
+        self.stream_errors = Counter("tensorinit_stream_errors", "Streams cut by an error after their first byte.", registry=r)
+
+    def observe_admission(self, admission: Admission) -> None:
+        """Read the in-flight gauges from ``admission`` at every scrape."""
+        self.in_flight.set_function(lambda: admission.active)
+        self.bytes_in_flight.set_function(lambda: admission.bytes_in_flight)
+        self.waiting.set_function(lambda: admission.waiting)
+
+    def reject(self, reason: str) -> None:
+        """Count one refused request."""
+        self.rejected.labels(reason).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every collector."""
+        return generate_latest(self.registry)
+
+    async def instrument_stream(self, chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+        """Pass ``chunks`` through, counting bytes, time, disconnects and errors.
+
+        A client that goes away shows up here as the cancellation of the pending
+        ``__anext__`` or as ``GeneratorExit`` when the stream is closed early.
+        """
+        start = time.perf_counter()
+        try:
+            async for chunk in chunks:
+                self.bytes_generated.inc(len(chunk))
+                yield chunk
+        except (asyncio.CancelledError, GeneratorExit):
+            self.disconnected.inc()
+            raise
+        except Exception:
+            self.stream_errors.inc()
+            raise
+        finally:
+            self.generation_seconds.observe(time.perf_counter() - start)
+
+    async def endpoint(self, request: Request) -> Response:
+        """``GET /metrics``."""
+        return Response(self.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that handled ``scope`` (set by the router), or ``<unmatched>``."""
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) else UNMATCHED
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware counting every answer by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = route_template(scope)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.request_seconds.labels(method, route).observe(time.perf_counter() - start)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

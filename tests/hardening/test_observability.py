@@ -1,0 +1,166 @@
+"""Metrics by route template, request ids, ids in problems, JSON access logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from service.api.logging import ACCESS_LOGGER, JsonFormatter
+from service.api.metrics import Metrics
+
+from .conftest import StubSettings, sample, small_app
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def access_log() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(ACCESS_LOGGER)
+    logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def client(settings: StubSettings | None = None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=small_app(settings)), base_url="http://test")
+
+
+async def test_requests_counted_by_route_template_and_status() -> None:
+    async with client() as c:
+        for name in ("a", "b", "c"):
+            assert (await c.get(f"/items/{name}")).status_code == 200
+        for n in range(3):
+            assert (await c.get(f"/random/{n}")).status_code == 404
+        assert (await c.post("/echo", content=b"{")).status_code == 422
+        assert (await c.request("BREW", "/items/a")).status_code == 405
+        text = (await c.get("/metrics")).text
+    assert sample(text, "tensorinit_http_requests_total", method="GET", route="/items/{name}", status="200") == 3
+    assert sample(text, "tensorinit_http_requests_total", method="GET", route="<unmatched>", status="404") == 3
+    assert sample(text, "tensorinit_http_requests_total", method="POST", route="/echo", status="422") == 1
+    assert sample(text, "tensorinit_http_requests_total", method="OTHER", route="/items/{name}", status="405") == 1
+    assert "/random/1" not in text
+
+
+async def test_metrics_endpoint_is_prometheus_text() -> None:
+    async with client() as c:
+        response = await c.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    for name in (
+        "tensorinit_bytes_generated_total",
+        "tensorinit_generation_seconds_count",
+        "tensorinit_generations_in_flight",
+        "tensorinit_generation_bytes_in_flight",
+        "tensorinit_streams_disconnected_total",
+    ):
+        assert sample(response.text, name) == 0
+
+
+async def test_registries_are_private_per_app() -> None:
+    async with client() as first, client() as second:
+        await first.get("/items/x")
+        text = (await second.get("/metrics")).text
+    with pytest.raises(KeyError):
+        sample(text, "tensorinit_http_requests_total", method="GET", route="/items/{name}", status="200")
+
+
+async def test_instrument_stream_counts_bytes_errors_and_early_close() -> None:
+    metrics = Metrics()
+
+    async def chunks(fail: bool) -> AsyncIterator[bytes]:
+        yield b"abc"
+        yield b"de"
+        if fail:
+            raise RuntimeError("engine failure")
+
+    assert [c async for c in metrics.instrument_stream(chunks(False))] == [b"abc", b"de"]
+    with pytest.raises(RuntimeError):
+        async for _ in metrics.instrument_stream(chunks(True)):
+            pass
+    early = metrics.instrument_stream(chunks(False))
+    assert await anext(early) == b"abc"
+    await early.aclose()
+    text = metrics.render().decode()
+    assert sample(text, "tensorinit_bytes_generated_total") == 5 + 5 + 3
+    assert sample(text, "tensorinit_stream_errors_total") == 1
+    assert sample(text, "tensorinit_streams_disconnected_total") == 1
+    assert sample(text, "tensorinit_generation_seconds_count") == 3
+
+
+async def test_request_id_generated_and_echoed(access_log: io.StringIO) -> None:
+    async with client() as c:
+        response = await c.get("/items/a?q=1")
+    request_id = response.headers["x-request-id"]
+    assert len(request_id) == 32
+    line = json.loads(access_log.getvalue().strip())
+    assert line["request_id"] == request_id
+    assert line["route"] == "/items/{name}"
+    assert line["path"] == "/items/a"
+    assert line["query"] == "q=1"
+    assert line["status"] == 200
+    assert line["bytes"] == len(response.content)
+    assert line["logger"] == ACCESS_LOGGER
+
+
+@pytest.mark.parametrize(
+    ("incoming", "kept"),
+    [
+        ("abc-123.def:ghi_J", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("", False),
+        ("has space", False),
+        ('quote"brace}', False),
+        ("ünïcode", False),
+    ],
+)
+async def test_incoming_request_id_kept_only_when_sane(incoming: str, kept: bool) -> None:
+    async with client() as c:
+        response = await c.get("/items/a", headers={b"X-Request-ID": incoming.encode()})
+    assert (response.headers["x-request-id"] == incoming) is kept
+
+
+async def test_request_id_added_to_problem_bodies() -> None:
+    async with client() as c:
+        response = await c.get("/problem", headers={"X-Request-ID": "trace-1"})
+        head = await c.head("/problem")
+    assert response.status_code == 422
+    body = response.json()
+    assert body["request_id"] == "trace-1"
+    assert body["detail"] == "d"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert head.headers["content-length"] != "0" or head.status_code == 405
+
+
+async def test_no_bodies_or_authorization_in_logs(access_log: io.StringIO) -> None:
+    async with client(StubSettings(api_keys="k-123")) as c:
+        await c.post("/echo", json={"body_marker": 7}, headers={"Authorization": "Bearer k-123", "Cookie": "sid=zzz"})
+    logged = access_log.getvalue()
+    assert json.loads(logged)["status"] == 200
+    for secret in ("body_marker", "k-123", "Bearer", "sid=zzz"):
+        assert secret not in logged
+
+
+async def test_unhandled_error_is_logged_as_500(access_log: io.StringIO) -> None:
+    app = small_app()
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://test") as c:
+        response = await c.get("/boom")
+        text = (await c.get("/metrics")).text
+    assert response.status_code == 500
+    assert json.loads(access_log.getvalue().splitlines()[0])["status"] == 500
+    assert sample(text, "tensorinit_http_requests_total", method="GET", route="/boom", status="500") == 1
