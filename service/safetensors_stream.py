@@ -83,12 +83,16 @@ class Plan:
         names = [t.spec.name for t in tensors]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate tensor names: {sorted(n for n in set(names) if names.count(n) > 1)}")
-        ordered = sorted(tensors, key=lambda t: (DTYPE_ORDER[t.spec.safetensors_dtype], t.spec.name))
+        ordered = sorted(tensors, key=lambda t: file_order_key(t.spec.safetensors_dtype, t.spec.name))
         header: dict[str, object] = {"__metadata__": dict(metadata)}
         offset = 0
         offsets: list[tuple[int, int]] = []
         for t in ordered:
-            header[t.spec.name] = {"dtype": t.spec.safetensors_dtype, "shape": list(t.spec.shape), "data_offsets": [offset, offset + t.nbytes]}
+            header[t.spec.name] = {
+                "dtype": t.spec.safetensors_dtype,
+                "shape": list(t.spec.shape),
+                "data_offsets": [offset, offset + t.nbytes],
+            }
             offsets.append((offset, offset + t.nbytes))
             offset += t.nbytes
         text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -136,7 +140,7 @@ def _block_bytes(piece: Piece, counters: Counters | None) -> memoryview:
         counters.add("blocks_generated")
     # A memoryview of the float array would have len() = element count; the server
     # counts len() against Content-Length, so hand it unsigned bytes.
-    return memoryview(arr.view(np.uint8))[piece.lo : piece.hi]
+    return arr.view(np.uint8).data[piece.lo : piece.hi]
 
 
 async def stream(
@@ -194,3 +198,8 @@ async def stream(
                 future.cancel()
         if counters is not None:
             counters.add("streams_completed" if done else "streams_aborted")
+
+
+def file_order_key(tensor_dtype: str, name: str) -> tuple[int, str]:
+    """Where a tensor of this safetensors dtype and name goes in the file (the library's order)."""
+    return DTYPE_ORDER[tensor_dtype], name

@@ -1,0 +1,168 @@
+"""Request models, generated from the engine's scheme registry.
+
+One pydantic model per scheme (its own parameters, nothing else), combined as a
+discriminated union on ``scheme``; aliases are mapped to the canonical name before the
+union picks a member, so ``"kaiming_normal"`` validates as ``HeNormal``. Models give
+the OpenAPI document its shape and reject what is the wrong *type* (a string where a
+number belongs, a number where a shape list belongs, an unknown field); whether a value
+is *allowed* is the engine's decision, made in :func:`service.core.resolve`, so that
+there is one source of truth and one wording of every rule.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter, create_model
+from pydantic_core import PydanticCustomError
+
+from service.core import CONVENTIONS, DTYPES, SCHEMES, Param, Scheme, UnknownSchemeError, lookup
+
+_TYPES: dict[str, Any] = {"number": float, "integer": int, "string": str, "boolean": bool}
+
+COMMON_ALLOWED: dict[str, str] = {
+    "scheme": "a scheme name or alias (see GET /schemes)",
+    "shape": "a list of non-negative integers, e.g. [256, 128]",
+    "seed": "an integer with 0 ≤ seed < 2^64",
+    "dtype": "one of " + ", ".join(DTYPES),
+    "name": "a string of 1 to 256 characters without control characters",
+    "convention": "one of " + ", ".join(CONVENTIONS),
+    "in_axes": "a list of axis indices (negative counts from the end)",
+    "out_axes": "a list of axis indices (negative counts from the end)",
+    "batch_axes": "a list of axis indices (negative counts from the end)",
+    "tensors": "an object mapping tensor names to tensor requests",
+    "bins": "a positive integer (histogram bins, /stats only)",
+}
+BATCH_FIELDS = ("seed", "dtype", "convention", "tensors")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TensorBase(_Strict):
+    """Fields every tensor request has; the scheme models add their own parameters."""
+
+    shape: list[int] = Field(description="the tensor's shape; [] is a scalar", examples=[[256, 128]])
+    seed: int | None = Field(None, description="default 0; with the name, picks the random stream")
+    dtype: str | None = Field(None, description="default float32", json_schema_extra={"enum": list(DTYPES)})
+    name: str | None = Field(None, description="default 'weight'; in a batch the key is the name")
+    convention: str | None = Field(
+        None, description="default torch: sets weight layout (fans) and defaults", json_schema_extra={"enum": list(CONVENTIONS)}
+    )
+
+
+def _param_field(p: Param) -> tuple[Any, Any]:
+    annotation: Any = _TYPES[p.type]
+    extra: dict[str, Any] = {}
+    if p.choices is not None:
+        extra["enum"] = list(p.choices)
+    for bound, key in (
+        ("minimum", "minimum"),
+        ("exclusive_minimum", "exclusiveMinimum"),
+        ("maximum", "maximum"),
+        ("exclusive_maximum", "exclusiveMaximum"),
+    ):
+        if getattr(p, bound) is not None:
+            extra[key] = getattr(p, bound)
+    doc = f"{p.doc}. Allowed: {p.allowed()}."
+    if p.required:
+        return annotation, Field(description=doc, json_schema_extra=extra or None)
+    defaults = {c: p.default_for(c) for c in CONVENTIONS}
+    if len(set(map(repr, defaults.values()))) == 1:
+        doc += f" Default: {defaults['torch']!r}." if defaults["torch"] is not None else " Default: derived."
+    else:
+        doc += " Default per convention: " + ", ".join(f"{c} {v!r}" for c, v in defaults.items()) + "."
+    return annotation | None, Field(None, description=doc, json_schema_extra=extra or None)
+
+
+def model_name(scheme: Scheme) -> str:
+    return "".join(part.capitalize() for part in scheme.name.split("_"))
+
+
+def _scheme_model(scheme: Scheme) -> type[TensorBase]:
+    fields: dict[str, Any] = {
+        "scheme": (Literal[scheme.name], Field(description=f"{scheme.name} (aliases: {', '.join(scheme.aliases) or 'none'})")),
+    }
+    if scheme.uses_fans:
+        for axes in ("in_axes", "out_axes", "batch_axes"):
+            fields[axes] = (
+                list[int] | None,
+                Field(None, description="explicit axes for the fans (JAX's model); overrides the convention's layout"),
+            )
+    for p in scheme.params:
+        fields[p.name] = _param_field(p)
+    model: type[TensorBase] = create_model(model_name(scheme), __base__=TensorBase, __doc__=f"{scheme.summary} {scheme.formula}", **fields)
+    return model
+
+
+SCHEME_MODELS: dict[str, type[TensorBase]] = {name: _scheme_model(s) for name, s in SCHEMES.items()}
+
+
+def _canonical_scheme(value: Any) -> Any:
+    """Map an alias to the canonical scheme name before the union picks its member."""
+    if not isinstance(value, dict) or "scheme" not in value:
+        return value
+    try:
+        found = lookup(value["scheme"])
+    except UnknownSchemeError as err:
+        raise PydanticCustomError("unknown_scheme", "{message}", {"message": err.message, "suggestions": err.suggestions}) from None
+    return value if value["scheme"] == found.name else {**value, "scheme": found.name}
+
+
+if TYPE_CHECKING:
+    TensorRequest: TypeAlias = TensorBase
+else:
+    TensorRequest = Annotated[
+        Union[tuple(SCHEME_MODELS.values())],  # noqa: UP007
+        Field(discriminator="scheme"),
+        BeforeValidator(_canonical_scheme),
+    ]
+    """A single tensor request: one of the scheme models, picked by ``scheme`` (aliases resolved)."""
+
+
+class BatchRequest(_Strict):
+    """Many tensors in one safetensors file; top-level fields are defaults each tensor may override."""
+
+    seed: int | None = Field(None, description="default seed of every tensor (0)")
+    dtype: str | None = Field(None, description="default dtype of every tensor (float32)", json_schema_extra={"enum": list(DTYPES)})
+    convention: str | None = Field(
+        None, description="default convention of every tensor (torch)", json_schema_extra={"enum": list(CONVENTIONS)}
+    )
+    tensors: dict[str, TensorRequest] = Field(
+        description="tensor name → tensor request (without 'name': the key is the name)",
+        examples=[{"fc1.weight": {"scheme": "he_uniform", "shape": [512, 784]}, "fc1.bias": {"scheme": "zeros", "shape": [512]}}],
+    )
+
+
+def _kind(value: Any) -> str:
+    return "batch" if isinstance(value, dict) and "tensors" in value else "single"
+
+
+InitRequest = Annotated[
+    Union[Annotated[TensorRequest, Tag("single")], Annotated[BatchRequest, Tag("batch")]],  # noqa: UP007
+    Discriminator(_kind),
+]
+"""A POST body: one tensor (with ``scheme`` at the top) or a batch (with ``tensors``)."""
+
+INIT_ADAPTER: TypeAdapter[Any] = TypeAdapter(InitRequest)
+
+
+def allowed_for(scheme: str | None, field: str, *, batch_level: bool = False) -> str:
+    """What may stand in ``field`` (of a tensor request of ``scheme``, or of a batch)."""
+    if batch_level:
+        return COMMON_ALLOWED.get(field, "only " + ", ".join(BATCH_FIELDS))
+    if field in COMMON_ALLOWED:
+        return COMMON_ALLOWED[field]
+    if scheme in SCHEMES:
+        found = SCHEMES[scheme]
+        for p in found.params:
+            if p.name == field:
+                return p.allowed()
+        known = [p.name for p in found.params] + ["shape", "seed", "dtype", "name", "convention"]
+        if found.uses_fans:
+            known += ["in_axes", "out_axes", "batch_axes"]
+        others = sorted(s.name for s in SCHEMES.values() if any(p.name == field for p in s.params))
+        hint = f" ({field} belongs to {', '.join(others)})" if others else ""
+        return f"the fields of {found.name}: {', '.join(sorted(known))}{hint}"
+    return "see GET /schemes"

@@ -1,0 +1,264 @@
+"""From an HTTP request to resolved specs and a file plan, every check done before any byte.
+
+GET query strings and POST bodies become the same JSON document, validated by the
+same request models and resolved by the same engine call, so the two forms give the
+same bytes. Order of checks: body size (while reading) → JSON → content type → request
+models → engine resolution (values, shape, per-tensor limits) → response-size limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import ValidationError
+from starlette.requests import Request
+
+from service.core import ALGORITHM_VERSION, ResolvedSpec, Tensor, TensorinitError, UnknownSchemeError, canonical_json, lookup, resolve
+from service.core.spec import DeltaOrthogonal
+from service.safetensors_stream import Plan, file_order_key
+
+from .models import INIT_ADAPTER, BatchRequest, TensorBase
+from .problems import ProblemError, from_engine, from_pydantic
+from .settings import Settings
+
+TENSOR_FIELDS = frozenset({"scheme", "shape", "seed", "dtype", "name", "convention", "in_axes", "out_axes", "batch_axes"})
+LIST_FIELDS = frozenset({"shape", "in_axes", "out_axes", "batch_axes"})
+DEFAULT_BINS = 64
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated request: resolved specs in file order, the file plan, its ETag and file name."""
+
+    specs: tuple[ResolvedSpec, ...]
+    plan: Plan
+    metadata: str
+    etag: str
+    filename: str
+
+    @property
+    def size(self) -> int:
+        return self.plan.size
+
+
+# -- reading the request ----------------------------------------------------------------
+
+
+def _no_constants(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The request body as JSON; 413 as soon as it grows past ``max_bytes``, 400 if not JSON."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype and not ctype.endswith("json"):
+        raise ProblemError(
+            "unsupported-media-type",
+            f"the body must be JSON (Content-Type: application/json), got {ctype!r}; with curl use --json or -H 'Content-Type: application/json'",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(int(declared), max_bytes)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_bytes:
+            raise _too_large(total, max_bytes)
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks), parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise ProblemError("malformed-json", f"the request body is not valid JSON: {str(err)[:200]}") from None
+
+
+def _too_large(size: int, limit: int) -> ProblemError:
+    return ProblemError(
+        "body-too-large",
+        f"the request body has at least {size} bytes; the limit max_body_bytes is {limit} (env TENSORINIT_MAX_BODY_BYTES)",
+        limit_name="max_body_bytes",
+        limit=limit,
+    )
+
+
+def _coerce(raw: str, kind: str) -> Any:
+    """A query-string value as the JSON value it stands for; left a string when it does not parse."""
+    try:
+        if kind == "integer":
+            return None if raw in ("", "null") else int(raw)
+        if kind == "number":
+            return float(raw) if raw.strip().lower() not in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity") else raw
+    except ValueError:
+        return raw
+    if kind == "boolean":
+        return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(raw.lower(), raw)
+    if kind == "list":
+        return [] if raw.strip() == "" else [_coerce(item.strip(), "integer") for item in raw.split(",")]
+    return raw
+
+
+def query_document(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """A GET query string as the JSON document of the equivalent POST (single tensor)."""
+    raw: dict[str, str] = {}
+    for key, value in items:
+        if key in raw:
+            raise ProblemError(
+                "validation-error",
+                f"{key}: given more than once",
+                errors=[{"path": [key], "message": "given more than once", "allowed": "one value"}],
+            )
+        raw[key] = value
+    kinds: dict[str, str] = {"seed": "integer", "bins": "integer", **dict.fromkeys(LIST_FIELDS, "list")}
+    with contextlib.suppress(UnknownSchemeError):  # reported by validation, with suggestions
+        kinds.update({p.name: p.type for p in lookup(raw.get("scheme", "")).params})
+    return {key: _coerce(value, kinds.get(key, "string")) for key, value in raw.items()}
+
+
+# -- validation and resolution -------------------------------------------------------------
+
+
+def validate(document: Any) -> TensorBase | BatchRequest:
+    """The request models' verdict on a JSON document (422 naming every offending field)."""
+    try:
+        parsed: TensorBase | BatchRequest = INIT_ADAPTER.validate_python(document)
+    except ValidationError as err:
+        raise from_pydantic(err.errors()) from None
+    return parsed
+
+
+def _resolve_one(model: TensorBase, settings: Settings, *, name: str | None, defaults: dict[str, Any]) -> ResolvedSpec:
+    given = model.model_fields_set
+    fields = {k: getattr(model, k) for k in given}
+    options = {k: v for k, v in defaults.items() if v is not None}
+    options.update(
+        {k: fields[k] for k in ("seed", "dtype", "convention", "in_axes", "out_axes", "batch_axes") if k in given and fields[k] is not None}
+    )
+    if name is not None:
+        options["name"] = name
+    elif fields.get("name") is not None:
+        options["name"] = fields["name"]
+    params = {k: v for k, v in fields.items() if k not in TENSOR_FIELDS}
+    return resolve(str(fields["scheme"]), model.shape, params=params, limits=settings.engine_limits, **options)
+
+
+def resolve_document(parsed: TensorBase | BatchRequest, settings: Settings) -> list[ResolvedSpec]:
+    """Resolved specs of a validated request; engine errors become 422/413 naming the field."""
+    if isinstance(parsed, TensorBase):
+        try:
+            return [_resolve_one(parsed, settings, name=None, defaults={})]
+        except TensorinitError as err:
+            raise from_engine(err) from None
+    if not parsed.tensors:
+        raise ProblemError(
+            "validation-error", "tensors: empty", errors=[{"path": ["tensors"], "message": "no tensors", "allowed": "at least one tensor"}]
+        )
+    if len(parsed.tensors) > settings.max_batch_tensors:
+        raise ProblemError(
+            "limit-exceeded",
+            f"tensors: {len(parsed.tensors)} tensors exceed the limit max_batch_tensors = {settings.max_batch_tensors}",
+            errors=[
+                {"path": ["tensors"], "message": "too many tensors", "allowed": f"at most {settings.max_batch_tensors} (max_batch_tensors)"}
+            ],
+            limit_name="max_batch_tensors",
+            limit=settings.max_batch_tensors,
+        )
+    defaults = {"seed": parsed.seed, "dtype": parsed.dtype, "convention": parsed.convention}
+    specs: list[ResolvedSpec] = []
+    seen: dict[str, str] = {}
+    for key, model in parsed.tensors.items():
+        if model.name is not None:
+            raise ProblemError(
+                "unknown-parameter",
+                f"tensors/{key}/name: a batch tensor takes its name from its key",
+                errors=[
+                    {"path": ["tensors", key, "name"], "message": "not allowed in a batch", "allowed": "no name field: the key is the name"}
+                ],
+            )
+        try:
+            spec = _resolve_one(model, settings, name=key, defaults=defaults)
+        except TensorinitError as err:
+            # A top-level default that the tensor did not override is reported where it was given.
+            inherited = err.param in defaults and err.param not in model.model_fields_set
+            raise from_engine(err, () if inherited else ("tensors", key)) from None
+        if spec.name in seen:
+            raise ProblemError(
+                "validation-error",
+                f"tensors/{key}: the same name as {seen[spec.name]!r} after Unicode NFC normalization",
+                errors=[{"path": ["tensors", key], "message": "duplicate name", "allowed": "distinct names"}],
+            )
+        seen[spec.name] = key
+        specs.append(spec)
+    return specs
+
+
+def metadata_json(specs: Iterable[ResolvedSpec]) -> str:
+    """The canonical JSON of the resolved specs in file order: the file's metadata and the ETag's preimage."""
+    return canonical_json({"algorithm": ALGORITHM_VERSION, "specs": [s.to_dict() for s in specs]})
+
+
+def _filename(specs: list[ResolvedSpec]) -> str:
+    return f"{specs[0].name}.safetensors" if len(specs) == 1 else "tensors.safetensors"
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII-safe ``filename`` and, if it had to change, the exact ``filename*``."""
+    plain = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    plain = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in plain).strip("._") or "tensor"
+    if not plain.endswith(".safetensors"):
+        plain += ".safetensors"
+    value = f'attachment; filename="{plain}"'
+    if plain != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
+
+
+def _check_size(specs: list[ResolvedSpec], settings: Settings) -> None:
+    total = sum(s.nbytes for s in specs)
+    if total > settings.max_response_bytes:
+        raise ProblemError(
+            "limit-exceeded",
+            f"the response would hold {total} bytes of tensor data; the limit max_response_bytes is {settings.max_response_bytes}",
+            errors=[
+                {
+                    "path": [],
+                    "message": "response too large",
+                    "allowed": f"at most {settings.max_response_bytes} bytes (max_response_bytes)",
+                }
+            ],
+            limit_name="max_response_bytes",
+            limit=settings.max_response_bytes,
+        )
+
+
+def plan_for(specs: list[ResolvedSpec], settings: Settings) -> Prepared:
+    """The file plan (blocking: building a delta-orthogonal tensor computes its matrix)."""
+    _check_size(specs, settings)
+    ordered = sorted(specs, key=lambda s: file_order_key(s.safetensors_dtype, s.name))
+    meta = metadata_json(ordered)
+    plan = Plan([Tensor(s) for s in ordered], {"tensorinit": meta})
+    if plan.size > settings.max_response_bytes:
+        raise ProblemError(
+            "limit-exceeded",
+            f"the response would be {plan.size} bytes; the limit max_response_bytes is {settings.max_response_bytes}",
+            limit_name="max_response_bytes",
+            limit=settings.max_response_bytes,
+        )
+    etag = '"' + hashlib.sha256(meta.encode()).hexdigest() + '"'
+    return Prepared(tuple(ordered), plan, meta, etag, _filename(specs))
+
+
+async def prepare(document: Any, settings: Settings) -> Prepared:
+    """Validate, resolve and plan a request document; raises ProblemError before any byte is sent."""
+    specs = resolve_document(validate(document), settings)
+    if len(specs) == 1 and not isinstance(specs[0].distribution, DeltaOrthogonal):
+        return plan_for(specs, settings)
+    # Many tensors, or a matrix to compute: keep the event loop free.
+    return await asyncio.to_thread(plan_for, specs, settings)

@@ -1,0 +1,131 @@
+"""/init: the safetensors file, streamed, with ETag, Range and caching headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from service.core import default_executor
+from service.safetensors_stream import stream
+
+from ..docs import BINARY, problem, query_parameters, request_body
+from ..problems import ProblemError
+from ..ranges import RangeNotSatisfiableError, if_range_allows, none_match, parse_range
+from ..resolution import Prepared, content_disposition, prepare, query_document, read_json
+from ..settings import Settings
+
+router = APIRouter(tags=["tensors"])
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class OctetStreamResponse(Response):
+    media_type = "application/octet-stream"
+
+
+_HEADERS = {
+    "ETag": {"description": "strong: sha256 of the canonical resolved specs", "schema": {"type": "string"}},
+    "Content-Length": {"description": "exact, sent before the first byte", "schema": {"type": "integer"}},
+    "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
+    "Content-Disposition": {"schema": {"type": "string"}},
+    "X-Request-ID": {"schema": {"type": "string"}},
+}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "a safetensors file, streamed", "content": {"application/octet-stream": BINARY}, "headers": _HEADERS},
+    206: {
+        "description": "the single byte range asked for with Range",
+        "content": {"application/octet-stream": BINARY},
+        "headers": {**_HEADERS, "Content-Range": {"schema": {"type": "string", "example": "bytes 0-1023/4096"}}},
+    },
+    304: {"description": "If-None-Match matched the ETag: no body"},
+    400: problem("malformed JSON (malformed-json) or an invalid request"),
+    413: problem("a limit exceeded (limit-exceeded) or the body too large (body-too-large); names the limit"),
+    415: problem("the body is not JSON (unsupported-media-type)"),
+    416: problem("the Range selects no byte (range-not-satisfiable); Content-Range: bytes */size"),
+    422: problem(
+        "invalid parameters (validation-error, unknown-scheme with suggestions, unknown-parameter): every offending field with its path and what is allowed"
+    ),
+}
+GET_DOC = "Same bytes as the equivalent POST, so curl and HTTP caches can use it. Range: one range (several: the whole file)."
+
+
+def serve(request: Request, prepared: Prepared, *, cacheable: bool) -> Response:
+    """The answer for a prepared file: 304, 206, 200 (HEAD: the same headers, no body) or 416."""
+    settings: Settings = request.app.state.settings
+    size = prepared.size
+    headers = {"ETag": prepared.etag, "Accept-Ranges": "bytes"}
+    if cacheable:
+        headers["Cache-Control"] = IMMUTABLE
+    if none_match(request.headers.get("if-none-match"), prepared.etag):
+        return Response(status_code=304, headers=headers)
+    headers["Content-Disposition"] = content_disposition(prepared.filename)
+    byte_range = None
+    if if_range_allows(request.headers.get("if-range"), prepared.etag):
+        try:
+            byte_range = parse_range(request.headers.get("range"), size)
+        except RangeNotSatisfiableError as err:
+            raise ProblemError(
+                "range-not-satisfiable",
+                f"Range {err.header[:100]!r} selects no byte of this {size}-byte file",
+                headers={"Content-Range": f"bytes */{size}", **headers},
+            ) from None
+    start, stop = byte_range or (0, size)
+    headers["Content-Length"] = str(stop - start)
+    status = 200
+    if byte_range is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    if request.method == "HEAD":
+        return OctetStreamResponse(status_code=status, headers=headers)
+    # Issue 5 hooks in here: admission control knows the exact byte count (stop - start).
+    body = stream(
+        prepared.plan,
+        start,
+        stop,
+        executor=default_executor(),
+        ahead=settings.prefetch_blocks,
+        counters=request.app.state.counters,
+    )
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=OctetStreamResponse.media_type)
+
+
+@router.post(
+    "/init",
+    operation_id="init_post",
+    summary="A safetensors file of initialized tensors (one, or a batch)",
+    response_class=OctetStreamResponse,
+    responses=RESPONSES,
+    openapi_extra=request_body("one tensor, or a batch under 'tensors' (top-level seed, dtype, convention are defaults)"),
+)
+async def init_post(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    prepared = await prepare(await read_json(request, settings.max_body_bytes), settings)
+    return serve(request, prepared, cacheable=False)
+
+
+@router.get(
+    "/init",
+    operation_id="init_get",
+    summary="A safetensors file of one tensor, from the query string",
+    description=GET_DOC,
+    response_class=OctetStreamResponse,
+    responses=RESPONSES,
+    openapi_extra=query_parameters(),
+)
+async def init_get(request: Request) -> Response:
+    prepared = await prepare(query_document(request.query_params.multi_items()), request.app.state.settings)
+    return serve(request, prepared, cacheable=True)
+
+
+@router.head(
+    "/init",
+    operation_id="init_head",
+    summary="The headers GET /init would send, without the body",
+    response_class=OctetStreamResponse,
+    responses={k: v for k, v in RESPONSES.items() if k not in (200, 206)} | {200: {"description": "headers only", "headers": _HEADERS}},
+    openapi_extra=query_parameters(),
+)
+async def init_head(request: Request) -> Response:
+    return await init_get(request)

@@ -1,0 +1,43 @@
+"""Liveness, readiness and versions."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+from service import __version__
+from service.core import ALGORITHM_VERSION
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", operation_id="healthz", summary="Liveness: answers at once, whatever is generating")
+async def healthz() -> dict[str, str]:
+    # async and constant time on purpose: it runs on the event loop, which generation never occupies.
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    operation_id="readyz",
+    summary="Readiness: 200 once started, 503 while starting or shutting down",
+    responses={503: {"description": "not ready"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    ready = bool(getattr(request.app.state, "ready", False))
+    return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
+
+
+@router.get("/version", operation_id="version", summary="Service, algorithm and numpy versions, and the limits")
+async def version(request: Request) -> dict[str, Any]:
+    return {
+        "service": __version__,
+        "algorithm": ALGORITHM_VERSION,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "limits": request.app.state.settings.public_limits(),
+    }

@@ -1,0 +1,202 @@
+"""/stats: empirical and theoretical statistics per tensor, as JSON or a table for terminals."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from service.core import ALGORITHM_VERSION, ResolvedSpec, default_executor
+from service.core.stats import compute_stats
+
+from ..docs import problem, query_parameters, request_body
+from ..problems import ProblemError
+from ..resolution import DEFAULT_BINS, Prepared, prepare, query_document, read_json
+from ..settings import Settings
+
+router = APIRouter(tags=["tensors"])
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "statistics per tensor (JSON), or a compact table with Accept: text/plain",
+        "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}}},
+    },
+    400: problem("malformed JSON or an invalid request"),
+    406: problem("neither JSON nor text/plain is acceptable (not-acceptable)"),
+    413: problem("a limit exceeded, e.g. bins over max_histogram_bins"),
+    415: problem("the body is not JSON"),
+    422: problem("invalid parameters, with paths and allowed values"),
+}
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def _quality(accept: str, offer: str) -> float:
+    """q of ``offer`` under ``accept``: the q of its most specific matching media range (RFC 9110 §12.5.1)."""
+    major = offer.split("/", maxsplit=1)[0]
+    best, rank = 0.0, -1
+    for item in accept.split(","):
+        kind, *params = (part.strip().lower() for part in item.split(";"))
+        this = 2 if kind == offer else 1 if kind == f"{major}/*" else 0 if kind == "*/*" else -1
+        if this > rank:
+            q = 1.0
+            for p in params:
+                if p.startswith("q="):
+                    try:
+                        q = float(p[2:])
+                    except ValueError:
+                        q = 0.0
+            best, rank = q, this
+    return best
+
+
+def wants_text(accept: str | None) -> bool:
+    """Content negotiation: text/plain only when preferred to application/json (JSON wins ties)."""
+    if not accept:
+        return False
+    json_q, text_q = _quality(accept, "application/json"), _quality(accept, "text/plain")
+    if json_q <= 0 and text_q <= 0:
+        raise ProblemError("not-acceptable", f"Accept {accept[:100]!r}: this resource is application/json or text/plain")
+    return text_q > json_q
+
+
+def _bins(value: Any, settings: Settings) -> int:
+    if value is None:
+        return DEFAULT_BINS
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ProblemError(
+            "validation-error",
+            f"bins: got {value!r}; allowed: a positive integer",
+            errors=[{"path": ["bins"], "message": "not a positive integer", "allowed": "a positive integer", "value": repr(value)[:80]}],
+        )
+    if value > settings.max_histogram_bins:
+        raise ProblemError(
+            "limit-exceeded",
+            f"bins: {value} exceeds the limit max_histogram_bins = {settings.max_histogram_bins}",
+            errors=[
+                {"path": ["bins"], "message": "too many bins", "allowed": f"at most {settings.max_histogram_bins} (max_histogram_bins)"}
+            ],
+            limit_name="max_histogram_bins",
+            limit=settings.max_histogram_bins,
+        )
+    return value
+
+
+def _entry(spec: ResolvedSpec, raw: dict[str, Any]) -> dict[str, Any]:
+    theory = raw.pop("theory")
+    sha = raw.pop("sha256")
+    return {"spec": spec.to_dict(), "empirical": raw, "theory": theory, "sha256": sha}
+
+
+async def _answer(request: Request, prepared: Prepared, bins: int, text: bool) -> Response:
+    loop = asyncio.get_running_loop()
+    # Off the event loop, one tensor per worker: health checks stay instant meanwhile.
+    results = await asyncio.gather(
+        *(loop.run_in_executor(default_executor(), partial(compute_stats, s, bins=bins)) for s in prepared.specs)
+    )
+    body = {
+        "algorithm": ALGORITHM_VERSION,
+        "etag": prepared.etag,
+        "tensors": {s.name: _entry(s, r) for s, r in zip(prepared.specs, results, strict=True)},
+    }
+    headers = {"Vary": "Accept"}
+    if text:
+        return PlainTextResponse(render_table(body), headers=headers)
+    return JSONResponse(body, headers=headers)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.6g}"
+
+
+def _spark(counts: list[int], width: int = 48) -> str:
+    if not counts:
+        return ""
+    step = math.ceil(len(counts) / width)
+    merged = [sum(counts[i : i + step]) for i in range(0, len(counts), step)]
+    top = max(merged) or 1
+    return "".join(" " if c == 0 else SPARK[min(len(SPARK) - 1, c * len(SPARK) // (top + 1))] for c in merged)
+
+
+def render_table(body: dict[str, Any]) -> str:
+    """A compact, aligned, human-readable summary: one block of lines per tensor."""
+    lines = [f"tensorinit stats · algorithm {body['algorithm']} · etag {body['etag']}"]
+    rows = [("tensor", "scheme", "dtype", "shape", "", "mean", "std", "min", "max")]
+    extra: list[list[str]] = []
+    for name, t in body["tensors"].items():
+        spec, emp, th = t["spec"], t["empirical"], t["theory"]
+        shape = "×".join(map(str, spec["shape"])) or "scalar"
+        rows.append((name, spec["scheme"], spec["dtype"], shape, "empirical", *(_num(emp[k]) for k in ("mean", "std", "min", "max"))))
+        low, high = th["support"]
+        rows.append(
+            (
+                "",
+                "",
+                "",
+                "",
+                "theory",
+                _num(th["mean"]),
+                _num(th["std"]),
+                _num(low) if low is not None else "-inf",
+                _num(high) if high is not None else "inf",
+            )
+        )
+        notes = [f"  {name}: count {emp['count']}"]
+        if emp["ks"]:
+            ks = emp["ks"]
+            notes.append(f"KS D={ks['statistic']:.4g} p={ks['pvalue']:.3g} (n={ks['sample_size']}, stride {ks['stride']})")
+        if emp["orthogonality_error"] is not None:
+            notes.append(f"orthogonality error {emp['orthogonality_error']:.3g}")
+        notes.append(f"sha256 {t['sha256']}")
+        hist = emp["histogram"]
+        edges = hist["edges"]
+        spark = _spark(hist["counts"])
+        extra.append(
+            [" · ".join(notes), f"  histogram [{_num(edges[0])}, {_num(edges[-1])}] {spark} (below {hist['below']}, above {hist['above']})"]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    table = [
+        "  ".join(cell.rjust(w) if i >= 5 else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+        for r in rows
+    ]
+    lines += table
+    for block in extra:
+        lines += block
+    return "\n".join(lines) + "\n"
+
+
+@router.get(
+    "/stats",
+    operation_id="stats_get",
+    summary="Statistics of one tensor, from the query string",
+    responses=RESPONSES,
+    openapi_extra=query_parameters(stats=True),
+)
+async def stats_get(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    text = wants_text(request.headers.get("accept"))
+    document = query_document(request.query_params.multi_items())
+    bins = _bins(document.pop("bins", None), settings)
+    return await _answer(request, await prepare(document, settings), bins, text)
+
+
+@router.post(
+    "/stats",
+    operation_id="stats_post",
+    summary="Statistics of one tensor or a batch (same bodies as POST /init, plus an optional top-level bins)",
+    responses=RESPONSES,
+    openapi_extra=request_body("same as POST /init, plus an optional top-level 'bins' (histogram bins, default 64)"),
+)
+async def stats_post(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    text = wants_text(request.headers.get("accept"))
+    document = await read_json(request, settings.max_body_bytes)
+    bins = _bins(document.pop("bins", None) if isinstance(document, dict) else None, settings)
+    return await _answer(request, await prepare(document, settings), bins, text)

@@ -1,0 +1,67 @@
+"""Settings from the environment (prefix ``TENSORINIT_``), read once by the app factory.
+
+``HOST`` and ``PORT`` are not here: they belong to the process that runs uvicorn
+(``make run``, the Dockerfile), not to the application.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.core import Limits
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+class Settings(BaseSettings):
+    """Limits and knobs; every field is the env var ``TENSORINIT_<FIELD NAME IN CAPITALS>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TENSORINIT_", extra="ignore", frozen=True)
+
+    # -- limits (issue 3): checked before the first byte of any response ----------
+    max_elements: int = Field(1 << 31, ge=1, description="elements per tensor")
+    max_response_bytes: int = Field(8 * GiB, ge=1, description="bytes of one safetensors response, header included")
+    max_batch_tensors: int = Field(1024, ge=1, description="tensors in one batch request")
+    max_orthogonal_elements: int = Field(
+        1 << 24, ge=1, description="rows × cols of an orthogonal, sparse or delta-orthogonal matrix (computed whole)"
+    )
+    max_histogram_bins: int = Field(1024, ge=1, description="histogram bins of /stats")
+    max_body_bytes: int = Field(1 * MiB, ge=1, description="bytes of a request body (checked while reading it)")
+    max_dims: int = Field(8, ge=0, description="dimensions of a shape")
+    max_name_length: int = Field(256, ge=1, description="characters of a tensor name")
+
+    # -- streaming --------------------------------------------------------------
+    prefetch_blocks: int = Field(4, ge=1, description="blocks generated ahead of the socket per response")
+
+    # -- declared for issue 5 (security, admission, CORS); wired in by its modules --
+    api_keys: str = Field("", description="comma-separated API keys; empty: no authentication")
+    api_keys_file: str | None = Field(None, description="a file with one API key per line")
+    max_concurrent_generations: int = Field(4, ge=1, description="responses generating at once")
+    max_bytes_in_flight: int = Field(256 * MiB, ge=1, description="bytes admitted but not yet sent, over all responses")
+    admission_timeout_seconds: float = Field(2.0, ge=0, description="how long a request waits for admission before 503")
+    cors_origins: str = Field("", description="comma-separated allowed CORS origins; empty: no CORS")
+
+    @property
+    def engine_limits(self) -> Limits:
+        """The subset of limits that the engine checks during resolution."""
+        return Limits(
+            max_elements=self.max_elements,
+            max_dims=self.max_dims,
+            max_orthogonal_elements=self.max_orthogonal_elements,
+            max_name_length=self.max_name_length,
+        )
+
+    def public_limits(self) -> dict[str, int]:
+        """The limits as reported by /version and /schemes."""
+        return {
+            "max_elements": self.max_elements,
+            "max_response_bytes": self.max_response_bytes,
+            "max_batch_tensors": self.max_batch_tensors,
+            "max_orthogonal_elements": self.max_orthogonal_elements,
+            "max_histogram_bins": self.max_histogram_bins,
+            "max_body_bytes": self.max_body_bytes,
+            "max_dims": self.max_dims,
+            "max_name_length": self.max_name_length,
+        }
