@@ -4,7 +4,8 @@
 first, are all pure ASGI middleware (``BaseHTTPMiddleware`` would buffer streams and
 hide client disconnects from the routes)::
 
-    RequestContextMiddleware   request id, X-Request-ID, ids in problems, access log
+    (RequestIdMiddleware       the app factory's own: request id and X-Request-ID)
+    AccessLogMiddleware        one JSON line per request
     MetricsMiddleware          answers by method, route template and status
     CORSMiddleware             only when ``cors_origins`` is set (off by default)
     ApiKeyMiddleware           401 unless the bearer key is valid (when keys are set)
@@ -33,9 +34,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from .admission import Admission, Overloaded, Slot
-from .logging import RequestContextMiddleware, configure_access_log
+from .docs import REF, problem
+from .logging import AccessLogMiddleware, configure_access_log
 from .metrics import Metrics, MetricsMiddleware
-from .rejections import PROBLEM_MEDIA_TYPE, problem_response
+from .problems import Problem, ProblemError
 from .security import PUBLIC_PATHS, ApiKeyMiddleware, ApiKeys
 
 BEARER_SCHEME = "bearerAuth"
@@ -113,9 +115,14 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
             ],
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestContextMiddleware, logger=configure_access_log())
+    app.add_middleware(AccessLogMiddleware, logger=configure_access_log())
 
-    _document_security(app)
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return document_security(app, build())
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return hardening
 
 
@@ -188,7 +195,7 @@ async def _report_sent(chunks: AsyncGenerator[bytes, None], slot: Slot) -> Async
 
 async def _overloaded_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Overloaded)
-    return problem_response(request.scope, 503, "overloaded", "Service overloaded", exc.detail, {"Retry-After": str(exc.retry_after)})
+    return ProblemError("overloaded", exc.detail, headers={"Retry-After": str(exc.retry_after)}).response(request)
 
 
 def _uses(route: APIRoute, dependency: Callable[..., Any]) -> bool:
@@ -201,66 +208,45 @@ def _uses(route: APIRoute, dependency: Callable[..., Any]) -> bool:
     return False
 
 
-def _problem_response_doc(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "description": description,
-        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    }
-    if headers:
-        doc["headers"] = headers
-    return doc
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 
-_PROBLEM_SCHEMA: dict[str, Any] = {
-    "title": "Problem",
-    "type": "object",
-    "description": "RFC 9457 problem details.",
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "request_id": {"type": "string"},
-    },
-    "required": ["type", "title", "status"],
-}
+def document_security(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the bearer scheme, 401 and (for generating routes) 503 to an OpenAPI document of ``app``.
 
-
-def _document_security(app: FastAPI) -> None:
-    """Add the bearer scheme, 401 and (for generating routes) 503 to the OpenAPI document."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = build()
-        components = schema.setdefault("components", {})
-        if BEARER_SCHEME in components.get("securitySchemes", {}):
-            return schema
-        components.setdefault("securitySchemes", {})[BEARER_SCHEME] = {
-            "type": "http",
-            "scheme": "bearer",
-            "description": (
-                "API key, required on every endpoint except /healthz and /readyz when the server is "
-                "configured with keys (TENSORINIT_API_KEYS or TENSORINIT_API_KEYS_FILE)."
-            ),
-        }
-        components.setdefault("schemas", {}).setdefault("Problem", _PROBLEM_SCHEMA)
-        generating = {
-            (route.path_format, method.lower())
-            for route in app.routes
-            if isinstance(route, APIRoute) and _uses(route, generation)
-            for method in route.methods or ()
-        }
-        for path, operations in schema.get("paths", {}).items():
-            for method, operation in operations.items():
-                if not isinstance(operation, dict) or "responses" not in operation:
-                    continue
-                responses = operation["responses"]
-                if path not in PUBLIC_PATHS:
-                    operation["security"] = [{BEARER_SCHEME: []}]
-                    responses.setdefault("401", _problem_response_doc("Missing or invalid API key."))
-                if (path, method) in generating:
-                    retry_after = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
-                    responses.setdefault("503", _problem_response_doc("Overloaded: no generation slot came free in time.", retry_after))
+    Idempotent; the app's own ``openapi()`` may call it on the document it builds.
+    """
+    components = schema.setdefault("components", {})
+    schemes = components.setdefault("securitySchemes", {})
+    if BEARER_SCHEME in schemes:
         return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    schemes[BEARER_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": (
+            "An API key. Required on every endpoint except /healthz and /readyz when the server is "
+            "configured with keys (TENSORINIT_API_KEYS or TENSORINIT_API_KEYS_FILE); ignored otherwise."
+        ),
+    }
+    schemas = components.setdefault("schemas", {})
+    if "Problem" not in schemas:
+        problem_schema = Problem.model_json_schema(ref_template=REF)
+        schemas.update(problem_schema.pop("$defs", {}))
+        schemas["Problem"] = problem_schema
+    generating = {
+        (route.path_format, method.lower())
+        for route in app.routes
+        if isinstance(route, APIRoute) and _uses(route, generation)
+        for method in route.methods or ()
+    }
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            if path not in PUBLIC_PATHS:
+                operation["security"] = [{BEARER_SCHEME: []}]
+                responses.setdefault("401", problem("no valid API key (unauthorized); WWW-Authenticate: Bearer"))
+            if (path, method) in generating:
+                responses.setdefault("503", {**problem("no generation slot came free in time (overloaded)"), "headers": _RETRY_AFTER})
+    return schema

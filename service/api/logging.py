@@ -1,21 +1,15 @@
-"""Request ids and structured JSON access logs.
+"""Structured JSON access logs, one line per request, keyed by the request id.
 
-:class:`RequestContextMiddleware` is the outermost layer of the app. For every HTTP
-request it
+The request id itself is made and echoed by :mod:`service.api.request_id` (outermost
+layer) and put into problem bodies by :mod:`service.api.problems`;
+:class:`AccessLogMiddleware` reads it from ``scope["state"]`` (making one the same way
+if it runs alone) and also exposes it in :data:`current_request_id` for code that has
+no request at hand.
 
-* takes the caller's ``X-Request-ID`` when it is a sane token (1–128 characters of
-  ``[A-Za-z0-9._:-]``, so nothing can be smuggled into a log line), else makes one;
-* stores it in ``scope["state"]["request_id"]`` (``request.state.request_id`` for
-  routes and exception handlers) and in :data:`current_request_id`;
-* echoes it in the ``X-Request-ID`` response header and adds it as ``request_id`` to
-  every ``application/problem+json`` body that lacks it (those bodies are small and
-  are the only ones it buffers; tensor streams pass through untouched);
-* writes one JSON line per request to the ``tensorinit.access`` logger when the
-  answer is complete: method, path, query (truncated), route template, status, bytes
-  sent, duration, client address, user agent (truncated), request id.
-
-It never logs a request body or a header other than the user agent, so neither the
-``Authorization`` header nor an API key can reach the logs.
+When the answer is complete it writes to the ``tensorinit.access`` logger: method,
+path, query (truncated), route template, status, bytes sent, duration, client address,
+user agent (truncated) and request id. It never logs a request body, nor any header
+other than the user agent, so neither ``Authorization`` nor an API key can reach a log.
 """
 
 from __future__ import annotations
@@ -23,31 +17,22 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import re
 import sys
 import time
-import uuid
-from typing import Any
+from typing import Any, TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .metrics import route_template
+from .problems import new_request_id
 
 ACCESS_LOGGER = "tensorinit.access"
-REQUEST_ID_HEADER = "X-Request-ID"
 
 #: The id of the request being served in this task (empty outside a request).
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("tensorinit_request_id", default="")
 
-_VALID_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
-_PROBLEM = b"application/problem+json"
-_MAX_QUERY = 512
+_MAX_TEXT = 512
 _MAX_AGENT = 256
-
-
-def new_request_id() -> str:
-    """A fresh random request id."""
-    return uuid.uuid4().hex
 
 
 class JsonFormatter(logging.Formatter):
@@ -68,8 +53,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, separators=(",", ":"), default=str)
 
 
-def configure_access_log(stream: Any = None) -> logging.Logger:
-    """Give the access logger a JSON handler (once) and stop it propagating to the root."""
+def configure_access_log(stream: TextIO | None = None) -> logging.Logger:
+    """Give the access logger a JSON handler (once) and keep it off the root logger."""
     logger = logging.getLogger(ACCESS_LOGGER)
     if not logger.handlers:
         handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
@@ -80,8 +65,8 @@ def configure_access_log(stream: Any = None) -> logging.Logger:
     return logger
 
 
-class RequestContextMiddleware:
-    """Pure ASGI middleware: request id, ``X-Request-ID``, ids in problems, access log."""
+class AccessLogMiddleware:
+    """Pure ASGI middleware writing one JSON access-log line when each answer ends."""
 
     def __init__(self, app: ASGIApp, logger: logging.Logger | None = None):
         self.app = app
@@ -92,41 +77,20 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = _incoming_id(scope) or new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        if "request_id" not in state:
+            incoming = _header(scope, b"x-request-id")
+            state["request_id"] = new_request_id(incoming.decode("latin-1") if incoming is not None else None)
+        request_id = str(state["request_id"])
         token = current_request_id.set(request_id)
         status = 0
         sent = 0
-        held: Message | None = None  # the start of a problem answer, held until its body is complete
-        held_body = bytearray()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, sent, held
-            kind = message["type"]
-            if kind == "http.response.start":
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
                 status = int(message["status"])
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
-                if scope["method"] != "HEAD" and _content_type(headers).startswith(_PROBLEM):
-                    held = message
-                    return
-            elif kind == "http.response.body" and held is not None:
-                held_body.extend(message.get("body", b""))
-                if message.get("more_body", False):
-                    return
-                body = _with_request_id(bytes(held_body), request_id)
-                start_message = {
-                    **held,
-                    "headers": [(k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
-                    + [(b"content-length", str(len(body)).encode())],
-                }
-                held = None
-                sent += len(body)
-                await send(start_message)
-                await send({"type": "http.response.body", "body": body, "more_body": False})
-                return
-            elif kind == "http.response.body":
+            elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
 
@@ -148,8 +112,8 @@ class RequestContextMiddleware:
         fields = {
             "request_id": request_id,
             "method": scope["method"],
-            "path": scope["path"][:_MAX_QUERY],
-            "query": query[:_MAX_QUERY] + ("…" if len(query) > _MAX_QUERY else ""),
+            "path": scope["path"][:_MAX_TEXT],
+            "query": query[:_MAX_TEXT] + ("…" if len(query) > _MAX_TEXT else ""),
             "route": route_template(scope),
             "status": status,
             "bytes": sent,
@@ -160,33 +124,8 @@ class RequestContextMiddleware:
         self.logger.info("request", extra={"fields": fields})
 
 
-def _incoming_id(scope: Scope) -> str | None:
-    value = _header(scope, b"x-request-id")
-    if value is not None and _VALID_ID.fullmatch(value):
-        return value.decode("ascii")
-    return None
-
-
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
             return bytes(value)
     return None
-
-
-def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
-    for key, value in headers:
-        if key.lower() == b"content-type":
-            return bytes(value).lower()
-    return b""
-
-
-def _with_request_id(body: bytes, request_id: str) -> bytes:
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return body
-    if not isinstance(doc, dict) or "request_id" in doc:
-        return body
-    doc["request_id"] = request_id
-    return json.dumps(doc, separators=(",", ":")).encode()

@@ -25,9 +25,10 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .rejections import send_problem
+from .problems import ProblemError
 
 #: Paths that answer without a key: orchestrators probe them without credentials.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
@@ -132,7 +133,8 @@ class ApiKeyMiddleware:
         else:
             detail = "the API key presented is not valid"
             challenge = _REALM + ', error="invalid_token"'
-        await send_problem(scope, send, 401, "unauthorized", "Unauthorized", detail, {"WWW-Authenticate": challenge})
+        response = ProblemError("unauthorized", detail, headers={"WWW-Authenticate": challenge}).response(Request(scope))
+        await response(scope, receive, send)
 
 
 def _digest(key: str | bytes) -> bytes:

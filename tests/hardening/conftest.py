@@ -13,10 +13,12 @@ from typing import Annotated
 import pytest
 import uvicorn
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.api import problems
 from service.api.hardening import Generation, generation, install
+from service.api.request_id import RequestIdMiddleware
 
 MiB = 1 << 20
 
@@ -34,8 +36,12 @@ class StubSettings:
 
 
 def small_app(settings: StubSettings | None = None) -> FastAPI:
-    """Probes, a JSON route with a path template, a problem route and a generating stream."""
+    """Probes, a JSON route with a path template, a problem route and a generating stream.
+
+    Put together like ``create_app``: problem handlers, routes, hardening, request ids outermost.
+    """
     app = FastAPI()
+    problems.install(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -54,9 +60,8 @@ def small_app(settings: StubSettings | None = None) -> FastAPI:
         return payload
 
     @app.get("/problem", operation_id="problem")
-    async def problem() -> JSONResponse:
-        body = {"type": "https://tensorinit.dev/problems/validation-error", "title": "t", "status": 422, "detail": "d"}
-        return JSONResponse(body, status_code=422, media_type="application/problem+json")
+    async def problem() -> None:
+        raise problems.ProblemError("invalid-request", "d")
 
     @app.get("/stream", operation_id="stream")
     async def stream(
@@ -73,6 +78,7 @@ def small_app(settings: StubSettings | None = None) -> FastAPI:
         return StreamingResponse(gen.stream(body()), media_type="application/octet-stream", headers={"Content-Length": str(blocks * block)})
 
     install(app, settings or StubSettings())
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 
