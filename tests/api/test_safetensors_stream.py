@@ -1,0 +1,146 @@
+"""The streaming writer against the real safetensors library: same bytes, loadable everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pytest
+import safetensors.numpy
+import safetensors.torch
+import torch
+from safetensors import safe_open
+
+from service.core import ResolvedSpec, Tensor, default_executor, generate, resolve
+from service.core.sampling import BLOCK_ELEMENTS
+from service.safetensors_stream import Counters, Plan, stream
+
+META = {"tensorinit": json.dumps({"algorithm": 1, "note": 'é "quoted" \\ back'}, ensure_ascii=False)}
+
+CASES: dict[str, list[dict[str, Any]]] = {
+    "one f32": [{"scheme": "he_normal", "shape": [33, 17]}],
+    "scalar and empty": [{"scheme": "ones", "shape": [], "name": "s"}, {"scheme": "zeros", "shape": [0, 5], "name": "e"}],
+    "all dtypes, names out of order": [
+        {"scheme": "he_uniform", "shape": [40, 30], "name": "z", "dtype": "float16"},
+        {"scheme": "normal", "shape": [7], "name": "a", "dtype": "bfloat16"},
+        {"scheme": "orthogonal", "shape": [16, 24], "name": "m", "dtype": "float64"},
+        {"scheme": "zeros", "shape": [5], "name": "b", "dtype": "float32"},
+        {"scheme": "uniform", "shape": [3, 3], "name": "c", "dtype": "bfloat16"},
+        {"scheme": "identity", "shape": [4, 4], "name": "A", "dtype": "float64"},
+    ],
+    "odd names": [
+        {"scheme": "he_normal", "shape": [8, 8], "name": 'quote"back\\slash'},
+        {"scheme": "he_normal", "shape": [8, 8], "name": "Ωmega.layer/0"},
+        {"scheme": "he_normal", "shape": [8, 8], "name": "日本"},
+        {"scheme": "he_normal", "shape": [8, 8], "name": "a b\u2028c"},
+    ],
+    "several blocks, 16-bit": [
+        {"scheme": "glorot_normal", "shape": [3 * BLOCK_ELEMENTS // 512 + 1, 512], "name": "big", "dtype": "bfloat16"},
+        {"scheme": "truncated_normal", "shape": [BLOCK_ELEMENTS + 3], "name": "t", "dtype": "float16"},
+    ],
+}
+
+
+def specs_of(case: list[dict[str, Any]]) -> list[ResolvedSpec]:
+    return [resolve(c.pop("scheme"), c.pop("shape"), **c) for c in (dict(x) for x in case)]
+
+
+def reference(specs: list[ResolvedSpec]) -> bytes:
+    data: bytes = safetensors.numpy.save({s.name: generate(s) for s in specs}, metadata=META)
+    return data
+
+
+def collect(plan: Plan, start: int = 0, stop: int | None = None, counters: Counters | None = None) -> bytes:
+    async def run() -> bytes:
+        parts = [bytes(c) async for c in stream(plan, start, stop, executor=default_executor(), ahead=3, counters=counters)]
+        return b"".join(parts)
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_identical_to_safetensors_save(case: str) -> None:
+    specs = specs_of(CASES[case])
+    plan = Plan([Tensor(s) for s in specs], META)
+    ref = reference(specs)
+    assert plan.size == len(ref)
+    assert plan.read() == ref
+    assert collect(plan) == ref
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_loads_with_every_loader(case: str) -> None:
+    specs = specs_of(CASES[case])
+    data = Plan([Tensor(s) for s in specs], META).read()
+    expected = {s.name: generate(s) for s in specs}
+    if not any(s.dtype == "bfloat16" for s in specs):
+        loaded = safetensors.numpy.load(data)
+        for name, arr in expected.items():
+            assert loaded[name].dtype == arr.dtype
+            np.testing.assert_array_equal(loaded[name], arr)
+    by_torch = safetensors.torch.load(data)
+    for name, arr in expected.items():
+        as_f32 = by_torch[name].to(torch.float64).numpy()
+        np.testing.assert_array_equal(as_f32, arr.astype(np.float64))
+        assert tuple(by_torch[name].shape) == arr.shape
+
+
+def test_safe_open_reads_bfloat16_and_metadata(tmp_path: Any) -> None:
+    specs = specs_of(CASES["all dtypes, names out of order"])
+    path = tmp_path / "t.safetensors"
+    path.write_bytes(Plan([Tensor(s) for s in specs], META).read())
+    with safe_open(str(path), framework="np") as f:
+        assert f.metadata() == META
+        for s in specs:
+            got = f.get_tensor(s.name)
+            assert got.dtype == (np.dtype(ml_dtypes.bfloat16) if s.dtype == "bfloat16" else s.np_dtype)
+            np.testing.assert_array_equal(got, generate(s))
+
+
+RANGES = [(0, 1), (0, 8), (3, 40), (8, 200), (100, 5000), (BLOCK_ELEMENTS - 7, BLOCK_ELEMENTS * 2 + 9), (-3, None), (-BLOCK_ELEMENTS - 5, None)]
+
+
+@pytest.mark.parametrize(("start", "stop"), RANGES)
+def test_any_byte_range_is_the_same_slice(start: int, stop: int | None) -> None:
+    specs = specs_of(CASES["several blocks, 16-bit"]) + specs_of(CASES["one f32"])
+    plan = Plan([Tensor(s) for s in specs], META)
+    ref = reference(specs)
+    lo = start if start >= 0 else len(ref) + start
+    hi = len(ref) if stop is None else stop
+    assert plan.read(lo, hi) == ref[lo:hi]
+    assert collect(plan, lo, hi) == ref[lo:hi]
+
+
+def test_a_range_generates_only_the_blocks_that_cover_it() -> None:
+    spec = resolve("he_normal", [64, BLOCK_ELEMENTS // 4])  # 64 MiB, 64 blocks
+    plan = Plan([Tensor(spec)], META)
+    start = plan.entries[0].begin + 10 * BLOCK_ELEMENTS * 4 + 5
+    counters = Counters()
+    data = collect(plan, start, start + BLOCK_ELEMENTS * 4, counters)
+    assert counters.blocks_generated == 2
+    assert data == generate(spec).reshape(-1).view(np.uint8)[start - plan.entries[0].begin :][: BLOCK_ELEMENTS * 4].tobytes()
+
+
+def test_chunks_are_at_least_one_mebibyte_and_bytes_like() -> None:
+    spec = resolve("he_uniform", [8, BLOCK_ELEMENTS // 2], dtype="float16")  # 512 KiB blocks
+    plan = Plan([Tensor(spec)], META)
+
+    async def sizes() -> list[int]:
+        out = []
+        async for chunk in stream(plan, executor=default_executor()):
+            assert isinstance(chunk, bytes) or (chunk.format == "B" and chunk.itemsize == 1)
+            out.append(len(chunk))
+        return out
+
+    got = asyncio.run(sizes())
+    assert sum(got) == plan.size
+    assert all(n >= 1 << 20 for n in got[:-1])
+
+
+def test_duplicate_names_are_refused() -> None:
+    spec = resolve("zeros", [2])
+    with pytest.raises(ValueError, match="duplicate"):
+        Plan([Tensor(spec), Tensor(spec)], META)
