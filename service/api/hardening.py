@@ -80,6 +80,9 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
         on_reject=lambda: metrics.reject("overloaded"),
     )
     metrics.observe_admission(admission)
+    counters = getattr(app.state, "counters", None)  # the app factory's stream counters, if any
+    if counters is not None:
+        metrics.observe_stream_counters(counters)
     hardening = Hardening(keys, admission, metrics)
     app.state.hardening = hardening
 

@@ -13,6 +13,8 @@ one) keeps two apps in one process, as in the tests, from sharing or clashing::
     tensorinit_rejected_requests_total{reason}            refused by admission or access control
     tensorinit_streams_disconnected_total                 streams stopped because the client left
     tensorinit_stream_errors_total                        streams cut by an error after the first byte
+    tensorinit_blocks_generated_total                     engine blocks computed (from the stream counters)
+    tensorinit_streams_total{outcome}                     started, completed, aborted (from the stream counters)
 
 The route label is the route's template (``/schemes/{name}``), or ``<unmatched>`` when
 no route matched, so that arbitrary paths cannot blow up the label set.
@@ -23,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +40,28 @@ if TYPE_CHECKING:
 UNMATCHED = "<unmatched>"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class StreamCounters(Protocol):
+    """What the safetensors streams count as they work (``service.safetensors_stream.Counters``)."""
+
+    blocks_generated: int
+    streams_started: int
+    streams_completed: int
+    streams_aborted: int
+
+
+class _StreamCountersCollector(Collector):
+    def __init__(self, counters: StreamCounters):
+        self.counters = counters
+
+    def collect(self) -> list[CounterMetricFamily]:
+        c = self.counters
+        blocks = CounterMetricFamily("tensorinit_blocks_generated", "Engine blocks computed by the streams.", value=c.blocks_generated)
+        streams = CounterMetricFamily("tensorinit_streams", "Streams by outcome.", labels=["outcome"])
+        for outcome, value in (("started", c.streams_started), ("completed", c.streams_completed), ("aborted", c.streams_aborted)):
+            streams.add_metric([outcome], value)
+        return [blocks, streams]
 
 
 class Metrics:
@@ -70,6 +96,10 @@ class Metrics:
         self.in_flight.set_function(lambda: admission.active)
         self.bytes_in_flight.set_function(lambda: admission.bytes_in_flight)
         self.waiting.set_function(lambda: admission.waiting)
+
+    def observe_stream_counters(self, counters: StreamCounters) -> None:
+        """Export the streams' own counters (blocks computed, streams by outcome) at every scrape."""
+        self.registry.register(_StreamCountersCollector(counters))
 
     def reject(self, reason: str) -> None:
         """Count one refused request."""

@@ -161,3 +161,20 @@ async def test_unhandled_error_is_logged_as_500(access_log: io.StringIO) -> None
     assert response.status_code == 500
     assert json.loads(access_log.getvalue().splitlines()[0])["status"] == 500
     assert sample(text, "tensorinit_http_requests_total", method="GET", route="/boom", status="500") == 1
+
+
+async def test_stream_counters_exported() -> None:
+    app = small_app()
+    metrics = app.state.hardening.metrics
+
+    class Counts:
+        blocks_generated = 7
+        streams_started = 3
+        streams_completed = 2
+        streams_aborted = 1
+
+    metrics.observe_stream_counters(Counts())
+    text = metrics.render().decode()
+    assert sample(text, "tensorinit_blocks_generated_total") == 7
+    assert sample(text, "tensorinit_streams_total", outcome="aborted") == 1
+    assert sample(text, "tensorinit_streams_total", outcome="completed") == 2
