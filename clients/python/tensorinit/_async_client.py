@@ -290,9 +290,11 @@ class AsyncClient(BaseClient):
         fields = {"seed": seed, "dtype": dtype, "name": name, "convention": convention, "params": params}
         return Stats.from_json(await self._request_json("POST", "/stats", json=stats_body(request, shape, fields, bins)))
 
-    async def schemes(self, name: str | None = None) -> Any:
-        """The scheme catalogue, or one scheme's entry (aliases resolve) when ``name`` is given."""
-        return await self._request_json("GET", "/schemes" if name is None else f"/schemes/{quote(name, safe='')}")
+    async def schemes(self, name: str | None = None) -> dict[str, Any]:
+        """The scheme catalogue (``{"schemes": [...], "conventions", "dtypes", "limits"}``), or one
+        scheme's entry (aliases resolve) when ``name`` is given; an unknown name raises :class:`NotFound`."""
+        result: dict[str, Any] = await self._request_json("GET", "/schemes" if name is None else f"/schemes/{quote(name, safe='')}")
+        return result
 
     async def version(self) -> dict[str, Any]:
         """Versions and limits of the service."""

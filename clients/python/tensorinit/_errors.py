@@ -86,7 +86,11 @@ class APIError(TensorinitError):
 
     def _message(self) -> str:
         lines = [f"{self.status_code} {self.title}" + (f": {self.detail}" if self.detail else "")]
-        lines += [f"  {e}" for e in self.errors]
+        for e in self.errors:
+            # The detail usually repeats the first error's sentence: then add only where and what is allowed.
+            repeated = bool(self.detail and e.message and e.message in self.detail)
+            lines.append(f"  {e.location or '<body>'}: allowed: {e.allowed}" if repeated and e.allowed else "" if repeated else f"  {e}")
+        lines = [line for line in lines if line]
         if self.suggestions:
             lines.append(f"  did you mean: {', '.join(self.suggestions)}?")
         if self.request_id:
