@@ -61,7 +61,7 @@ async def test_metadata_is_the_canonical_spec_json_and_the_etag_its_digest(api: 
     assert r.headers["etag"] == '"' + hashlib.sha256(meta.encode()).hexdigest() + '"'
 
 
-BATCH = {
+BATCH: dict[str, Any] = {
     "seed": 3,
     "dtype": "bfloat16",
     "convention": "keras",
@@ -79,8 +79,8 @@ async def test_a_tensor_in_a_batch_has_the_bytes_it_has_alone(api: httpx.AsyncCl
     assert batch.status_code == 200
     assert batch.headers["content-disposition"] == 'attachment; filename="tensors.safetensors"'
     loaded = tensors_of(batch.content)
-    assert set(loaded) == set(BATCH["tensors"])  # type: ignore[arg-type]
-    for name, item in BATCH["tensors"].items():  # type: ignore[attr-defined]
+    assert set(loaded) == set(BATCH["tensors"])
+    for name, item in BATCH["tensors"].items():
         alone_request = {"seed": 3, "dtype": "bfloat16", "convention": "keras", **item, "name": name}
         alone = await api.post("/init", json=alone_request)
         assert alone.status_code == 200
@@ -90,7 +90,7 @@ async def test_a_tensor_in_a_batch_has_the_bytes_it_has_alone(api: httpx.AsyncCl
 
 
 async def test_batch_order_of_keys_does_not_change_the_bytes(api: httpx.AsyncClient) -> None:
-    reordered = {**BATCH, "tensors": dict(reversed(list(BATCH["tensors"].items())))}  # type: ignore[attr-defined]
+    reordered = {**BATCH, "tensors": dict(reversed(list(BATCH["tensors"].items())))}
     a, b = await api.post("/init", json=BATCH), await api.post("/init", json=reordered)
     assert a.content == b.content and a.headers["etag"] == b.headers["etag"]
 
@@ -121,7 +121,10 @@ async def test_stats_get_matches_post(api: httpx.AsyncClient) -> None:
     assert ks["sample_size"] == 128 * 64 and ks["pvalue"] > 1e-4
 
 
-@pytest.mark.parametrize(("accept", "kind"), [(None, "json"), ("*/*", "json"), ("text/plain", "text"), ("application/json, text/plain;q=0.5", "json"), ("text/*", "text")])
+@pytest.mark.parametrize(
+    ("accept", "kind"),
+    [(None, "json"), ("*/*", "json"), ("text/plain", "text"), ("application/json, text/plain;q=0.5", "json"), ("text/*", "text")],
+)
 async def test_stats_content_negotiation(api: httpx.AsyncClient, accept: str | None, kind: str) -> None:
     headers = {"accept": accept} if accept else {}
     r = await api.get("/stats", params={"scheme": "he_uniform", "shape": "64,64"}, headers=headers)
@@ -155,17 +158,41 @@ ERRORS: list[tuple[str, dict[str, Any], int, str, list[Any]]] = [
     ("unknown scheme", {"scheme": "he_nromal", "shape": [2]}, 422, "unknown-scheme", ["scheme"]),
     ("no scheme", {"shape": [2]}, 422, "validation-error", ["scheme"]),
     ("missing required", {"scheme": "constant", "shape": [2]}, 422, "validation-error", ["value"]),
-    ("truncation without mass", {"scheme": "truncated_normal", "shape": [2], "lower": 50.0, "upper": 60.0}, 422, "validation-error", ["lower"]),
+    (
+        "truncation without mass",
+        {"scheme": "truncated_normal", "shape": [2], "lower": 50.0, "upper": 60.0},
+        422,
+        "validation-error",
+        ["lower"],
+    ),
     ("rank too low", {"scheme": "orthogonal", "shape": [4]}, 422, "validation-error", ["shape"]),
     ("too many elements", {"scheme": "zeros", "shape": [1 << 20, 1 << 20]}, 413, "limit-exceeded", ["shape"]),
     ("too many dims", {"scheme": "zeros", "shape": [1] * 9}, 413, "limit-exceeded", ["shape"]),
     ("orthogonal too big", {"scheme": "orthogonal", "shape": [8192, 8192]}, 413, "limit-exceeded", ["shape"]),
-    ("batch item error", {"tensors": {"a": {"scheme": "zeros", "shape": [2]}, "b": {"scheme": "he_normal", "shape": [2, 2], "mode": 3}}}, 422, "validation-error", ["tensors", "b", "mode"]),
+    (
+        "batch item error",
+        {"tensors": {"a": {"scheme": "zeros", "shape": [2]}, "b": {"scheme": "he_normal", "shape": [2, 2], "mode": 3}}},
+        422,
+        "validation-error",
+        ["tensors", "b", "mode"],
+    ),
     ("batch unknown scheme", {"tensors": {"b": {"scheme": "nope", "shape": [1]}}}, 422, "unknown-scheme", ["tensors", "b", "scheme"]),
-    ("batch engine error", {"tensors": {"b": {"scheme": "he_normal", "shape": [2, 2], "gain": 1.0, "nonlinearity": "relu"}}}, 422, "validation-error", ["tensors", "b", "gain"]),
+    (
+        "batch engine error",
+        {"tensors": {"b": {"scheme": "he_normal", "shape": [2, 2], "gain": 1.0, "nonlinearity": "relu"}}},
+        422,
+        "validation-error",
+        ["tensors", "b", "gain"],
+    ),
     ("batch default error", {"seed": -2, "tensors": {"b": {"scheme": "zeros", "shape": [1]}}}, 422, "validation-error", ["seed"]),
     ("batch top-level typo", {"sed": 1, "tensors": {"b": {"scheme": "zeros", "shape": [1]}}}, 422, "unknown-parameter", ["sed"]),
-    ("batch name field", {"tensors": {"b": {"scheme": "zeros", "shape": [1], "name": "x"}}}, 422, "unknown-parameter", ["tensors", "b", "name"]),
+    (
+        "batch name field",
+        {"tensors": {"b": {"scheme": "zeros", "shape": [1], "name": "x"}}},
+        422,
+        "unknown-parameter",
+        ["tensors", "b", "name"],
+    ),
     ("batch empty", {"tensors": {}}, 422, "validation-error", ["tensors"]),
     ("bins on /init", {"scheme": "zeros", "shape": [1], "bins": 3}, 422, "unknown-parameter", ["bins"]),
     ("not an object", [1, 2], 422, "validation-error", []),  # type: ignore[list-item]
@@ -174,7 +201,9 @@ ERRORS: list[tuple[str, dict[str, Any], int, str, list[Any]]] = [
 
 
 @pytest.mark.parametrize(("case", "body", "status", "kind", "path"), ERRORS, ids=[e[0] for e in ERRORS])
-async def test_errors_are_problems_naming_the_field(api: httpx.AsyncClient, case: str, body: Any, status: int, kind: str, path: list[Any]) -> None:
+async def test_errors_are_problems_naming_the_field(
+    api: httpx.AsyncClient, case: str, body: Any, status: int, kind: str, path: list[Any]
+) -> None:
     r = await api.post("/init", json=body)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -231,9 +260,21 @@ async def test_get_query_forms(api: httpx.AsyncClient) -> None:
     ("method", "url", "kwargs", "status", "kind"),
     [
         ("POST", "/init", {"content": b'{"scheme": ', "headers": {"content-type": "application/json"}}, 400, "malformed-json"),
-        ("POST", "/init", {"content": b'{"scheme": "zeros", "shape": [1], "value": NaN}', "headers": {"content-type": "application/json"}}, 400, "malformed-json"),
+        (
+            "POST",
+            "/init",
+            {"content": b'{"scheme": "zeros", "shape": [1], "value": NaN}', "headers": {"content-type": "application/json"}},
+            400,
+            "malformed-json",
+        ),
         ("POST", "/init", {"content": b"\xff\xfe", "headers": {"content-type": "application/json"}}, 400, "malformed-json"),
-        ("POST", "/init", {"content": b"scheme=zeros", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, "unsupported-media-type"),
+        (
+            "POST",
+            "/init",
+            {"content": b"scheme=zeros", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+            415,
+            "unsupported-media-type",
+        ),
         ("GET", "/nowhere", {}, 404, "not-found"),
         ("DELETE", "/init", {}, 405, "method-not-allowed"),
         ("PUT", "/schemes", {}, 405, "method-not-allowed"),
@@ -243,7 +284,9 @@ async def test_get_query_forms(api: httpx.AsyncClient) -> None:
         ("GET", "/stats?scheme=zeros&shape=2", {"headers": {"accept": "image/png"}}, 406, "not-acceptable"),
     ],
 )
-async def test_protocol_errors_are_problems(api: httpx.AsyncClient, method: str, url: str, kwargs: dict[str, Any], status: int, kind: str) -> None:
+async def test_protocol_errors_are_problems(
+    api: httpx.AsyncClient, method: str, url: str, kwargs: dict[str, Any], status: int, kind: str
+) -> None:
     r = await api.request(method, url, **kwargs)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -266,15 +309,27 @@ async def test_request_id_is_echoed_or_made(api: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     ("env", "body", "kind", "limit_name"),
     [
-        ({"TENSORINIT_MAX_BATCH_TENSORS": "2"}, {"tensors": {k: {"scheme": "zeros", "shape": [1]} for k in "abc"}}, "limit-exceeded", "max_batch_tensors"),
+        (
+            {"TENSORINIT_MAX_BATCH_TENSORS": "2"},
+            {"tensors": {k: {"scheme": "zeros", "shape": [1]} for k in "abc"}},
+            "limit-exceeded",
+            "max_batch_tensors",
+        ),
         ({"TENSORINIT_MAX_RESPONSE_BYTES": "1000"}, {"scheme": "zeros", "shape": [300]}, "limit-exceeded", "max_response_bytes"),
         ({"TENSORINIT_MAX_ELEMENTS": "10"}, {"scheme": "zeros", "shape": [11]}, "limit-exceeded", "max_elements"),
         ({"TENSORINIT_MAX_DIMS": "2"}, {"scheme": "zeros", "shape": [1, 1, 1]}, "limit-exceeded", "max_dims"),
-        ({"TENSORINIT_MAX_ORTHOGONAL_ELEMENTS": "10"}, {"scheme": "orthogonal", "shape": [4, 4]}, "limit-exceeded", "max_orthogonal_elements"),
+        (
+            {"TENSORINIT_MAX_ORTHOGONAL_ELEMENTS": "10"},
+            {"scheme": "orthogonal", "shape": [4, 4]},
+            "limit-exceeded",
+            "max_orthogonal_elements",
+        ),
         ({"TENSORINIT_MAX_BODY_BYTES": "64"}, {"scheme": "zeros", "shape": [1], "name": "n" * 100}, "body-too-large", "max_body_bytes"),
     ],
 )
-async def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], body: Any, kind: str, limit_name: str) -> None:
+async def test_limits_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], body: Any, kind: str, limit_name: str
+) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     app = create_app()

@@ -100,7 +100,16 @@ def test_safe_open_reads_bfloat16_and_metadata(tmp_path: Any) -> None:
             np.testing.assert_array_equal(got, generate(s))
 
 
-RANGES = [(0, 1), (0, 8), (3, 40), (8, 200), (100, 5000), (BLOCK_ELEMENTS - 7, BLOCK_ELEMENTS * 2 + 9), (-3, None), (-BLOCK_ELEMENTS - 5, None)]
+RANGES = [
+    (0, 1),
+    (0, 8),
+    (3, 40),
+    (8, 200),
+    (100, 5000),
+    (BLOCK_ELEMENTS - 7, BLOCK_ELEMENTS * 2 + 9),
+    (-3, None),
+    (-BLOCK_ELEMENTS - 5, None),
+]
 
 
 @pytest.mark.parametrize(("start", "stop"), RANGES)
