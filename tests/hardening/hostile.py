@@ -1,0 +1,189 @@
+"""The hostile-input corpus: one row per request, with the answer it must get.
+
+Each row is a request that a careless or malicious client could send, and the status
+and problem type the service must answer with. ``slug=None`` marks rows the HTTP
+semantics say to ignore (a malformed ``Range`` or ``If-None-Match`` is ignored per
+RFC 9110 §13.1.2 and §14.2): those must be answered with the complete, correct file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MiB = 1 << 20
+SMALL = {"scheme": "he_normal", "shape": [16, 8]}
+SMALL_QUERY = "scheme=he_normal&shape=16,8"
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """One hostile request and the answer it must get."""
+
+    id: str
+    method: str
+    path: str
+    status: int
+    slug: str | None
+    json_body: Any = None
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> bytes | None:
+        if self.content is not None:
+            return self.content
+        if self.json_body is not None:
+            return json.dumps(self.json_body, allow_nan=True).encode()
+        return None
+
+    def request_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.method == "POST" and self.content is None:
+            headers.setdefault("Content-Type", "application/json")
+        return headers
+
+
+def _single(**fields: Any) -> dict[str, Any]:
+    return {**SMALL, **fields}
+
+
+def _post(id: str, status: int, slug: str | None, body: Any, path: str = "/init") -> Hostile:
+    return Hostile(id, "POST", path, status, slug, json_body=body)
+
+
+def _raw(
+    id: str, status: int, slug: str | None, content: bytes, content_type: str | None = "application/json", path: str = "/init"
+) -> Hostile:
+    headers = {"Content-Type": content_type} if content_type is not None else {}
+    return Hostile(id, "POST", path, status, slug, content=content, headers=headers)
+
+
+def _get(id: str, status: int, slug: str | None, query: str, path: str = "/init", headers: dict[str, str] | None = None) -> Hostile:
+    return Hostile(id, "GET", f"{path}?{query}", status, slug, headers=headers or {})
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"scheme": "zeros", "shape": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def _batch(names: list[str], **defaults: Any) -> dict[str, Any]:
+    return {**defaults, "tensors": {n: {"scheme": "zeros", "shape": [2]} for n in names}}
+
+
+def _range(id: str, value: str, status: int = 200, slug: str | None = None) -> Hostile:
+    return Hostile(id, "GET", f"/init?{SMALL_QUERY}", status, slug, headers={"Range": value})
+
+
+CORPUS: list[Hostile] = [
+    # -- shapes ------------------------------------------------------------------
+    _post("shape-overflow-64bit", 413, "limit-exceeded", _single(shape=[2**32, 2**32, 2**32])),
+    _post("shape-dim-2^64", 413, "limit-exceeded", _single(shape=[2**64])),
+    _post("shape-dim-2^200", 413, "limit-exceeded", _single(shape=[2**200])),
+    _post("shape-product-wraps-to-zero", 413, "limit-exceeded", _single(shape=[2**32, 2**32])),
+    _post("shape-negative", 422, "validation-error", _single(shape=[-1, 4])),
+    _post("shape-float", 422, "validation-error", _single(shape=[2.5, 4])),
+    _post("shape-float-integral", 422, "validation-error", _single(shape=[2.0, 4])),
+    _post("shape-bool", 422, "validation-error", _single(shape=[True, 4])),
+    _post("shape-string", 422, "validation-error", _single(shape=["4", 4])),
+    _post("shape-null-dim", 422, "validation-error", _single(shape=[None, 4])),
+    _post("shape-null", 422, "validation-error", _single(shape=None)),
+    _post("shape-number-not-list", 422, "validation-error", _single(shape=16)),
+    _post("shape-1000-dims", 413, "limit-exceeded", _single(shape=[1] * 1000)),
+    _post("shape-nested-list", 422, "validation-error", _single(shape=[[4], [4]])),
+    _get("get-shape-garbage", 422, "validation-error", "scheme=he_normal&shape=a,b"),
+    _get("get-shape-negative", 422, "validation-error", "scheme=he_normal&shape=-3,4"),
+    _get("get-shape-overflow", 413, "limit-exceeded", "scheme=he_normal&shape=99999999999999999999999,2"),
+    # -- seeds -------------------------------------------------------------------
+    _post("seed-empty-string", 422, "validation-error", _single(seed="")),
+    _post("seed-2^64", 422, "validation-error", _single(seed=2**64)),
+    _post("seed-2^1000", 422, "validation-error", _single(seed=2**1000)),
+    _post("seed-negative", 422, "validation-error", _single(seed=-1)),
+    _post("seed-float", 422, "validation-error", _single(seed=1.5)),
+    _post("seed-string", 422, "validation-error", _single(seed="42")),
+    _post("seed-bool", 422, "validation-error", _single(seed=True)),
+    _get("get-seed-huge", 422, "validation-error", f"{SMALL_QUERY}&seed={'9' * 5000}"),
+    _get("get-seed-float", 422, "validation-error", f"{SMALL_QUERY}&seed=1e3"),
+    # -- NaN and Infinity (JSON extensions) and other numbers ---------------------
+    _raw("nan-gain", 400, "malformed-json", b'{"scheme": "he_normal", "shape": [4, 4], "gain": NaN}'),
+    _raw("infinity-gain", 400, "malformed-json", b'{"scheme": "he_normal", "shape": [4, 4], "gain": Infinity}'),
+    _raw("neg-infinity-std", 400, "malformed-json", b'{"scheme": "normal", "shape": [4], "std": -Infinity}'),
+    _raw("overflowing-float-std", 422, "validation-error", b'{"scheme": "normal", "shape": [4], "std": 1e400}'),
+    _get("get-nan-gain", 422, "validation-error", f"{SMALL_QUERY}&gain=nan"),
+    _get("get-inf-gain", 422, "validation-error", f"{SMALL_QUERY}&gain=inf"),
+    _post("negative-std", 422, "validation-error", {"scheme": "normal", "shape": [4], "std": -1.0}),
+    # -- schemes and parameters ----------------------------------------------------
+    _post("unknown-scheme", 422, "unknown-scheme", _single(scheme="he_normall")),
+    _post("scheme-empty", 422, "unknown-scheme", _single(scheme="")),
+    _post("scheme-not-string", 422, "unknown-scheme", _single(scheme=7)),
+    _post("scheme-missing", 422, "validation-error", {"shape": [4]}),
+    _post("unknown-parameter", 422, "unknown-parameter", _single(gainn=2.0)),
+    _post("param-of-other-scheme", 422, "unknown-parameter", _single(std=0.1)),
+    _post("dtype-unknown", 422, "validation-error", _single(dtype="float128")),
+    _post("convention-unknown", 422, "validation-error", _single(convention="caffe")),
+    _get("get-unknown-scheme", 422, "unknown-scheme", "scheme=glorot_normall&shape=4,4"),
+    _get("get-unknown-param", 422, "unknown-parameter", f"{SMALL_QUERY}&evil=1"),
+    _get("get-no-scheme", 422, "validation-error", "shape=4,4"),
+    # -- the body itself -------------------------------------------------------------
+    _raw("deeply-nested-json", 400, "malformed-json", _nested(100_000)),
+    _raw("nesting-1000", 400, "malformed-json", _nested(1000)),
+    _raw("nesting-100-in-shape", 422, "validation-error", _nested(100)),
+    _raw("body-50MB", 413, "body-too-large", b'{"scheme": "zeros", "shape": [1], "name": "' + b"a" * (50 * MiB) + b'"}'),
+    _raw("body-not-json", 400, "malformed-json", b"scheme=he_normal&shape=4"),
+    _raw("body-empty", 400, "malformed-json", b""),
+    _raw("body-truncated", 400, "malformed-json", b'{"scheme": "he_normal", "shape": [4,'),
+    _raw("body-array", 422, "validation-error", b"[1, 2, 3]"),
+    _raw("body-null", 422, "validation-error", b"null"),
+    _raw("body-string", 422, "validation-error", b'"he_normal"'),
+    _raw("invalid-utf8", 400, "malformed-json", b'{"scheme": "he_normal", "shape": [4], "name": "\xff\xfe\xc3("}'),
+    _raw("lone-surrogate-name", 422, "validation-error", b'{"scheme": "zeros", "shape": [1], "name": "\\ud800"}'),
+    _raw("content-type-text", 415, "unsupported-media-type", json.dumps(SMALL).encode(), "text/plain"),
+    _raw("content-type-form", 415, "unsupported-media-type", b"scheme=he_normal", "application/x-www-form-urlencoded"),
+    _raw("content-type-multipart", 415, "unsupported-media-type", b"--x--", "multipart/form-data; boundary=x"),
+    _raw("content-type-xml", 415, "unsupported-media-type", b"<init/>", "application/xml"),
+    _raw("duplicate-keys", 422, "validation-error", b'{"scheme": "zeros", "shape": [1], "shape": "x"}'),
+    # -- tensor names ----------------------------------------------------------------
+    _post("name-empty", 422, "validation-error", _single(name="")),
+    _post("name-10kB", 422, "validation-error", _single(name="n" * 10_000)),
+    _post("name-control-chars", 422, "validation-error", _single(name="fc1\x00weight")),
+    _post("name-newline", 422, "validation-error", _single(name="a\nb")),
+    _post("name-metadata", 422, "validation-error", _single(name="__metadata__")),
+    _post("batch-name-metadata", 422, "validation-error", _batch(["__metadata__"])),
+    _post("batch-name-empty", 422, "validation-error", _batch([""])),
+    _post("batch-duplicate-after-nfc", 422, "validation-error", _batch(["caf\u00e9", "cafe\u0301"])),
+    _post("batch-name-not-object", 422, "validation-error", {"tensors": {"a": 5}}),
+    _post("batch-empty", 422, "validation-error", {"tensors": {}}),
+    _post("batch-name-field-conflict", 422, "unknown-parameter", {"tensors": {"a": {"scheme": "zeros", "shape": [1], "name": "b"}}}),
+    # -- sizes -------------------------------------------------------------------------
+    _post("batch-100000-tensors", 413, "body-too-large", _batch([f"t{i}" for i in range(100_000)])),
+    _post("batch-2000-tensors", 413, "limit-exceeded", {"tensors": {f"{i}": {"scheme": "zeros", "shape": []} for i in range(2000)}}),
+    _post("stats-bins-1e9", 413, "limit-exceeded", {**SMALL, "bins": 10**9}, path="/stats"),
+    _post("stats-bins-zero", 422, "validation-error", {**SMALL, "bins": 0}, path="/stats"),
+    _get("get-stats-bins-1e9", 413, "limit-exceeded", f"{SMALL_QUERY}&bins=1000000000", path="/stats"),
+    _post("orthogonal-1e6x1e6", 413, "limit-exceeded", {"scheme": "orthogonal", "shape": [10**6, 10**6]}),
+    _post("orthogonal-stats-1e6x1e6", 413, "limit-exceeded", {"scheme": "orthogonal", "shape": [10**6, 10**6]}, path="/stats"),
+    _post("response-too-large", 413, "limit-exceeded", {"scheme": "zeros", "shape": [2**30, 2], "dtype": "float64"}),
+    # -- Range: unsatisfiable is 416; malformed is ignored (the whole file, 200) ---------
+    _range("range-beyond-end", "bytes=100000000-", 416, "range-not-satisfiable"),
+    _range("range-overflowing-start", "bytes=99999999999999999999999999-", 416, "range-not-satisfiable"),
+    _range("range-suffix-zero", "bytes=-0", 416, "range-not-satisfiable"),
+    _range("range-reversed", "bytes=500-100"),
+    _range("range-multiple", "bytes=0-1,5-9"),
+    _range("range-1000-ranges", "bytes=" + ",".join(f"{i}-{i}" for i in range(1000))),
+    _range("range-negative", "bytes=-5-10"),
+    _range("range-garbage", "bytes=abc"),
+    _range("range-other-unit", "items=0-5"),
+    _range("range-empty", "bytes="),
+    _range("range-huge-header", "bytes=" + "0" * 8000 + "-1"),
+    # -- If-None-Match garbage: never a false 304 --------------------------------------
+    Hostile("inm-garbage", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"If-None-Match": "garbage"}),
+    Hostile("inm-unterminated", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"If-None-Match": '"abc'}),
+    Hostile("inm-many-tags", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"If-None-Match": ", ".join(f'"{i}"' for i in range(1000))}),
+    Hostile("inm-weak-wrong", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"If-None-Match": 'W/"0000"'}),
+    # -- paths and methods ------------------------------------------------------------
+    Hostile("unknown-path", "GET", "/etc/passwd", 404, "not-found"),
+    Hostile("path-traversal", "GET", "/schemes/..%2f..%2fetc%2fpasswd", 404, "not-found"),
+    Hostile("scheme-lookup-unknown", "GET", "/schemes/nope", 404, "not-found"),
+    Hostile("method-delete", "DELETE", "/init", 405, "method-not-allowed"),
+    Hostile("method-put-stats", "PUT", "/stats", 405, "method-not-allowed"),
+]
