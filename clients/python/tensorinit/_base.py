@@ -166,12 +166,6 @@ class BaseClient:
             raise APIError(response.status_code, title="invalid JSON", detail=response.text[:500]) from None
 
     @staticmethod
-    def arrays(buffer: bytearray, framework: str) -> tuple[_safetensors.Header, dict[str, Any]]:
-        """Parse a complete body and build arrays on it (no copy for numpy and torch)."""
-        header = _safetensors.parse_header(buffer, len(buffer))
-        return header, _safetensors.build(buffer, header, framework)
-
-    @staticmethod
     def check_stats(digests: dict[str, str], stats: Stats, etag: str | None) -> None:
         if etag is not None and stats.etag is not None and etag != stats.etag:
             raise IntegrityError(f"/init sent ETag {etag} but /stats describes {stats.etag}")

@@ -11,6 +11,7 @@ async clients only drive it, so resume logic lives in one place.
 
 from __future__ import annotations
 
+import mmap
 import re
 from typing import IO, Protocol
 
@@ -18,6 +19,7 @@ import httpx
 
 from ._errors import IntegrityError
 from ._progress import Progress
+from ._safetensors import Buffer
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
@@ -28,16 +30,33 @@ class Sink(Protocol):
     def write(self, offset: int, chunk: bytes) -> None: ...
 
 
+# Below this, a bytearray's zero-fill is cheaper than a mapping's system calls.
+MMAP_THRESHOLD = 1 << 20
+
+
+def allocate(size: int) -> Buffer:
+    """A writable buffer of ``size`` bytes whose pages are not touched before the body is.
+
+    ``bytearray(n)`` memsets its n bytes: a whole extra pass over memory before the first
+    chunk lands (measured ~15 % of a 256 MiB receive). A private anonymous mapping is
+    zero pages the kernel supplies on first write, so each page is written once, by the
+    copy out of the socket. No MADV_HUGEPAGE: with THP defrag=madvise it makes page faults
+    compact memory synchronously, which measured slower still.
+    """
+    if size >= MMAP_THRESHOLD and hasattr(mmap, "MAP_PRIVATE"):
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return bytearray(size)
+
+
 class MemorySink:
     """One buffer sized from Content-Length; chunks are copied straight into their place.
 
-    ``bytearray(n)`` costs nothing up front (calloc'd pages appear on first write), and
-    assigning into a memoryview slice is the one unavoidable copy out of the socket
-    buffer: no list of chunks, no ``b"".join``.
+    Assigning into a memoryview slice is the one unavoidable copy out of the socket
+    buffer: no list of chunks, no ``b"".join``, and arrays are then built on the buffer.
     """
 
     def __init__(self) -> None:
-        self.buffer = bytearray()
+        self.buffer: Buffer = bytearray()
         self._view: memoryview | None = None
 
     def reset(self, total: int | None) -> None:
@@ -47,16 +66,17 @@ class MemorySink:
             self.buffer, self._view = bytearray(), None
         else:
             if len(self.buffer) != total:
-                self.buffer = bytearray(total)
+                self.buffer = allocate(total)
             self._view = memoryview(self.buffer)
 
     def write(self, offset: int, chunk: bytes) -> None:
         if self._view is not None:
             self._view[offset : offset + len(chunk)] = chunk
         else:
+            assert isinstance(self.buffer, bytearray)
             self.buffer += chunk
 
-    def take(self) -> bytearray:
+    def take(self) -> Buffer:
         if self._view is not None:
             self._view.release()
             self._view = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Literal
@@ -25,6 +26,8 @@ import numpy as np
 
 from ._errors import IntegrityError
 
+# The receive buffer: a bytearray, or for large bodies an anonymous mapping (see _receive.allocate).
+Buffer = bytearray | mmap.mmap
 Framework = Literal["numpy", "torch", "jax"]
 FRAMEWORKS: tuple[str, ...] = ("numpy", "torch", "jax")
 HEADER_LIMIT = 100_000_000
@@ -62,7 +65,7 @@ class Header:
     size: int
 
 
-def header_length(prefix: bytes | bytearray | memoryview) -> int:
+def header_length(prefix: bytes | Buffer | memoryview) -> int:
     if len(prefix) < 8:
         raise IntegrityError(f"safetensors body of {len(prefix)} bytes: shorter than the 8-byte header length")
     n = int.from_bytes(prefix[:8], "little")
@@ -71,7 +74,7 @@ def header_length(prefix: bytes | bytearray | memoryview) -> int:
     return n
 
 
-def parse_header(head: bytes | bytearray | memoryview, size: int) -> Header:
+def parse_header(head: bytes | Buffer | memoryview, size: int) -> Header:
     """Parse and check the header of a ``size``-byte file whose first bytes are ``head``."""
     n = header_length(head)
     if 8 + n > min(size, len(head)):
@@ -109,13 +112,13 @@ def parse_header(head: bytes | bytearray | memoryview, size: int) -> Header:
     return Header(entries, metadata, data_start, size)
 
 
-def numpy_views(buffer: bytearray, header: Header) -> dict[str, np.ndarray[Any, Any]]:
+def numpy_views(buffer: Buffer, header: Header) -> dict[str, np.ndarray[Any, Any]]:
     """Zero-copy numpy arrays over ``buffer``, in header order."""
     view = memoryview(buffer)
     return {e.name: np.frombuffer(view[e.begin : e.end], dtype=NUMPY_DTYPES[e.dtype]).reshape(e.shape) for e in header.entries.values()}
 
 
-def torch_views(buffer: bytearray, header: Header) -> dict[str, Any]:
+def torch_views(buffer: Buffer, header: Header) -> dict[str, Any]:
     """Zero-copy torch tensors over ``buffer`` (BF16 becomes ``torch.bfloat16``)."""
     import torch  # noqa: PLC0415 -- optional extra, imported only when asked for
 
@@ -141,7 +144,7 @@ def torch_views(buffer: bytearray, header: Header) -> dict[str, Any]:
     return out
 
 
-def build(buffer: bytearray, header: Header, framework: str) -> dict[str, Any]:
+def build(buffer: Buffer, header: Header, framework: str) -> dict[str, Any]:
     """Arrays of the requested framework, sharing ``buffer`` where the framework allows."""
     if framework == "numpy":
         return dict(numpy_views(buffer, header))
@@ -161,7 +164,7 @@ def check_framework(framework: str) -> None:
         raise ValueError(f"framework: got {framework!r}; allowed: one of {', '.join(FRAMEWORKS)}")
 
 
-def digests_of_buffer(buffer: bytearray, header: Header) -> dict[str, str]:
+def digests_of_buffer(buffer: Buffer, header: Header) -> dict[str, str]:
     view = memoryview(buffer)
     return {e.name: hashlib.sha256(view[e.begin : e.end]).hexdigest() for e in header.entries.values()}
 
