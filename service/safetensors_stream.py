@@ -133,14 +133,56 @@ class Plan:
         return b"".join(self.iter_bytes(start, stop))
 
 
-def _block_bytes(piece: Piece, counters: Counters | None) -> memoryview:
+CHUNK_BYTES = 4 << 20
+"""Consecutive whole blocks are generated into one buffer of up to this size: fewer hops between threads, fewer sends."""
+
+
+def _jobs(pieces: Iterator[Piece]) -> Iterator[list[Piece]]:
+    """Pieces grouped into units of work: runs of whole blocks of one tensor up to CHUNK_BYTES; any other piece alone."""
+    run: list[Piece] = []
+    size = 0
+    for piece in pieces:
+        whole = piece.entry is not None and piece.lo == 0 and piece.hi == piece.entry.tensor.itemsize * _block_len(piece)
+        if run and (not whole or piece.entry is not run[0].entry or size + piece.hi > CHUNK_BYTES):
+            yield run
+            run, size = [], 0
+        if whole:
+            run.append(piece)
+            size += piece.hi
+        else:
+            yield [piece]
+    if run:
+        yield run
+
+
+def _block_len(piece: Piece) -> int:
     assert piece.entry is not None
-    arr = piece.entry.tensor.block(piece.block)
-    if counters is not None:
-        counters.add("blocks_generated")
-    # A memoryview of the float array would have len() = element count; the server
-    # counts len() against Content-Length, so hand it unsigned bytes.
-    return arr.view(np.uint8).data[piece.lo : piece.hi]
+    lo, hi = piece.entry.tensor.block_bounds(piece.block)
+    return hi - lo
+
+
+def _generate(job: list[Piece], counters: Counters | None, stop: threading.Event) -> memoryview:
+    """The bytes of a job (run on the executor); gives up between blocks once ``stop`` is set."""
+    first = job[0]
+    assert first.entry is not None
+    tensor = first.entry.tensor
+    if len(job) == 1:
+        out = tensor.block(first.block).view(np.uint8)
+        if counters is not None:
+            counters.add("blocks_generated")
+        # A memoryview of the float array would have len() = element count; the server
+        # counts len() against Content-Length, so hand it unsigned bytes.
+        return out.data[first.lo : first.hi]
+    buffer = np.empty(sum(p.hi for p in job), np.uint8)
+    pos = 0
+    for piece in job:
+        if stop.is_set():
+            break
+        tensor.fill_block(piece.block, buffer[pos : pos + piece.hi].view(tensor.dtype))
+        pos += piece.hi
+        if counters is not None:
+            counters.add("blocks_generated")
+    return buffer.data
 
 
 async def stream(
@@ -154,25 +196,27 @@ async def stream(
 ) -> AsyncIterator[bytes | memoryview]:
     """File bytes [start, stop) as chunks of at least :data:`MIN_CHUNK_BYTES` (but the last).
 
-    Blocks are generated on ``executor``, up to ``ahead`` of them in flight, so the event
-    loop only moves bytes. When the consumer goes away (the client disconnected: the
-    server cancels the task, or closes this generator), blocks not yet started are
-    cancelled, so generation stops within the blocks already running.
+    Blocks are generated on ``executor``, in jobs of up to :data:`CHUNK_BYTES`, with up to
+    ``ahead`` jobs in flight, so the event loop only moves bytes. When the consumer goes
+    away (the client disconnected: the server cancels the task, or closes this
+    generator), jobs not yet started are cancelled and running ones stop before their
+    next block, so generation stops within one block per worker.
     """
     loop = asyncio.get_running_loop()
-    pieces = plan.pieces(start, stop)
+    jobs = _jobs(plan.pieces(start, stop))
     pending: deque[tuple[Piece, asyncio.Future[memoryview] | None]] = deque()
+    halt = threading.Event()
     done = False
 
     def refill() -> None:
         while len(pending) < ahead:
-            piece = next(pieces, None)
-            if piece is None:
+            job = next(jobs, None)
+            if job is None:
                 return
-            if piece.entry is None:
-                pending.append((piece, None))
+            if job[0].entry is None:
+                pending.append((job[0], None))
             else:
-                pending.append((piece, loop.run_in_executor(executor, _block_bytes, piece, counters)))
+                pending.append((job[0], loop.run_in_executor(executor, _generate, job, counters, halt)))
 
     if counters is not None:
         counters.add("streams_started")
@@ -193,6 +237,7 @@ async def stream(
             yield buffered[0] if len(buffered) == 1 else b"".join(buffered)
         done = True
     finally:
+        halt.set()
         for _, future in pending:
             if future is not None:
                 future.cancel()

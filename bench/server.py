@@ -1,0 +1,244 @@
+"""The service side by side with its anchors, in one run, printed as ratios (issue 3).
+
+Run as ``python -m bench.server`` (after ``make``'s venv exists). Everything targets
+127.0.0.1 with bounded request counts. Cases:
+
+* server throughput, curl writing to /dev/null as the client (little client CPU), for
+  256 MiB float32: he_normal vs torch ``kaiming_normal_`` in-process, he_uniform vs
+  torch ``kaiming_uniform_``, zeros vs a bare Starlette app streaming pre-built bytes
+  (the transport ceiling);
+* end to end into a numpy array in this Python process (httpx), sharing the two cores
+  with the server: he_normal vs torch ``kaiming_normal_``;
+* small requests: requests/s, p50 and p99 of 64×64 he_uniform against a bare Starlette
+  endpoint returning the same number of bytes (curl, parallel, keep-alive);
+* server peak RSS while streaming a 4 GiB tensor, sampled from /proc, minus idle.
+
+The servers run as subprocesses (``uvicorn ... --log-level warning``, no access log),
+the same way for ours and the bare app. Each throughput figure is the best of REPS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+ROOT = Path(__file__).resolve().parents[1]
+MiB = 1 << 20
+SIZE = 256 * MiB
+SHAPE = "8192,8192"  # 2^26 float32 = 256 MiB
+SMALL_QUERY = "scheme=he_uniform&shape=64,64"
+
+
+# -- the bare Starlette anchor (its own process: `uvicorn bench.server:bare_app --factory`) --
+
+
+def bare_app() -> Starlette:
+    """Streams pre-built bytes in 1 MiB chunks (/blob?size=N) and returns N bytes at once (/small?size=N)."""
+    blob = bytes(SIZE)
+
+    async def stream(request: Request) -> StreamingResponse:
+        size = int(request.query_params.get("size", SIZE))
+
+        async def chunks() -> Iterator[memoryview]:  # type: ignore[misc]
+            view = memoryview(blob)
+            for lo in range(0, size, MiB):
+                yield view[lo : min(lo + MiB, size)]
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream", headers={"Content-Length": str(size)})  # type: ignore[arg-type]
+
+    async def small(request: Request) -> Response:
+        return Response(blob[: int(request.query_params.get("size", 16))], media_type="application/octet-stream")
+
+    return Starlette(routes=[Route("/blob", stream), Route("/small", small)])
+
+
+# -- servers and clients ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def server(target: str) -> Iterator[tuple[str, int]]:
+    """``uvicorn <target> --factory`` on a free loopback port: (base url, pid)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", target, "--factory", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + ("/healthz" if "service" in target else "/small"), timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{target} did not start")
+            time.sleep(0.1)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def curl_seconds(url: str) -> float:
+    """Wall time of one download to /dev/null, checked for completeness."""
+    out = subprocess.run(["curl", "-s", "-f", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url], check=True, capture_output=True, text=True).stdout
+    size, seconds = out.split()
+    assert int(size) >= SIZE, out
+    return float(seconds)
+
+
+def best(fn: Callable[[], float], reps: int) -> float:
+    fn()  # warm-up
+    return min(fn() for _ in range(reps))
+
+
+def torch_seconds(init: Callable[[torch.Tensor], object]) -> float:
+    t0 = time.perf_counter()
+    x = torch.empty(8192, 8192)
+    init(x)
+    return time.perf_counter() - t0
+
+
+def httpx_numpy_seconds(url: str) -> float:
+    """Download into a preallocated buffer, then view it as the float32 tensor."""
+    t0 = time.perf_counter()
+    with httpx.Client(timeout=120) as client, client.stream("GET", url) as r:
+        buf = bytearray(int(r.headers["content-length"]))
+        view, pos = memoryview(buf), 0
+        for chunk in r.iter_raw(4 * MiB):
+            view[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+    header = 8 + int.from_bytes(buf[:8], "little")
+    arr = np.frombuffer(buf, dtype=np.float32, offset=header).reshape(8192, 8192)
+    assert arr.size == SIZE // 4
+    return time.perf_counter() - t0
+
+
+def small_load(url: str, count: int, parallel: int) -> tuple[float, float, float]:
+    """requests/s, p50 and p99 seconds of ``count`` GETs of ``url`` with curl in parallel, keep-alive."""
+    with tempfile.NamedTemporaryFile("w", suffix=".curlrc") as cfg:
+        for _ in range(count):
+            cfg.write(f'url = "{url}"\noutput = "/dev/null"\n')
+        cfg.flush()
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            ["curl", "-s", "-f", "-Z", "--parallel-max", str(parallel), "-K", cfg.name, "-w", "%{time_total}\\n"], check=True, capture_output=True, text=True
+        ).stdout
+        wall = time.perf_counter() - t0
+    times = sorted(float(t) for t in out.split())
+    assert len(times) == count
+    return count / wall, times[len(times) // 2], times[int(len(times) * 0.99)]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def peak_rss_while(pid: int, action: Callable[[], object]) -> int:
+    peak, done = 0, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_kib(pid))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        action()
+    finally:
+        done.set()
+        sampler.join()
+    return peak
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--small-requests", type=int, default=2000)
+    parser.add_argument("--parallel", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 2)
+    rows: list[tuple[str, str, float, float, float, str]] = []
+
+    def row(label: str, anchor: str, ours: float, theirs: float, target: float, unit: str = "GB/s") -> None:
+        ratio = ours / theirs
+        rows.append((label, anchor, ours, theirs, ratio, ("PASS" if ratio >= target else "MISS") + f" (≥ {target}×)"))
+        print(f"  {label:<44} {ours:9.3f} {unit:<6} vs {anchor:<36} {theirs:9.3f} {unit:<6} → {ratio:5.2f}×", flush=True)
+
+    gbps = SIZE / 1e9
+    print(f"bench.server · {os.cpu_count()} cores · python {sys.version.split()[0]} · torch {torch.__version__} · numpy {np.__version__}")
+    with server("service.api.app:create_app") as (ours_url, ours_pid), server("bench.server:bare_app") as (bare_url, _):
+        print("server throughput, curl → /dev/null, 256 MiB float32 (best of %d):" % args.reps)
+        for scheme, init, target in (
+            ("he_normal", torch.nn.init.kaiming_normal_, 0.8),
+            ("he_uniform", torch.nn.init.kaiming_uniform_, 1.0),
+        ):
+            ours = best(lambda s=scheme: curl_seconds(f"{ours_url}/init?scheme={s}&shape={SHAPE}"), args.reps)  # type: ignore[misc]
+            anchor = best(lambda i=init: torch_seconds(i), args.reps)  # type: ignore[misc]
+            row(f"GET /init {scheme}", f"torch {init.__name__} in-process", gbps / ours, gbps / anchor, target)
+        zeros = best(lambda: curl_seconds(f"{ours_url}/init?scheme=zeros&shape={SHAPE}"), args.reps)
+        bare = best(lambda: curl_seconds(f"{bare_url}/blob?size={SIZE}"), args.reps)
+        row("GET /init zeros", "bare Starlette, pre-built bytes", gbps / zeros, gbps / bare, 0.8)
+
+        print("end to end into numpy (httpx in this process), 256 MiB float32:")
+        e2e = best(lambda: httpx_numpy_seconds(f"{ours_url}/init?scheme=he_normal&shape={SHAPE}"), args.reps)
+        anchor = best(lambda: torch_seconds(torch.nn.init.kaiming_normal_), args.reps)
+        row("httpx → numpy he_normal", "torch kaiming_normal_ in-process", gbps / e2e, gbps / anchor, 0.5)
+
+        size = len(httpx.get(f"{ours_url}/init?{SMALL_QUERY}").content)
+        print(f"small requests: {args.small_requests} GETs, curl --parallel-max {args.parallel}, {size}-byte bodies:")
+        small_load(f"{ours_url}/init?{SMALL_QUERY}", 200, args.parallel)  # warm-up
+        small_load(f"{bare_url}/small?size={size}", 200, args.parallel)
+        ours_rps, ours_p50, ours_p99 = small_load(f"{ours_url}/init?{SMALL_QUERY}", args.small_requests, args.parallel)
+        bare_rps, bare_p50, bare_p99 = small_load(f"{bare_url}/small?size={size}", args.small_requests, args.parallel)
+        row("GET /init 64×64 he_uniform", "bare Starlette, same bytes", ours_rps, bare_rps, 0.6, "req/s")
+        print(f"    latency p50 {ours_p50 * 1e3:.2f} ms vs {bare_p50 * 1e3:.2f} ms; p99 {ours_p99 * 1e3:.2f} ms vs {bare_p99 * 1e3:.2f} ms")
+
+        print("server peak RSS while streaming a 4 GiB he_normal tensor (curl → /dev/null):")
+        idle = rss_kib(ours_pid)
+        peak = peak_rss_while(ours_pid, lambda: subprocess.run(["curl", "-s", "-f", "-o", "/dev/null", f"{ours_url}/init?scheme=he_normal&shape=32768,32768"], check=True))
+        grew = (peak - idle) / 1024
+        print(f"  idle {idle / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, +{grew:.1f} MiB → {'PASS' if grew < 150 else 'MISS'} (< 150 MiB)")
+
+    print("\nsummary (ratio = ours / anchor):")
+    for label, anchor, _, _, ratio, verdict in rows:
+        print(f"  {label:<30} vs {anchor:<36} {ratio:5.2f}×  {verdict}")
+    print(f"  {'peak RSS above idle':<30}    {'':<36} {grew:5.1f} MiB {'PASS' if grew < 150 else 'MISS'} (< 150 MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
