@@ -11,36 +11,37 @@ hide client disconnects from the routes)::
     ApiKeyMiddleware           401 unless the bearer key is valid (when keys are set)
     the app's routes
 
-A generating route takes a :class:`Generation` through ``Depends(generation)``, awaits
-:meth:`Generation.admit` with the byte count of its answer before it builds the
-response (so a 503 is sent before any byte), and wraps its body iterator in
-:meth:`Generation.stream`. The dependency's exit runs after the response has been
-sent, or after the client went away, and releases the slot then: the slot is held
-for the whole stream.
+A streaming route returns ``admitted(request, StreamingResponse(...), nbytes)``: the
+slot is taken when the response starts, before any byte (so overload is a 503 problem),
+and held until the last byte is sent or the client goes away. Work that is not
+streamed (statistics) runs inside ``async with admit(request, nbytes):``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
-from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from .admission import Admission, Overloaded, Slot
 from .docs import REF, problem
 from .logging import AccessLogMiddleware, configure_access_log
-from .metrics import Metrics, MetricsMiddleware
+from .metrics import Chunk, Metrics, MetricsMiddleware, chunk_bytes
 from .problems import Problem, ProblemError
 from .security import PUBLIC_PATHS, ApiKeyMiddleware, ApiKeys
 
 BEARER_SCHEME = "bearerAuth"
+
+#: Operations that generate numbers and so wait for admission (503 ``overloaded``).
+GENERATING_OPERATIONS = frozenset({"init_get", "init_post", "stats_get", "stats_post"})
 
 
 class HardeningSettings(Protocol):
@@ -135,63 +136,62 @@ def cors_origins(value: str | Sequence[str]) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
-class Generation:
-    """The admission slot and stream instrumentation of one generating request."""
+def admitted(request: Request, response: StreamingResponse, nbytes: int) -> Response:
+    """``response``, taking an admission slot for ``nbytes`` before its first byte and holding it to the last.
 
-    def __init__(self, hardening: Hardening | None):
-        self._hardening = hardening
-        self._slot: Slot | None = None
-        self._streams: list[AsyncGenerator[bytes, None]] = []
+    The slot is awaited when the response is sent, still before any byte: if none
+    comes free in time, :class:`Overloaded` becomes a 503 problem as usual. The body is
+    counted in the metrics, its bytes leave "in flight" as they are sent, and the slot
+    is released when the stream completes, fails, or the client goes away.
+    """
+    hardening = getattr(request.app.state, "hardening", None)
+    if not isinstance(hardening, Hardening):
+        return response
+    return _AdmittedStream(response, hardening, nbytes)
 
-    async def admit(self, nbytes: int) -> None:
-        """Wait for capacity for an answer of ``nbytes`` bytes, or raise :class:`Overloaded`."""
-        if self._slot is not None:
-            raise RuntimeError("a request takes one generation slot")
-        if self._hardening is not None:
-            self._slot = await self._hardening.admission.acquire(nbytes)
 
-    def stream(self, chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
-        """``chunks`` counted in the metrics (bytes, time, disconnects), closed with the request."""
-        if self._hardening is None:
-            wrapped = _passthrough(chunks)
-        else:
-            wrapped = self._hardening.metrics.instrument_stream(chunks)
-            if self._slot is not None:
-                wrapped = _report_sent(wrapped, self._slot)
-        self._streams.append(wrapped)
-        return wrapped
+@contextlib.asynccontextmanager
+async def admit(request: Request, nbytes: int) -> AsyncIterator[None]:
+    """``async with admit(request, n):`` holds a slot for work that is not streamed (statistics)."""
+    hardening = getattr(request.app.state, "hardening", None)
+    if not isinstance(hardening, Hardening):
+        yield
+        return
+    async with hardening.admission.slot(nbytes):
+        yield
 
-    async def close(self) -> None:
-        """Close the streams (a client that left leaves them suspended) and release the slot."""
+
+class _AdmittedStream(Response):
+    def __init__(self, inner: StreamingResponse, hardening: Hardening, nbytes: int):
+        self.inner = inner
+        self.hardening = hardening
+        self.nbytes = nbytes
+        self.status_code = inner.status_code
+        self.raw_headers = inner.raw_headers
+        self.background = inner.background
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        slot = await self.hardening.admission.acquire(self.nbytes)
+        body = _report_sent(self.hardening.metrics.instrument_stream(self.inner.body_iterator), slot)
+        self.inner.body_iterator = body
+        self.inner.background = self.background
         try:
-            for stream in self._streams:
-                with contextlib.suppress(Exception):
-                    await stream.aclose()
+            await self.inner(scope, receive, send)
         finally:
-            if self._slot is not None:
-                self._slot.release()
+            try:
+                # A client that left may leave the stream suspended: close it now, not at GC.
+                with contextlib.suppress(Exception):
+                    await body.aclose()
+            finally:
+                slot.release()
 
 
-async def generation(request: Request) -> AsyncIterator[Generation]:
-    """FastAPI dependency (``Depends(generation)``): a :class:`Generation` held until the answer is sent."""
-    held = Generation(getattr(request.app.state, "hardening", None))
-    try:
-        yield held
-    finally:
-        await held.close()
-
-
-async def _passthrough(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
-    async for chunk in chunks:
-        yield chunk
-
-
-async def _report_sent(chunks: AsyncGenerator[bytes, None], slot: Slot) -> AsyncGenerator[bytes, None]:
+async def _report_sent(chunks: AsyncGenerator[Chunk, None], slot: Slot) -> AsyncGenerator[Chunk, None]:
     try:
         async for chunk in chunks:
             yield chunk
             # Resumed: the server has handed the chunk to the transport.
-            slot.sent(len(chunk))
+            slot.sent(chunk_bytes(chunk))
     finally:
         await chunks.aclose()
 
@@ -199,16 +199,6 @@ async def _report_sent(chunks: AsyncGenerator[bytes, None], slot: Slot) -> Async
 async def _overloaded_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Overloaded)
     return ProblemError("overloaded", exc.detail, headers={"Retry-After": str(exc.retry_after)}).response(request)
-
-
-def _uses(route: APIRoute, dependency: Callable[..., Any]) -> bool:
-    stack = list(route.dependant.dependencies)
-    while stack:
-        dep = stack.pop()
-        if dep.call is dependency:
-            return True
-        stack.extend(dep.dependencies)
-    return False
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
@@ -236,20 +226,14 @@ def document_security(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
         problem_schema = Problem.model_json_schema(ref_template=REF)
         schemas.update(problem_schema.pop("$defs", {}))
         schemas["Problem"] = problem_schema
-    generating = {
-        (route.path_format, method.lower())
-        for route in app.routes
-        if isinstance(route, APIRoute) and _uses(route, generation)
-        for method in route.methods or ()
-    }
     for path, operations in schema.get("paths", {}).items():
-        for method, operation in operations.items():
+        for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             responses = operation["responses"]
             if path not in PUBLIC_PATHS:
                 operation["security"] = [{BEARER_SCHEME: []}]
                 responses.setdefault("401", problem("no valid API key (unauthorized); WWW-Authenticate: Bearer"))
-            if (path, method) in generating:
+            if operation.get("operationId") in GENERATING_OPERATIONS:
                 responses.setdefault("503", {**problem("no generation slot came free in time (overloaded)"), "headers": _RETRY_AFTER})
     return schema

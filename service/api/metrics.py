@@ -39,6 +39,17 @@ if TYPE_CHECKING:
 
 UNMATCHED = "<unmatched>"
 
+#: What a Starlette body iterator may yield.
+Chunk = str | bytes | memoryview
+
+
+def chunk_bytes(chunk: Chunk) -> int:
+    """The byte count of a body chunk (a memoryview's ``len()`` counts elements, not bytes)."""
+    if isinstance(chunk, memoryview):
+        return chunk.nbytes
+    return len(chunk.encode()) if isinstance(chunk, str) else len(chunk)
+
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -109,7 +120,7 @@ class Metrics:
         """The Prometheus text exposition of every collector."""
         return generate_latest(self.registry)
 
-    async def instrument_stream(self, chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+    async def instrument_stream(self, chunks: AsyncIterable[Chunk]) -> AsyncGenerator[Chunk, None]:
         """Pass ``chunks`` through, counting bytes, time, disconnects and errors.
 
         A client that goes away shows up here as the cancellation of the pending
@@ -118,7 +129,7 @@ class Metrics:
         start = time.perf_counter()
         try:
             async for chunk in chunks:
-                self.bytes_generated.inc(len(chunk))
+                self.bytes_generated.inc(chunk_bytes(chunk))
                 yield chunk
         except (asyncio.CancelledError, GeneratorExit):
             self.disconnected.inc()

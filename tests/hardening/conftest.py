@@ -8,16 +8,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Annotated
 
 import pytest
 import uvicorn
-from fastapi import Depends, FastAPI
-from fastapi.responses import StreamingResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.api import problems
-from service.api.hardening import Generation, generation, install
+from service.api.hardening import admit, admitted, install
 from service.api.request_id import RequestIdMiddleware
 
 MiB = 1 << 20
@@ -63,19 +62,22 @@ def small_app(settings: StubSettings | None = None) -> FastAPI:
     async def problem() -> None:
         raise problems.ProblemError("invalid-request", "d")
 
-    @app.get("/stream", operation_id="stream")
-    async def stream(
-        gen: Annotated[Generation, Depends(generation)], blocks: int = 4, block: int = MiB, delay: float = 0.0
-    ) -> StreamingResponse:
-        await gen.admit(blocks * block)
-
+    @app.get("/stream", operation_id="init_get")
+    async def stream(request: Request, blocks: int = 4, block: int = MiB, delay: float = 0.0) -> Response:
         async def body() -> AsyncIterator[bytes]:
             for _ in range(blocks):
                 if delay:
                     await asyncio.sleep(delay)
                 yield b"\0" * block
 
-        return StreamingResponse(gen.stream(body()), media_type="application/octet-stream", headers={"Content-Length": str(blocks * block)})
+        headers = {"Content-Length": str(blocks * block)}
+        return admitted(request, StreamingResponse(body(), media_type="application/octet-stream", headers=headers), blocks * block)
+
+    @app.get("/work", operation_id="stats_get")
+    async def work(request: Request, nbytes: int = 1, seconds: float = 0.0) -> dict[str, int]:
+        async with admit(request, nbytes):
+            await asyncio.sleep(seconds)
+        return {"nbytes": nbytes}
 
     install(app, settings or StubSettings())
     app.add_middleware(RequestIdMiddleware)

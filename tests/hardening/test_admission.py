@@ -170,3 +170,17 @@ async def test_slot_held_for_whole_stream_and_released_after() -> None:
     assert response.status_code == 200
     assert len(response.content) == 3 * MiB
     assert (admission.active, admission.bytes_in_flight) == (0, 0)
+
+
+async def test_admit_context_for_work_that_is_not_streamed() -> None:
+    app = small_app(StubSettings(max_concurrent_generations=1, admission_timeout_seconds=0.05))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        slow, refused = await asyncio.gather(
+            c.get("/work", params={"nbytes": 10, "seconds": 0.5}), c.get("/work", params={"nbytes": 10}, headers={"X-Request-ID": "late"})
+        )
+        after = await c.get("/work", params={"nbytes": 10})
+    assert slow.status_code == 200
+    assert refused.status_code == 503
+    assert refused.json()["request_id"] == "late"
+    assert after.status_code == 200
+    assert app.state.hardening.admission.active == 0
