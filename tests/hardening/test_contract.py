@@ -55,5 +55,5 @@ class BearerKey:
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
-def test_contract(case: schemathesis.Case) -> None:
+def test_contract(case: schemathesis.Case[Any]) -> None:
     case.call_and_validate()
