@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import subprocess
+import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import httpx
@@ -22,6 +25,8 @@ from tensorinit import (
     ServiceUnavailable,
     ValidationError,
 )
+
+from bench.client import free_port
 
 from .faulty import Fault, digests_of, serve
 
@@ -203,3 +208,35 @@ def test_an_injected_http_client_is_used_and_left_open(small_body: bytes) -> Non
             client.init_many(SPECS)
         assert not http.is_closed
         assert srv.seen[0].headers["x-test"] == "1"
+
+
+def test_download_memory_stays_flat(tmp_path: Path) -> None:
+    """64 MiB from the bench's bare server (another process), traced allocations stay under 4 MiB."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.client", "--mib", "64", "--serve", str(port)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "bench server did not start"
+                time.sleep(0.1)
+        with Client(f"http://127.0.0.1:{port}") as client:
+            tracemalloc.start()
+            try:
+                path = client.download({"scheme": "zeros", "shape": [16 << 20]}, tmp_path / "z.safetensors", progress=False)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        assert path.stat().st_size > 64 << 20
+        assert peak < 4 << 20, f"peak {peak / 2**20:.1f} MiB while downloading 64 MiB"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import importlib.util
 import io
 import json
 import time
@@ -225,3 +226,22 @@ def test_progress_callback_sees_every_step() -> None:
     bar.update(10, 10)
     bar.close()
     assert calls == [(0, 10), (4, 10), (10, 10)]
+
+
+def test_progress_is_off_when_stderr_is_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    bar = Progress(None, "x")
+    bar.start(64 << 20, 0)
+    bar.update(64 << 20, 64 << 20)
+    bar.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_forced_progress_without_tqdm_draws_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    if importlib.util.find_spec("tqdm") is not None:
+        pytest.skip("tqdm is installed: the bar is tqdm's, not the fallback line")
+    bar = Progress(True, "w.safetensors")
+    bar.start(2 << 20, 0)
+    bar.update(2 << 20, 2 << 20)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "w.safetensors: 2.0 MiB 100.0%" in err and err.endswith("\n")

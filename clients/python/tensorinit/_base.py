@@ -83,8 +83,8 @@ def batch_body(tensors: Mapping[str, Mapping[str, Any]], *, seed: int, dtype: st
 def stats_body(request: str | Mapping[str, Any], shape: Sequence[int] | None, fields: dict[str, Any], bins: int | None) -> dict[str, Any]:
     """A /stats body from either a whole request mapping or the arguments of ``init``."""
     if isinstance(request, Mapping):
-        if shape is not None:
-            raise TypeError("stats(request_mapping, ...) takes no shape: it is in the mapping")
+        if shape is not None or fields["params"]:
+            raise TypeError("stats(request_mapping) takes no shape or scheme parameters: they belong in the mapping")
         body = dict(request)
     else:
         if shape is None:
