@@ -1,8 +1,9 @@
 """The service as a real uvicorn subprocess on loopback: for RSS, signals and kill -9.
 
-The listening socket is bound here and handed to uvicorn with ``--fd`` (no race for a
-free port), then closed in this process so that once uvicorn closes it, new
-connections are really refused.
+uvicorn binds the port itself, as ``make run`` does (``--fd`` would not do: uvicorn
+duplicates an inherited descriptor and the original keeps listening after shutdown,
+so new connections would queue instead of being refused). The port is a free one
+picked just before; a restart reuses it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class LiveProcess:
-    """``uvicorn service.api.app:create_app --factory`` with ``TENSORINIT_*`` settings from ``env``."""
+    """``python -m service.api.serve`` (uvicorn with the app factory) with ``TENSORINIT_*`` settings from ``env``."""
 
     def __init__(self, log_path: Path, env: dict[str, str] | None = None, graceful_seconds: int = 10):
         self.log_path = log_path
@@ -40,19 +41,18 @@ class LiveProcess:
         return self.process.pid
 
     def start(self) -> LiveProcess:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        sock.listen(128)
-        self.port = sock.getsockname()[1]
+        if not self.port:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                self.port = sock.getsockname()[1]
         command = [
             sys.executable,
             "-m",
-            "uvicorn",
-            "service.api.app:create_app",
-            "--factory",
-            "--fd",
-            str(sock.fileno()),
+            "service.api.serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
             "--log-level",
             "warning",
             "--no-access-log",
@@ -60,8 +60,7 @@ class LiveProcess:
             str(self.graceful_seconds),
         ]
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=log, pass_fds=(sock.fileno(),))
-        sock.close()
+            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while True:
             if self.process.poll() is not None:

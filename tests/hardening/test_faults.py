@@ -1,0 +1,142 @@
+"""Faults against a real uvicorn process: a client that leaves, SIGTERM, and kill -9."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from safetensors import numpy as safetensors_numpy
+
+from .conftest import sample
+from .live import LiveProcess
+
+MiB = 1 << 20
+KEY = "fault-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CHUNK_BYTES = 4 * MiB  # one job of blocks in service.safetensors_stream
+PREFETCH = 4  # jobs generated ahead of the socket (Settings.prefetch_blocks)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def data_sha256(body: bytes) -> str:
+    """The sha256 of the data section of a one-tensor safetensors file."""
+    (header_len,) = struct.unpack("<Q", body[:8])
+    json.loads(body[8 : 8 + header_len])
+    return hashlib.sha256(body[8 + header_len :]).hexdigest()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[LiveProcess]:
+    with LiveProcess(tmp_path / "server.log", {"TENSORINIT_API_KEYS": KEY}, graceful_seconds=10) as server:
+        yield server
+
+
+def metrics(live: LiveProcess) -> str:
+    return httpx.get(live.url + "/metrics", headers=AUTH, timeout=10).text
+
+
+def test_disconnect_mid_stream_stops_generation(live: LiveProcess) -> None:
+    size = 256 * MiB
+    query = f"scheme=he_normal&shape=8192,{size // 4 // 8192}&seed=7"
+    sock = socket.create_connection(("127.0.0.1", live.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.sendall(f"GET /init?{query} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode())
+    received = 0
+    while received < 8 * MiB:
+        chunk = sock.recv(1 << 16)
+        assert chunk
+        received += len(chunk)
+    sock.close()
+
+    def aborted() -> bool:
+        return sample(metrics(live), "tensorinit_streams_total", outcome="aborted") == 1
+
+    assert wait_for(aborted)
+    text = metrics(live)
+    assert sample(text, "tensorinit_streams_disconnected_total") == 1
+    assert sample(text, "tensorinit_generations_in_flight") == 0
+    blocks = sample(text, "tensorinit_blocks_generated_total")
+    time.sleep(1.0)
+    assert sample(metrics(live), "tensorinit_blocks_generated_total") == blocks, "generation went on after the disconnect"
+    # What was generated: what the client read, what the sockets held, and the jobs in flight.
+    generated = sample(text, "tensorinit_bytes_generated_total")
+    socket_slack = 8 * MiB
+    assert generated <= received + socket_slack + (PREFETCH + 1) * CHUNK_BYTES
+    assert generated < size / 4
+    assert httpx.get(live.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_sigterm_finishes_in_flight_stream_refuses_new_and_exits_0(live: LiveProcess) -> None:
+    size = 96 * MiB
+    query = f"scheme=he_uniform&shape=4096,{size // 4 // 4096}&seed=3"
+    expected = httpx.get(f"{live.url}/stats?{query}", headers=AUTH, timeout=60).json()["tensors"]["weight"]["sha256"]
+    with httpx.Client(base_url=live.url, headers=AUTH, timeout=30) as client, client.stream("GET", f"/init?{query}") as response:
+        assert response.status_code == 200
+        length = int(response.headers["content-length"])
+        chunks = response.iter_bytes()
+        body = bytearray(next(chunks))
+        live.terminate()
+        time.sleep(0.5)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", live.port), timeout=2).close()
+        for chunk in chunks:
+            body.extend(chunk)
+    assert len(body) == length
+    assert data_sha256(bytes(body)) == expected
+    assert live.wait(live.graceful_seconds + 5) == 0
+
+
+def test_kill_9_mid_stream_gives_a_short_body(live: LiveProcess) -> None:
+    query = "scheme=he_normal&shape=8192,8192&seed=1"
+    with httpx.Client(base_url=live.url, headers=AUTH, timeout=30) as client, client.stream("GET", f"/init?{query}") as response:
+        length = int(response.headers["content-length"])
+        received = 0
+
+        def read_all() -> None:
+            nonlocal received
+            for chunk in response.iter_bytes():
+                received += len(chunk)
+                if received >= 4 * MiB and live.process is not None and live.process.poll() is None:
+                    live.kill()
+
+        with pytest.raises(httpx.RemoteProtocolError, match=r"incomplete|peer closed"):
+            read_all()
+    assert 4 * MiB <= received < length
+
+
+def test_client_resumes_after_kill_9_and_restart(live: LiveProcess, tmp_path: Path) -> None:
+    tensorinit = pytest.importorskip("tensorinit")
+    request = {"scheme": "he_normal", "shape": [4096, 8192], "seed": 11}  # 128 MiB
+    restarted = threading.Event()
+
+    def progress(received: int, total: int | None) -> None:
+        if received >= 16 * MiB and not restarted.is_set():
+            restarted.set()
+            live.kill()
+            live.start()  # the same port, a new process
+
+    policy = tensorinit.RetryPolicy(max_retries=5, initial_delay=0.2, max_delay=1.0)
+    with tensorinit.Client(live.url, api_key=KEY, max_retries=policy, timeout=60) as client:
+        path = client.download(request, tmp_path / "w.safetensors", progress=progress, verify=True)
+    assert restarted.is_set()
+    loaded = safetensors_numpy.load_file(str(path))
+    assert loaded["weight"].shape == (4096, 8192)
+    text = metrics(live)
+    # The new process answered the resumed part: a 206 for the remaining bytes.
+    assert sample(text, "tensorinit_http_requests_total", method="POST", route="/init", status="206") == 1
