@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,7 +83,20 @@ def free_port() -> int:
 def server(target: str) -> Iterator[tuple[str, int]]:
     """``uvicorn <target> --factory`` on a free loopback port: (base url, pid)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", target, "--factory", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -106,7 +118,9 @@ def server(target: str) -> Iterator[tuple[str, int]]:
 
 def curl_seconds(url: str) -> float:
     """Wall time of one download to /dev/null, checked for completeness."""
-    out = subprocess.run(["curl", "-s", "-f", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["curl", "-s", "-f", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url], check=True, capture_output=True, text=True
+    ).stdout
     size, seconds = out.split()
     assert int(size) >= SIZE, out
     return float(seconds)
@@ -147,7 +161,10 @@ def small_load(url: str, count: int, parallel: int) -> tuple[float, float, float
         cfg.flush()
         t0 = time.perf_counter()
         out = subprocess.run(
-            ["curl", "-s", "-f", "-Z", "--parallel-max", str(parallel), "-K", cfg.name, "-w", "%{time_total}\\n"], check=True, capture_output=True, text=True
+            ["curl", "-s", "-f", "-Z", "--parallel-max", str(parallel), "-K", cfg.name, "-w", "%{time_total}\\n"],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         wall = time.perf_counter() - t0
     times = sorted(float(t) for t in out.split())
@@ -201,7 +218,7 @@ def main() -> int:
     gbps = SIZE / 1e9
     print(f"bench.server · {os.cpu_count()} cores · python {sys.version.split()[0]} · torch {torch.__version__} · numpy {np.__version__}")
     with server("service.api.app:create_app") as (ours_url, ours_pid), server("bench.server:bare_app") as (bare_url, _):
-        print("server throughput, curl → /dev/null, 256 MiB float32 (best of %d):" % args.reps)
+        print(f"server throughput, curl → /dev/null, 256 MiB float32 (best of {args.reps}):")
         for scheme, init, target in (
             ("he_normal", torch.nn.init.kaiming_normal_, 0.8),
             ("he_uniform", torch.nn.init.kaiming_uniform_, 1.0),
@@ -229,7 +246,12 @@ def main() -> int:
 
         print("server peak RSS while streaming a 4 GiB he_normal tensor (curl → /dev/null):")
         idle = rss_kib(ours_pid)
-        peak = peak_rss_while(ours_pid, lambda: subprocess.run(["curl", "-s", "-f", "-o", "/dev/null", f"{ours_url}/init?scheme=he_normal&shape=32768,32768"], check=True))
+        peak = peak_rss_while(
+            ours_pid,
+            lambda: subprocess.run(
+                ["curl", "-s", "-f", "-o", "/dev/null", f"{ours_url}/init?scheme=he_normal&shape=32768,32768"], check=True
+            ),
+        )
         grew = (peak - idle) / 1024
         print(f"  idle {idle / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, +{grew:.1f} MiB → {'PASS' if grew < 150 else 'MISS'} (< 150 MiB)")
 
