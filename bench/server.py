@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,12 +56,12 @@ def bare_app() -> Starlette:
     async def stream(request: Request) -> StreamingResponse:
         size = int(request.query_params.get("size", SIZE))
 
-        async def chunks() -> Iterator[memoryview]:  # type: ignore[misc]
+        async def chunks() -> AsyncIterator[memoryview]:
             view = memoryview(blob)
             for lo in range(0, size, MiB):
                 yield view[lo : min(lo + MiB, size)]
 
-        return StreamingResponse(chunks(), media_type="application/octet-stream", headers={"Content-Length": str(size)})  # type: ignore[arg-type]
+        return StreamingResponse(chunks(), media_type="application/octet-stream", headers={"Content-Length": str(size)})
 
     async def small(request: Request) -> Response:
         return Response(blob[: int(request.query_params.get("size", 16))], media_type="application/octet-stream")
@@ -256,8 +256,8 @@ def main() -> int:
         print(f"  idle {idle / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, +{grew:.1f} MiB → {'PASS' if grew < 150 else 'MISS'} (< 150 MiB)")
 
     print("\nsummary (ratio = ours / anchor):")
-    for label, anchor, _, _, ratio, verdict in rows:
-        print(f"  {label:<30} vs {anchor:<36} {ratio:5.2f}×  {verdict}")
+    for label, anchor_name, _, _, ratio, verdict in rows:
+        print(f"  {label:<30} vs {anchor_name:<36} {ratio:5.2f}×  {verdict}")
     print(f"  {'peak RSS above idle':<30}    {'':<36} {grew:5.1f} MiB {'PASS' if grew < 150 else 'MISS'} (< 150 MiB)")
     return 0
 
