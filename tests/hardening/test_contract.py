@@ -33,7 +33,7 @@ SETTINGS = Settings(
     admission_timeout_seconds=5,
 )
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(SETTINGS))
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(SETTINGS), headers={"Authorization": f"Bearer {KEY}"})
 
 
 @schema.auth()
