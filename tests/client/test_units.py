@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import importlib.util
+import inspect
 import io
 import json
 import time
@@ -17,8 +18,10 @@ import torch
 from safetensors.torch import save
 from tensorinit import (
     APIError,
+    AsyncClient,
     AuthenticationError,
     BadRequestError,
+    Client,
     IntegrityError,
     NoMatchingRuleError,
     NotFound,
@@ -245,3 +248,19 @@ def test_forced_progress_without_tqdm_draws_one_line(capsys: pytest.CaptureFixtu
     bar.close()
     err = capsys.readouterr().err
     assert "w.safetensors: 2.0 MiB 100.0%" in err and err.endswith("\n")
+
+
+def test_the_async_twin_has_the_same_public_methods_and_signatures() -> None:
+    def public(cls: type) -> dict[str, inspect.Signature]:
+        return {n: inspect.signature(f) for n, f in vars(cls).items() if callable(f) and not n.startswith("_")}
+
+    sync, asyncs = public(Client), public(AsyncClient)
+    assert (
+        set(sync)
+        == set(asyncs)
+        >= {"init", "init_many", "init_state_dict", "init_module", "stats", "schemes", "version", "download", "close"}
+    )
+    for name, sig in sync.items():
+        assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
+        assert list(sig.parameters) == list(asyncs[name].parameters), name
+        assert str(sig.return_annotation) == str(asyncs[name].return_annotation), name
