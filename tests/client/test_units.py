@@ -264,3 +264,10 @@ def test_the_async_twin_has_the_same_public_methods_and_signatures() -> None:
         assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
         assert list(sig.parameters) == list(asyncs[name].parameters), name
         assert str(sig.return_annotation) == str(asyncs[name].return_annotation), name
+
+
+def test_init_module_refuses_a_meta_module_before_any_request() -> None:
+    with torch.device("meta"):
+        model = torch.nn.Linear(4, 4)
+    with Client("http://127.0.0.1:9", max_retries=0) as client, pytest.raises(ValueError, match="meta device"):
+        client.init_module(model, [("*", "zeros")])

@@ -10,7 +10,8 @@ How: each tensor is requested in the dtype it already has (float32, float64, flo
 bfloat16), so the module ends up holding exactly the server's bytes; other floating
 dtypes (float8) are requested as float32 and rounded by ``copy_``. Values are copied
 under ``torch.no_grad()`` with ``Tensor.copy_``, which keeps each tensor's dtype, device,
-``requires_grad`` and identity (optimizers holding references still see them).
+``requires_grad`` and identity (optimizers holding references still see them). A module
+built on the meta device is refused: ``to_empty(device=...)`` it first, then fill it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def targets(module: torch.nn.Module, *, buffers: bool = True) -> dict[str, torch
     if buffers:
         named += list(module.named_buffers())
     for name, tensor in named:
+        if tensor.is_meta:
+            # copy_ into a meta tensor silently does nothing: the model would train from nothing.
+            raise ValueError(f"{name} is on the meta device: materialize the module first, e.g. module.to_empty(device='cpu')")
         if tensor.dtype.is_floating_point:
             out[name] = tensor
     return out
