@@ -271,3 +271,16 @@ def test_init_module_refuses_a_meta_module_before_any_request() -> None:
         model = torch.nn.Linear(4, 4)
     with Client("http://127.0.0.1:9", max_retries=0) as client, pytest.raises(ValueError, match="meta device"):
         client.init_module(model, [("*", "zeros")])
+
+
+def test_base_url_and_api_key_from_arguments_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TENSORINIT_URL", raising=False)
+    monkeypatch.delenv("TENSORINIT_API_KEY", raising=False)
+    with Client() as client:
+        assert client.base_url == "http://127.0.0.1:8000" and "Authorization" not in client.headers
+    monkeypatch.setenv("TENSORINIT_URL", "http://10.0.0.5:9000/")
+    monkeypatch.setenv("TENSORINIT_API_KEY", "k1")
+    with Client() as client:
+        assert client.base_url == "http://10.0.0.5:9000" and client.headers["Authorization"] == "Bearer k1"
+    with Client("http://h:1", api_key="k2") as client:
+        assert client.base_url == "http://h:1" and client.headers["Authorization"] == "Bearer k2"
