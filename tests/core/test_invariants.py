@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 import pytest
 
-from service.core import BLOCK_ELEMENTS, Tensor, generate, resolve
+from service.core import BLOCK_ELEMENTS, Tensor, default_executor, generate, resolve
 
 B = BLOCK_ELEMENTS
 SPECS: list[tuple[str, tuple[int, ...], dict[str, Any]]] = [
@@ -111,3 +111,15 @@ def test_engine_imports_no_web_layer() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_materializing_inside_block_workers_cannot_deadlock() -> None:
+    # Streams ask for orthogonal blocks from the block pool; the QR's own parallel parts
+    # must not queue behind them on the same (now fully busy) pool.
+    pool = default_executor()
+    tensors = [Tensor(resolve("orthogonal", (300, 300), seed=i)) for i in range(3 * (pool._max_workers or 2))]
+    futures = [pool.submit(t.block, 0) for t in tensors]
+    _, pending = wait(futures, timeout=60)
+    assert not pending
+    for t, f in zip(tensors, futures, strict=True):
+        assert f.result().tobytes() == t.array().reshape(-1)[: t.numel].tobytes()
