@@ -15,6 +15,7 @@ from service.safetensors_stream import Counters
 
 from . import problems
 from .docs import component_schemas
+from .hardening import document_security, install
 from .request_id import RequestIdMiddleware
 from .routes import catalogue, files, health, stats
 from .settings import Settings
@@ -49,12 +50,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # `app.add_middleware`, between these lines. Middleware added later wraps what was
     # added before; RequestIdMiddleware is added last so that it is outermost and every
     # answer, errors included, carries X-Request-ID. No GZip: the bodies are binary.
+    install(app, settings)  # access control, admission, metrics, access logs (issue 5)
     app.add_middleware(RequestIdMiddleware)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())
+            document_security(app, schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

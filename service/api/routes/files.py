@@ -13,6 +13,7 @@ from service.core.spec import DeltaOrthogonal, Orthogonal, Sparse
 from service.safetensors_stream import stream
 
 from ..docs import BINARY, problem, query_parameters, request_body
+from ..hardening import admitted
 from ..problems import ProblemError
 from ..ranges import RangeNotSatisfiableError, if_range_allows, none_match, parse_range
 from ..resolution import Prepared, content_disposition, prepare, query_document, read_json
@@ -91,7 +92,6 @@ async def serve(request: Request, prepared: Prepared, *, cacheable: bool) -> Res
         else:
             data = prepared.plan.read(start, stop)  # at most 64 Ki elements: well under a millisecond
         return OctetStreamResponse(data, status_code=status, headers=headers)
-    # Issue 5 hooks in here: admission control knows the exact byte count (stop - start).
     body = stream(
         prepared.plan,
         start,
@@ -100,7 +100,8 @@ async def serve(request: Request, prepared: Prepared, *, cacheable: bool) -> Res
         ahead=settings.prefetch_blocks,
         counters=request.app.state.counters,
     )
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=OctetStreamResponse.media_type)
+    response = StreamingResponse(body, status_code=status, headers=headers, media_type=OctetStreamResponse.media_type)
+    return admitted(request, response, stop - start)
 
 
 @router.post(
