@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from service.core import SCHEMES, LimitExceededError, TensorinitError, UnknownSchemeError
 
@@ -281,9 +282,22 @@ async def _http(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         detail = f"no resource at {request.url.path} (see /docs, /schemes)"
     elif exc.status_code == 405:
-        allow = (exc.headers or {}).get("Allow", "")
+        # The router names only the methods of the first route matching the path; a path
+        # served by several routes (GET, HEAD and POST /init) allows all of theirs.
+        allow = ", ".join(allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
         detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allow}"
+        return ProblemError(slug, detail, status=405, headers={**(exc.headers or {}), "Allow": allow}).response(request)
     return ProblemError(slug, detail or str(exc.detail), status=exc.status_code, headers=exc.headers).response(request)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app fully matches at this request's path."""
+    routes = request.app.router.routes
+    scope = {k: v for k, v in request.scope.items() if k in ("type", "path", "root_path", "headers", "query_string")}
+    return [m for m in _METHODS if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in routes)]
 
 
 async def _internal(request: Request, exc: Exception) -> Response:

@@ -44,16 +44,25 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last, suffix = m.groups()
     if suffix is not None:
-        n = int(suffix)
+        n = _int(suffix)
         if n == 0 or size == 0:
             raise RangeNotSatisfiableError(header, size)
         return max(0, size - n), size
-    start = int(first)
-    if last and int(last) < start:
+    start = _int(first)
+    if last and _int(last) < start:
         return None  # invalid byte-range-spec: the header is ignored
     if start >= size:
         raise RangeNotSatisfiableError(header, size)
-    return start, size if not last else min(int(last) + 1, size)
+    return start, size if not last else min(_int(last) + 1, size)
+
+
+def _int(digits: str) -> int:
+    """A run of digits as a number; past 19 significant digits (beyond any size) 10^20 stands for it.
+
+    (int() refuses strings of over 4300 digits, and a header may hold that many.)
+    """
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) <= 19 else 10**20
 
 
 def if_range_allows(header: str | None, etag: str) -> bool:
