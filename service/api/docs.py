@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.core import SCHEMES
+from service.core import CONVENTIONS, DTYPES, SCHEMES, Param
 
 from .models import INIT_ADAPTER
 from .problems import MEDIA_TYPE, Problem
@@ -39,29 +39,53 @@ def component_schemas() -> dict[str, Any]:
 
 
 def query_parameters(*, stats: bool = False) -> dict[str, Any]:
-    """The GET query form: the tensor fields, then every scheme parameter (each applies to its schemes)."""
+    """The GET query form: the tensor fields, then every scheme parameter (each applies to its schemes).
 
-    def param(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
-        return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+    As exact as a flat query form can be: names, enums, bounds and list syntax are what
+    the service accepts; which scheme takes which parameter is said in each description
+    (another scheme's parameter is a 422 ``unknown-parameter``).
+    """
 
+    def param(name: str, schema: dict[str, Any], description: str, required: bool = False, **extra: Any) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": required, "schema": schema, "description": description, **extra}
+
+    def axes(name: str) -> dict[str, Any]:
+        listed = {"type": "array", "items": {"type": "integer"}}
+        return param(name, listed, "comma-separated axes for the fans (fan-based schemes)", style="form", explode=False)
+
+    names = sorted({key for s in SCHEMES.values() for key in (s.name, *s.aliases)})
+    dims = {"type": "array", "items": {"type": "integer", "minimum": 0}, "example": [256, 128]}
     params = [
-        param("scheme", {"type": "string"}, "scheme name or alias (see /schemes)", True),
-        param("shape", {"type": "string", "example": "256,128"}, "comma-separated dimensions; empty for a scalar", True),
-        param("seed", {"type": "integer", "default": 0}, "random seed"),
-        param("dtype", {"type": "string", "default": "float32"}, "float32, float64, float16 or bfloat16"),
+        param("scheme", {"type": "string", "enum": names}, "scheme name or alias (see /schemes)", True),
+        param("shape", dims, "comma-separated dimensions; empty for a scalar", True, style="form", explode=False),
+        param("seed", {"type": "integer", "minimum": 0, "maximum": 2**64 - 1, "default": 0}, "random seed"),
+        param("dtype", {"type": "string", "enum": list(DTYPES), "default": "float32"}, "element type"),
         param("name", {"type": "string", "default": "weight"}, "tensor name (it also picks the random stream)"),
-        param("convention", {"type": "string", "default": "torch"}, "torch, keras, jax or haiku"),
-        *(
-            param(a, {"type": "string"}, "comma-separated axes for the fans (fan-based schemes)")
-            for a in ("in_axes", "out_axes", "batch_axes")
-        ),
+        param("convention", {"type": "string", "enum": list(CONVENTIONS), "default": "torch"}, "weight layout and defaults"),
+        *(axes(a) for a in ("in_axes", "out_axes", "batch_axes")),
     ]
-    seen: dict[str, tuple[str, list[str]]] = {}
+    seen: dict[str, tuple[Param, list[str]]] = {}
     for s in SCHEMES.values():
         for p in s.params:
-            seen.setdefault(p.name, (p.type, []))[1].append(s.name)
-    for name, (kind, schemes) in sorted(seen.items()):
-        params.append(param(name, {"type": kind}, "parameter of " + ", ".join(schemes)))
+            seen.setdefault(p.name, (p, []))[1].append(s.name)
+    for name, (p, schemes) in sorted(seen.items()):
+        params.append(param(name, param_schema(p), "parameter of " + ", ".join(schemes)))
     if stats:
-        params.append(param("bins", {"type": "integer", "default": 64}, "histogram bins"))
+        params.append(param("bins", {"type": "integer", "minimum": 1, "default": 64}, "histogram bins"))
     return {"parameters": params}
+
+
+def param_schema(p: Param) -> dict[str, Any]:
+    """The JSON schema of one scheme parameter: its type, allowed values and bounds."""
+    schema: dict[str, Any] = {"type": p.type}
+    if p.choices is not None:
+        schema["enum"] = list(p.choices)
+    for bound, key in (
+        ("minimum", "minimum"),
+        ("exclusive_minimum", "exclusiveMinimum"),
+        ("maximum", "maximum"),
+        ("exclusive_maximum", "exclusiveMaximum"),
+    ):
+        if getattr(p, bound) is not None:
+            schema[key] = getattr(p, bound)
+    return schema

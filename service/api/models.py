@@ -18,7 +18,18 @@ from pydantic_core import PydanticCustomError
 
 from service.core import CONVENTIONS, DTYPES, SCHEMES, Param, Scheme, UnknownSchemeError, lookup
 
-_TYPES: dict[str, Any] = {"number": float, "integer": int, "string": str, "boolean": bool}
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 10.0 is the integer 10 (JSON Schema agrees); 10.5 stays a float and is refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+"""An integer field: strict (no strings, no booleans, no fractions), but 10.0 counts as 10."""
+
+_TYPES: dict[str, Any] = {"number": float, "integer": Integer, "string": str, "boolean": bool}
 
 COMMON_ALLOWED: dict[str, str] = {
     "scheme": "a scheme name or alias (see GET /schemes)",
@@ -34,6 +45,7 @@ COMMON_ALLOWED: dict[str, str] = {
     "bins": "a positive integer (histogram bins, /stats only)",
 }
 BATCH_FIELDS = ("seed", "dtype", "convention", "tensors")
+SEED_RANGE: dict[str, Any] = {"minimum": 0, "maximum": 2**64 - 1}
 
 
 class _Strict(BaseModel):
@@ -43,8 +55,12 @@ class _Strict(BaseModel):
 class TensorBase(_Strict):
     """Fields every tensor request has; the scheme models add their own parameters."""
 
-    shape: list[int] = Field(description="the tensor's shape; [] is a scalar", examples=[[256, 128]])
-    seed: int | None = Field(None, description="default 0; with the name, picks the random stream")
+    shape: list[Integer] = Field(
+        description="the tensor's shape; [] is a scalar",
+        examples=[[256, 128]],
+        json_schema_extra={"items": {"type": "integer", "minimum": 0}},
+    )
+    seed: Integer | None = Field(None, description="default 0; with the name, picks the random stream", json_schema_extra=SEED_RANGE)
     dtype: str | None = Field(None, description="default float32", json_schema_extra={"enum": list(DTYPES)})
     name: str | None = Field(None, description="default 'weight'; in a batch the key is the name")
     convention: str | None = Field(
@@ -87,7 +103,7 @@ def _scheme_model(scheme: Scheme) -> type[TensorBase]:
     if scheme.uses_fans:
         for axes in ("in_axes", "out_axes", "batch_axes"):
             fields[axes] = (
-                list[int] | None,
+                list[Integer] | None,
                 Field(None, description="explicit axes for the fans (JAX's model); overrides the convention's layout"),
             )
     for p in scheme.params:
@@ -124,7 +140,7 @@ else:
 class BatchRequest(_Strict):
     """Many tensors in one safetensors file; top-level fields are defaults each tensor may override."""
 
-    seed: int | None = Field(None, description="default seed of every tensor (0)")
+    seed: Integer | None = Field(None, description="default seed of every tensor (0)", json_schema_extra=SEED_RANGE)
     dtype: str | None = Field(None, description="default dtype of every tensor (float32)", json_schema_extra={"enum": list(DTYPES)})
     convention: str | None = Field(
         None, description="default convention of every tensor (torch)", json_schema_extra={"enum": list(CONVENTIONS)}

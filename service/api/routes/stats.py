@@ -14,6 +14,7 @@ from service.core import ALGORITHM_VERSION, ResolvedSpec, default_executor
 from service.core.stats import compute_stats
 
 from ..docs import problem, query_parameters, request_body
+from ..hardening import admit
 from ..problems import ProblemError
 from ..resolution import DEFAULT_BINS, Prepared, prepare, query_document, read_json
 from ..settings import Settings
@@ -63,7 +64,7 @@ def wants_text(accept: str | None) -> bool:
     return text_q > json_q
 
 
-def _bins(value: Any, settings: Settings) -> int:
+def _bins(value: Any, settings: Settings, *, limit: bool = True) -> int:
     if value is None:
         return DEFAULT_BINS
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -72,7 +73,7 @@ def _bins(value: Any, settings: Settings) -> int:
             f"bins: got {value!r}; allowed: a positive integer",
             errors=[{"path": ["bins"], "message": "not a positive integer", "allowed": "a positive integer", "value": repr(value)[:80]}],
         )
-    if value > settings.max_histogram_bins:
+    if limit and value > settings.max_histogram_bins:
         raise ProblemError(
             "limit-exceeded",
             f"bins: {value} exceeds the limit max_histogram_bins = {settings.max_histogram_bins}",
@@ -94,9 +95,10 @@ def _entry(spec: ResolvedSpec, raw: dict[str, Any]) -> dict[str, Any]:
 async def _answer(request: Request, prepared: Prepared, bins: int, text: bool) -> Response:
     loop = asyncio.get_running_loop()
     # Off the event loop, one tensor per worker: health checks stay instant meanwhile.
-    results = await asyncio.gather(
-        *(loop.run_in_executor(default_executor(), partial(compute_stats, s, bins=bins)) for s in prepared.specs)
-    )
+    async with admit(request, prepared.size):
+        results = await asyncio.gather(
+            *(loop.run_in_executor(default_executor(), partial(compute_stats, s, bins=bins)) for s in prepared.specs)
+        )
     body = {
         "algorithm": ALGORITHM_VERSION,
         "etag": prepared.etag,
@@ -183,8 +185,7 @@ async def stats_get(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     text = wants_text(request.headers.get("accept"))
     document = query_document(request.query_params.multi_items())
-    bins = _bins(document.pop("bins", None), settings)
-    return await _answer(request, await prepare(document, settings), bins, text)
+    return await _valid_then_answer(request, document, document.pop("bins", None), settings, text)
 
 
 @router.post(
@@ -198,5 +199,12 @@ async def stats_post(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     text = wants_text(request.headers.get("accept"))
     document = await read_json(request, settings.max_body_bytes)
-    bins = _bins(document.pop("bins", None) if isinstance(document, dict) else None, settings)
-    return await _answer(request, await prepare(document, settings), bins, text)
+    bins = document.pop("bins", None) if isinstance(document, dict) else None
+    return await _valid_then_answer(request, document, bins, settings, text)
+
+
+async def _valid_then_answer(request: Request, document: Any, bins: Any, settings: Settings, text: bool) -> Response:
+    # Wrong before too large: every field is checked before any limit (413).
+    _bins(bins, settings, limit=False)
+    prepared = await prepare(document, settings)
+    return await _answer(request, prepared, _bins(bins, settings), text)
