@@ -78,12 +78,13 @@ def _range(id: str, value: str, status: int = 200, slug: str | None = None) -> H
 CORPUS: list[Hostile] = [
     # -- shapes ------------------------------------------------------------------
     _post("shape-overflow-64bit", 413, "limit-exceeded", _single(shape=[2**32, 2**32, 2**32])),
-    _post("shape-dim-2^64", 413, "limit-exceeded", _single(shape=[2**64])),
-    _post("shape-dim-2^200", 413, "limit-exceeded", _single(shape=[2**200])),
+    _post("shape-dim-2^64", 413, "limit-exceeded", _single(shape=[2**64, 2])),
+    _post("shape-dim-2^200", 413, "limit-exceeded", _single(shape=[2, 2**200])),
+    _post("shape-invalid-and-too-large", 422, "validation-error", _single(shape=[2**64])),  # wrong before too large
     _post("shape-product-wraps-to-zero", 413, "limit-exceeded", _single(shape=[2**32, 2**32])),
     _post("shape-negative", 422, "validation-error", _single(shape=[-1, 4])),
     _post("shape-float", 422, "validation-error", _single(shape=[2.5, 4])),
-    _post("shape-float-integral", 422, "validation-error", _single(shape=[2.0, 4])),
+    _post("shape-float-huge", 413, "limit-exceeded", _single(shape=[1e300, 4])),  # JSON: 1e300 is an integer
     _post("shape-bool", 422, "validation-error", _single(shape=[True, 4])),
     _post("shape-string", 422, "validation-error", _single(shape=["4", 4])),
     _post("shape-null-dim", 422, "validation-error", _single(shape=[None, 4])),
@@ -112,6 +113,14 @@ CORPUS: list[Hostile] = [
     _get("get-nan-gain", 422, "validation-error", f"{SMALL_QUERY}&gain=nan"),
     _get("get-inf-gain", 422, "validation-error", f"{SMALL_QUERY}&gain=inf"),
     _post("negative-std", 422, "validation-error", {"scheme": "normal", "shape": [4], "std": -1.0}),
+    _post("gain-zero-truncated", 422, "validation-error", {"scheme": "lecun_normal", "shape": [4, 4], "gain": 0, "truncated": True}),
+    _post("gain-zero-stats", 422, "validation-error", {"scheme": "he_uniform", "shape": [4, 4], "gain": 0}, path="/stats"),
+    _post("denormal-std", 422, "validation-error", {"scheme": "normal", "shape": [4], "std": 5e-324}),
+    _post("negative-slope-1e200", 422, "validation-error", {"scheme": "he_normal", "shape": [4, 4], "negative_slope": 1e200}),
+    _post("mean-beyond-float16", 422, "validation-error", {"scheme": "normal", "shape": [4], "dtype": "float16", "mean": 3.4e38}),
+    _post(
+        "std-squares-overflow", 422, "validation-error", {"scheme": "normal", "shape": [4], "dtype": "float64", "std": 1e300}, path="/stats"
+    ),
     # -- schemes and parameters ----------------------------------------------------
     _post("unknown-scheme", 422, "unknown-scheme", _single(scheme="he_normall")),
     _post("scheme-empty", 422, "unknown-scheme", _single(scheme="")),
@@ -174,7 +183,8 @@ CORPUS: list[Hostile] = [
     _range("range-garbage", "bytes=abc"),
     _range("range-other-unit", "items=0-5"),
     _range("range-empty", "bytes="),
-    _range("range-huge-header", "bytes=" + "0" * 8000 + "-1"),
+    _range("range-8000-digits", "bytes=" + "9" * 8000 + "-", 416, "range-not-satisfiable"),
+    _range("range-8000-digit-end", "bytes=5-" + "0" * 8000),
     # -- If-None-Match garbage: never a false 304 --------------------------------------
     Hostile("inm-garbage", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"If-None-Match": "garbage"}),
     Hostile("inm-unterminated", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"If-None-Match": '"abc'}),

@@ -3,7 +3,20 @@
 The app runs with an API key configured, so that the ``ignored_auth`` check proves the
 bearer scheme the document declares is enforced; the key is supplied through an auth
 provider (schemathesis then also probes each operation without it and with a wrong one).
-Each operation gets at least 200 examples, in both positive and negative modes.
+Every operation gets up to 200 examples per phase, positive and negative, and every
+default check runs with its default configuration.
+
+What "positive" means here. JSON Schema states types, enums and bounds, and the
+document states them exactly; it cannot state the engine's rules that tie fields
+together (``low < high``, ``groups`` dividing the output channels, axes within the
+rank, the rank a scheme needs under a convention), nor the size limits, which bound
+a product of dimensions and are configuration (413). A schema-valid request that the
+service refuses for one of those reasons alone is not a positive example, so
+:func:`refused_beyond_schema` takes it out of the positive set; it asks the service's
+own resolution, never the response. Anything the request models refuse stays in (a
+document that promises more than the models accept is a contract bug), with one
+exception that the flat GET query form cannot express: a parameter of another scheme.
+Negative examples are never filtered.
 """
 
 from __future__ import annotations
@@ -13,22 +26,24 @@ from typing import Any
 import hypothesis
 import schemathesis
 from hypothesis import HealthCheck
+from pydantic import ValidationError
 
 from service.api.app import create_app
+from service.api.models import INIT_ADAPTER
+from service.api.problems import ProblemError
+from service.api.resolution import plan_for, query_document, resolve_document, validate
 from service.api.settings import Settings
 
 KEY = "contract-key"
 MiB = 1 << 20
 
-# Small limits keep every generated request cheap; the contract is the same at any size.
+# Limits small enough that every accepted request is cheap in-process, and large
+# enough for the document's own examples (a 512 x 784 batch member).
 SETTINGS = Settings(
     api_keys=KEY,
-    max_elements=1 << 16,
-    max_response_bytes=4 * MiB,
-    max_batch_tensors=16,
-    max_orthogonal_elements=1 << 12,
-    max_histogram_bins=64,
-    max_body_bytes=64 * 1024,
+    max_elements=1 << 19,
+    max_response_bytes=8 * MiB,
+    max_orthogonal_elements=1 << 14,
     max_concurrent_generations=64,
     admission_timeout_seconds=5,
 )
@@ -45,6 +60,56 @@ class BearerKey:
 
     def set(self, case: Any, data: str, ctx: Any) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
+def _query_items(query: dict[str, Any]) -> list[tuple[str, str]]:
+    """The query as the server receives it (lists comma-joined: ``style: form, explode: false``)."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if value is None:
+            return ""
+        return str(value)
+
+    return [(k, ",".join(map(text, v)) if isinstance(v, list) else text(v)) for k, v in query.items()]
+
+
+def refused_beyond_schema(case: schemathesis.Case[Any]) -> bool:
+    """Whether the service refuses this request for a reason JSON Schema cannot state (see the module doc)."""
+    path, method = case.operation.path, case.method.upper()
+    if path not in ("/init", "/stats"):
+        return False
+    query_form = method in ("GET", "HEAD")
+    document = query_document(_query_items(dict(case.query or {}))) if query_form else case.body
+    bins = None
+    if path == "/stats" and isinstance(document, dict):
+        document = dict(document)
+        bins = document.pop("bins", None)
+    if query_form:
+        try:
+            INIT_ADAPTER.validate_python(document)
+        except ValidationError as err:
+            # Which parameters a scheme requires or takes, the flat query form cannot say.
+            if {e["type"] for e in err.errors()} <= {"missing", "extra_forbidden"}:
+                return True
+    try:
+        parsed = validate(document)
+    except ProblemError:
+        return False
+    try:
+        plan_for(resolve_document(parsed, SETTINGS), SETTINGS)
+    except ProblemError:
+        return True
+    return isinstance(bins, int) and bins > SETTINGS.max_histogram_bins
+
+
+@schema.hook
+def filter_case(context: Any, case: schemathesis.Case[Any]) -> bool:
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return True
+    return not refused_beyond_schema(case)
 
 
 @schema.parametrize()
