@@ -25,5 +25,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=2)"
 
-# exec: uvicorn is PID 1 and gets SIGTERM for a graceful shutdown.
-CMD ["sh", "-c", "exec uvicorn service.api.app:create_app --factory --host \"${HOST:-0.0.0.0}\" --port \"${PORT:-8000}\""]
+# exec: the server is PID 1 and gets SIGTERM for a graceful shutdown; service.api.serve is
+# the uvicorn command line that then exits 0 (uvicorn alone re-raises the signal: 143).
+CMD ["sh", "-c", "exec python -m service.api.serve service.api.app:create_app --factory --host \"${HOST:-0.0.0.0}\" --port \"${PORT:-8000}\""]

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/uvicorn service.api.app:create_app --factory --host $(HOST) --port $(PORT)
+	$(BIN)/python -m service.api.serve service.api.app:create_app --factory --host $(HOST) --port $(PORT)
 
 test: $(STAMP) lint typecheck pytest
 

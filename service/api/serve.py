@@ -1,14 +1,15 @@
-"""Run the service: ``python -m service.api.serve [uvicorn options]``.
+"""Run the service: ``python -m service.api.serve [APP --factory] [uvicorn options]``.
 
-The uvicorn command line, with the app factory filled in and one difference: after a
-graceful shutdown on SIGTERM or SIGINT the process exits 0. uvicorn itself re-raises
+The uvicorn command line (the app factory filled in when no app is named), with one
+difference: after a graceful shutdown on SIGTERM or SIGINT the process exits 0. uvicorn itself re-raises
 the signal it caught once it has shut down, so that the exit status names the signal
 (143 under a shell); an orchestrator that sends SIGTERM to stop the service would then
 see every clean stop as a failure.
 
 ``HOST`` and ``PORT`` from the environment are the defaults of ``--host`` and
 ``--port`` (127.0.0.1 and 8000; the container sets HOST=0.0.0.0), and in-flight
-streams get ``--timeout-graceful-shutdown`` seconds (default 30) to finish.
+streams get ``--timeout-graceful-shutdown`` seconds (default 30) to finish. ``make run``
+and the Dockerfile run ``python -m service.api.serve service.api.app:create_app --factory``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,16 @@ def _after_shutdown(signum: int, frame: FrameType | None) -> None:
 
 
 def command(argv: list[str]) -> list[str]:
-    """The uvicorn arguments: the factory, HOST/PORT defaults, then ``argv`` (which wins)."""
-    args = [APP, "--factory", "--host", os.environ.get("HOST", "127.0.0.1"), "--port", os.environ.get("PORT", "8000")]
-    if not any(a.startswith("--timeout-graceful-shutdown") for a in argv):
-        args += ["--timeout-graceful-shutdown", str(GRACEFUL_SECONDS)]
-    return args + argv
+    """The uvicorn arguments: ``argv``, with the factory and HOST/PORT/grace defaults where it says nothing."""
+    args = list(argv) if argv and not argv[0].startswith("-") else [APP, "--factory", *argv]
+    for option, default in (
+        ("--host", os.environ.get("HOST", "127.0.0.1")),
+        ("--port", os.environ.get("PORT", "8000")),
+        ("--timeout-graceful-shutdown", str(GRACEFUL_SECONDS)),
+    ):
+        if not any(a == option or a.startswith(option + "=") for a in args):
+            args += [option, default]
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
 
     # -- declared for issue 5 (security, admission, CORS); wired in by its modules --
     api_keys: str = Field("", description="comma-separated API keys; empty: no authentication")
-    api_keys_file: str | None = Field(None, description="a file with one API key per line")
+    api_keys_file: str | None = Field(None, description="a file with one sha256 hex digest of an API key per line")
     max_concurrent_generations: int = Field(4, ge=1, description="responses generating at once")
     max_bytes_in_flight: int = Field(256 * MiB, ge=1, description="bytes admitted but not yet sent, over all responses")
     admission_timeout_seconds: float = Field(2.0, ge=0, description="how long a request waits for admission before 503")
