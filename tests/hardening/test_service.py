@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,3 +157,54 @@ def test_admission_on_a_real_server(one_slot: LiveProcess) -> None:
     text = httpx.get(live.url + "/metrics").text
     assert sample(text, "tensorinit_rejected_requests_total", reason="overloaded") == 1
     assert sample(text, "tensorinit_http_requests_total", method="GET", route="/init", status="503") == 1
+
+
+def test_client_honours_retry_after_and_succeeds(one_slot: LiveProcess) -> None:
+    tensorinit = pytest.importorskip("tensorinit")
+    live = one_slot
+    hog = socket.create_connection(("127.0.0.1", live.port))
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.sendall(b"GET /init?scheme=he_normal&shape=8192,8192 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.5)
+    threading.Timer(1.5, hog.close).start()  # the slot frees while the client is backing off
+    policy = tensorinit.RetryPolicy(max_retries=6, initial_delay=0.2, max_delay=1.0)
+    with tensorinit.Client(live.url, max_retries=policy, timeout=30) as c:
+        array = c.init("he_uniform", (1024, 1024), seed=3)
+    assert array.shape == (1024, 1024)
+    text = httpx.get(live.url + "/metrics").text
+    assert sample(text, "tensorinit_rejected_requests_total", reason="overloaded") >= 1
+    assert sample(text, "tensorinit_http_requests_total", method="POST", route="/init", status="200") == 1
+
+
+def _flood(live: LiveProcess, shape: str, count: int) -> list[socket.socket]:
+    hogs = []
+    for _ in range(count):  # asked for, never read
+        s = socket.create_connection(("127.0.0.1", live.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(f"GET /init?scheme=he_normal&shape={shape} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        hogs.append(s)
+    time.sleep(2.0)
+    return hogs
+
+
+def test_a_flood_of_huge_requests_keeps_memory_bounded(tmp_path: Path) -> None:
+    env = {"TENSORINIT_ADMISSION_TIMEOUT_SECONDS": "0.5"}
+    with LiveProcess(tmp_path / "server.log", env) as live:
+        idle = live.rss()
+        # 40 x 1 GiB: each is over the 256 MiB of bytes in flight, so one runs at a time.
+        hogs = _flood(live, "16384,16384", 40)
+        text = httpx.get(live.url + "/metrics", timeout=5).text
+        assert sample(text, "tensorinit_generations_in_flight") == 1
+        assert sample(text, "tensorinit_rejected_requests_total", reason="overloaded") == 39
+        for s in hogs:
+            s.close()
+        # 40 x 62.5 MiB: four fit the bytes in flight, and four is the concurrency limit.
+        hogs = _flood(live, "4096,4000", 40)
+        text = httpx.get(live.url + "/metrics", timeout=5).text
+        assert sample(text, "tensorinit_generations_in_flight") == 4
+        assert sample(text, "tensorinit_rejected_requests_total", reason="overloaded") == 39 + 36
+        assert httpx.get(live.url + "/healthz", timeout=2).status_code == 200
+        grown = live.peak_rss() - idle
+        for s in hogs:
+            s.close()
+    assert grown < 200 * (1 << 20), f"RSS grew by {grown / (1 << 20):.0f} MiB"
