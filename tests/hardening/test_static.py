@@ -1,0 +1,61 @@
+"""No endpoint touches the file system or evaluates user input: checked in the source.
+
+The service's code (outside the ``make openapi`` exporter) calls no evaluator, no
+process or shell, no deserializer of code, and reads exactly one file: the API-key
+digests named by the operator's ``TENSORINIT_API_KEYS_FILE``, once, at start.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SERVICE = Path(__file__).resolve().parents[2] / "service"
+EXPORTER = SERVICE / "api" / "openapi_export.py"
+
+FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "open", "input", "breakpoint"}
+FORBIDDEN_ATTRS = {"read_text", "read_bytes", "write_text", "write_bytes", "unlink", "mkdir", "touch", "iterdir", "glob"}
+FORBIDDEN_OS = {
+    "system",
+    "popen",
+    "remove",
+    "unlink",
+    "rename",
+    "replace",
+    "rmdir",
+    "mkdir",
+    "makedirs",
+    "open",
+    "listdir",
+    "scandir",
+    "walk",
+}
+FORBIDDEN_MODULES = {"subprocess", "pickle", "marshal", "shelve", "dill", "importlib", "ctypes", "shutil", "tempfile"}
+ALLOWED = {("security.py", "read_text")}  # the key digests file, read once at start
+
+
+def sources() -> list[Path]:
+    return sorted(p for p in SERVICE.rglob("*.py") if p != EXPORTER)
+
+
+@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(SERVICE)))
+def test_no_file_system_process_or_evaluation(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found += [f"import {n}" for n in names if n.split(".")[0] in FORBIDDEN_MODULES]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id in FORBIDDEN_CALLS:
+                found.append(f"{func.id}()")
+            elif isinstance(func, ast.Attribute) and func.attr in FORBIDDEN_ATTRS and (path.name, func.attr) not in ALLOWED:
+                found.append(f".{func.attr}()")
+            elif (
+                isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "os" and func.attr in FORBIDDEN_OS
+            ):
+                found.append(f"os.{func.attr}()")
+    assert not found, f"{path.relative_to(SERVICE)}: {found}"
