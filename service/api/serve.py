@@ -8,8 +8,9 @@ see every clean stop as a failure.
 
 ``HOST`` and ``PORT`` from the environment are the defaults of ``--host`` and
 ``--port`` (127.0.0.1 and 8000; the container sets HOST=0.0.0.0), and in-flight
-streams get ``--timeout-graceful-shutdown`` seconds (default 30) to finish. ``make run``
-and the Dockerfile run ``python -m service.api.serve service.api.app:create_app --factory``.
+streams get ``--timeout-graceful-shutdown`` seconds (default 30) to finish. uvicorn's
+plain access log is off (``--access-log`` turns it back on): the app writes JSON lines.
+``make run`` and the Dockerfile run ``python -m service.api.serve service.api.app:create_app --factory``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def command(argv: list[str]) -> list[str]:
     ):
         if not any(a == option or a.startswith(option + "=") for a in args):
             args += [option, default]
+    if "--access-log" not in args and "--no-access-log" not in args:
+        args.append("--no-access-log")  # the app writes its own JSON access log, with request ids
     return args
 
 

@@ -15,6 +15,7 @@ def test_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args[args.index("--host") + 1] == "127.0.0.1"
     assert args[args.index("--port") + 1] == "8000"
     assert args[args.index("--timeout-graceful-shutdown") + 1] == "30"
+    assert "--no-access-log" in args
 
 
 def test_environment_and_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
