@@ -12,22 +12,18 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import math
-import sys
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
-from ml_dtypes import finfo
 from pydantic import ValidationError
 from starlette.requests import Request
 
 from service.core import (
     ALGORITHM_VERSION,
     LimitExceededError,
-    Limits,
     ResolvedSpec,
     Tensor,
     TensorinitError,
@@ -36,7 +32,7 @@ from service.core import (
     lookup,
     resolve,
 )
-from service.core.spec import Constant, DeltaOrthogonal, Normal, TruncatedNormal, Uniform
+from service.core.spec import DeltaOrthogonal
 from service.safetensors_stream import Plan, file_order_key
 
 from .models import INIT_ADAPTER, BatchRequest, TensorBase
@@ -148,11 +144,6 @@ def validate(document: Any) -> TensorBase | BatchRequest:
     return parsed
 
 
-# Products of dimensions have no fixed bound: infinity compares above any of them.
-_NO_BOUND = cast(int, math.inf)
-_UNLIMITED = Limits(max_elements=_NO_BOUND, max_dims=_NO_BOUND, max_orthogonal_elements=_NO_BOUND, max_name_length=_NO_BOUND)
-
-
 def _resolve_one(model: TensorBase, settings: Settings, *, name: str | None, defaults: dict[str, Any]) -> ResolvedSpec:
     given = model.model_fields_set
     fields = {k: getattr(model, k) for k in given}
@@ -165,82 +156,7 @@ def _resolve_one(model: TensorBase, settings: Settings, *, name: str | None, def
     elif fields.get("name") is not None:
         options["name"] = fields["name"]
     params = {k: v for k, v in fields.items() if k not in TENSOR_FIELDS}
-    try:
-        return resolve(str(fields["scheme"]), model.shape, params=params, limits=settings.engine_limits, **options)
-    except ArithmeticError as err:
-        # Parameters so extreme that deriving the distribution overflows (negative_slope=1e200).
-        raise ProblemError(
-            "validation-error",
-            f"the parameters are too extreme to derive a distribution from ({type(err).__name__}: {err})",
-            errors=[{"path": [], "message": "arithmetic overflow", "allowed": "parameters of a sensible magnitude"}],
-        ) from None
-    except LimitExceededError as too_large:
-        # Wrong before too large: the engine checks sizes first, but a request that is
-        # both invalid and too large is answered 422, naming what must change in it.
-        try:
-            resolve(str(fields["scheme"]), model.shape, params=params, limits=_UNLIMITED, **options)
-        except TensorinitError as err:
-            if not isinstance(err, LimitExceededError):
-                raise
-        except Exception:  # only a validity error would be news: the size answer stands
-            pass
-        raise too_large from None
-
-
-#: Normal draws are taken to reach this many standard deviations (2^31 draws stay within ~6.5).
-SIGMAS = 10.0
-#: Statistics square the values in float64: beyond this, squares overflow.
-STATS_BOUND = 1e150
-
-
-def unsampleable(spec: ResolvedSpec) -> str | None:
-    """Why the resolved distribution cannot be generated and measured faithfully, or None.
-
-    The engine accepts parameters whose distribution has no spread (gain 0: the
-    truncated normal divides by its std, the KS test by the width) or whose values do
-    not fit the dtype (a mean of 3e38 in float16 is inf) or cannot be squared in float64
-    by /stats. Such a request is refused before the first byte instead of failing or
-    streaming infinities.
-    """
-    dist = spec.distribution
-    tiny = sys.float_info.min
-    if isinstance(dist, Normal | TruncatedNormal) and not (math.isfinite(dist.std) and dist.std >= tiny):
-        return f"the parameters give a standard deviation of {dist.std:g}"
-    if isinstance(dist, Uniform) and not (math.isfinite(dist.high - dist.low) and dist.high - dist.low >= tiny):
-        return f"the parameters give the interval [{dist.low:g}, {dist.high:g}]"
-    spans: list[float] = []
-    if isinstance(dist, Constant):
-        values = [dist.value]
-    elif isinstance(dist, Uniform):
-        values, spans = [dist.low, dist.high], [dist.high - dist.low]
-    elif isinstance(dist, Normal):
-        values, spans = [dist.mean - SIGMAS * dist.std, dist.mean + SIGMAS * dist.std], [SIGMAS * dist.std]
-    elif isinstance(dist, TruncatedNormal):
-        values = [max(dist.low, dist.mean - SIGMAS * dist.std), min(dist.high, dist.mean + SIGMAS * dist.std)]
-        # The bounds themselves are cast to the compute dtype to clip.
-        spans = [SIGMAS * dist.std, *(b for b in (dist.low, dist.high) if math.isfinite(b))]
-    else:
-        return None
-    # Values land in the dtype; spans (std, width) are computed in the compute dtype.
-    for extent, dtype in ((values, spec.np_dtype), (spans, spec.compute_dtype)):
-        bound = min(float(finfo(dtype).max), STATS_BOUND)  # type: ignore[no-untyped-call]
-        largest = max((abs(x) for x in extent), default=0.0)
-        if not largest <= bound:
-            return f"the parameters give values up to {largest:g} in magnitude, beyond {bound:g} for {spec.dtype}"
-    return None
-
-
-def _check_generable(spec: ResolvedSpec, prefix: tuple[str, ...] = ()) -> ResolvedSpec:
-    reason = unsampleable(spec)
-    if reason is not None:
-        where = "/".join(prefix) or spec.scheme
-        allowed = f"parameters that give a positive spread and values within the range of {spec.dtype}"
-        raise ProblemError(
-            "validation-error",
-            f"{where}: {reason}; allowed: {allowed}",
-            errors=[{"path": list(prefix), "message": reason, "allowed": allowed}],
-        )
-    return spec
+    return resolve(str(fields["scheme"]), model.shape, params=params, limits=settings.engine_limits, **options)
 
 
 def resolve_document(parsed: TensorBase | BatchRequest, settings: Settings) -> list[ResolvedSpec]:
@@ -250,7 +166,7 @@ def resolve_document(parsed: TensorBase | BatchRequest, settings: Settings) -> l
             spec = _resolve_one(parsed, settings, name=None, defaults={})
         except TensorinitError as err:
             raise from_engine(err) from None
-        return [_check_generable(spec)]
+        return [spec]
     if not parsed.tensors:
         raise ProblemError(
             "validation-error", "tensors: empty", errors=[{"path": ["tensors"], "message": "no tensors", "allowed": "at least one tensor"}]
@@ -295,7 +211,7 @@ def resolve_document(parsed: TensorBase | BatchRequest, settings: Settings) -> l
                 errors=[{"path": ["tensors", key], "message": "duplicate name", "allowed": "distinct names"}],
             )
         seen[spec.name] = key
-        specs.append(_check_generable(spec, ("tensors", key)))
+        specs.append(spec)
     if too_large is not None:
         raise too_large
     return specs

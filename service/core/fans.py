@@ -170,4 +170,6 @@ def calculate_gain(nonlinearity: str, negative_slope: float | None = None) -> fl
     if nonlinearity == "selu":
         return 3.0 / 4
     slope = 0.01 if negative_slope is None else negative_slope
-    return math.sqrt(2.0 / (1 + slope**2))
+    if abs(slope) > 1e150:  # slope² would overflow: the same value through hypot
+        return math.sqrt(2.0) / math.hypot(1.0, slope)
+    return math.sqrt(2.0 / (1 + slope**2))  # torch's expression, to the last bit

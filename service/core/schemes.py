@@ -15,6 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import ml_dtypes
+import numpy as np
+
 from .errors import (
     InvalidParameterError,
     InvalidShapeError,
@@ -223,8 +226,8 @@ def lookup(name: object) -> Scheme:
 # -- shared parameter definitions ---------------------------------------------------
 
 
-def _gain(doc: str = "std multiplier (torch's gain; Keras/JAX/Haiku scale = gain²)") -> Param:
-    return Param("gain", "number", doc, default=None)
+def _gain(doc: str = "std multiplier (torch's gain; Keras/JAX/Haiku scale = gain²)", positive: bool = False) -> Param:
+    return Param("gain", "number", doc, default=None, exclusive_minimum=0.0 if positive else None)
 
 
 MODE = Param("mode", "string", "which fan divides the scale", choices=MODES)
@@ -472,7 +475,7 @@ def _register_presets() -> None:
     }
     for family, (aliases, mode, paper, source, variance) in families.items():
         for dist in ("uniform", "normal"):
-            params: list[Param] = [_gain(), Param("mode", "string", MODE.doc, default=mode, choices=MODES)]
+            params: list[Param] = [_gain(positive=True), Param("mode", "string", MODE.doc, default=mode, choices=MODES)]
             if family == "he":
                 params += [NONLINEARITY, NEGATIVE_SLOPE]
             if dist == "normal":
@@ -525,8 +528,6 @@ def _orthogonal(ctx: Context) -> Resolution:
         axis %= rank
         cols = ctx.shape[axis]
         rows = math.prod(ctx.shape) // cols if cols else math.prod(ctx.shape[:axis] + ctx.shape[axis + 1 :])
-    if rows * cols > ctx.limits.max_orthogonal_elements:
-        raise LimitExceededError("shape", list(ctx.shape), "max_orthogonal_elements", ctx.limits.max_orthogonal_elements)
     ctx.derivation.update(rows=rows, cols=cols)
     return Resolution(Orthogonal(gain, rows, cols, axis), gain)
 
@@ -587,8 +588,6 @@ def _delta_orthogonal(ctx: Context) -> Resolution:
     n_in, n_out = (ctx.shape[1], ctx.shape[0]) if ctx.convention == "torch" else (ctx.shape[-2], ctx.shape[-1])
     if n_in > n_out:
         raise InvalidShapeError("shape", list(ctx.shape), f"in channels ≤ out channels for delta_orthogonal (got in {n_in} > out {n_out})")
-    if n_in * n_out > ctx.limits.max_orthogonal_elements:
-        raise LimitExceededError("shape", list(ctx.shape), "max_orthogonal_elements", ctx.limits.max_orthogonal_elements)
     gain = 1.0 if ctx.params["gain"] is None else ctx.params["gain"]
     centre, layout = _kernel_centre(ctx)
     if 0 in ctx.shape:
@@ -609,9 +608,7 @@ def _sparse(ctx: Context) -> Resolution:
     Source: torch.nn.init.sparse_(sparsity, std=0.01) (here the zero positions are seeded, unlike torch's)
     """
     ctx.rank_between("sparse", 2, 2)
-    rows, cols = ctx.shape
-    if rows * cols > ctx.limits.max_orthogonal_elements:
-        raise LimitExceededError("shape", list(ctx.shape), "max_orthogonal_elements", ctx.limits.max_orthogonal_elements)
+    rows = ctx.shape[0]
     sparsity = ctx.params["sparsity"]
     return Resolution(Sparse(ctx.params["std"], sparsity, math.ceil(sparsity * rows)))
 
@@ -644,7 +641,11 @@ def _uniform_scaling(ctx: Context) -> Resolution:
 
 
 def check_shape(shape: object, limits: Limits) -> tuple[int, ...]:
-    """A shape as a tuple of non-negative ints, within the dims and element limits."""
+    """A shape as a tuple of non-negative ints with at most ``max_dims`` dimensions.
+
+    The element limits are checked after resolution (:func:`check_size`), so that a
+    request that is both wrong and too large is told what is wrong first.
+    """
     if not isinstance(shape, list | tuple):
         raise InvalidShapeError("shape", shape, "a list of non-negative integers, e.g. [256, 128]")
     if len(shape) > limits.max_dims:
@@ -652,10 +653,73 @@ def check_shape(shape: object, limits: Limits) -> tuple[int, ...]:
     for i, dim in enumerate(shape):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
             raise InvalidShapeError(f"shape[{i}]", dim, "a non-negative integer")
-    numel = math.prod(shape)
-    if numel > limits.max_elements:
-        raise LimitExceededError("shape", list(shape), "max_elements", limits.max_elements)
     return tuple(shape)
+
+
+def check_size(spec: ResolvedSpec, limits: Limits) -> None:
+    """Element limits: the whole tensor, and the float64 matrix a whole-tensor scheme builds."""
+    if spec.numel > limits.max_elements:
+        raise LimitExceededError("shape", list(spec.shape), "max_elements", limits.max_elements)
+    dist = spec.distribution
+    if isinstance(dist, Orthogonal):
+        matrix = dist.rows * dist.cols
+    elif isinstance(dist, Sparse):
+        matrix = spec.numel
+    elif isinstance(dist, DeltaOrthogonal):
+        matrix = spec.shape[0] * spec.shape[1] if dist.layout == "out_in_kernel" else spec.shape[-2] * spec.shape[-1]
+    else:
+        return
+    if matrix > limits.max_orthogonal_elements:
+        raise LimitExceededError("shape", list(spec.shape), "max_orthogonal_elements", limits.max_orthogonal_elements)
+
+
+SIGMAS = 10.0
+"""Normal draws are taken to stay within this many standard deviations (2^31 float32 ziggurat draws stay within ~6.5)."""
+STATS_BOUND = 1e150
+"""Statistics square values in float64: magnitudes beyond this could overflow."""
+
+
+def check_representable(found: Scheme, spec: ResolvedSpec) -> None:
+    """The resolved numbers must have a spread and fit the dtype, or the output would hold infinities.
+
+    A std or width below the compute dtype's smallest normal number (or 1e-150), or values (mean ± 10 std, bounds,
+    constants) beyond the output dtype's range (or 1e150, so /stats can square them in
+    float64), are refused before anything is generated. The error names the parameter
+    that scales the distribution.
+    """
+    dist = spec.distribution
+    names = [p.name for p in found.params]
+    scale_param = next((n for n in ("std", "gain", "scale", "high", "value") if n in names), "shape")
+    cdt_info = np.finfo(spec.compute_dtype)
+    values: list[float] = []
+    spread: float | None = None
+    if isinstance(dist, Constant):
+        values = [dist.value]
+    elif isinstance(dist, Uniform):
+        values, spread = [dist.low, dist.high], dist.high - dist.low
+    elif isinstance(dist, Normal):
+        values, spread = [dist.mean - SIGMAS * dist.std, dist.mean + SIGMAS * dist.std], dist.std
+    elif isinstance(dist, TruncatedNormal):
+        values = [max(dist.low, dist.mean - SIGMAS * dist.std), min(dist.high, dist.mean + SIGMAS * dist.std), dist.low, dist.high]
+        spread = dist.std
+    elif isinstance(dist, Orthogonal | Identity | DeltaOrthogonal):
+        values = [dist.gain]
+    # The smallest normal number of the compute dtype, and squares must not underflow in /stats.
+    least = max(float(cdt_info.smallest_normal), 1.0 / STATS_BOUND)
+    if spread is not None and not (math.isfinite(spread) and spread >= least):
+        raise InvalidParameterError(
+            scale_param,
+            spec.to_dict()["distribution"],
+            f"parameters whose resolved spread ({spread:g}) is at least {least:g} for {spec.dtype}",
+        )
+    bound = min(float(ml_dtypes.finfo(spec.np_dtype).max), STATS_BOUND)  # type: ignore[no-untyped-call]
+    largest = max((abs(v) for v in values), default=0.0)
+    if not largest <= bound:
+        raise InvalidParameterError(
+            scale_param,
+            spec.to_dict()["distribution"],
+            f"parameters whose values stay within ±{bound:g} for {spec.dtype} (these reach {largest:g})",
+        )
 
 
 def check_name(name: object, limits: Limits) -> str:
@@ -734,7 +798,7 @@ def resolve(
     ctx = Context(checked_shape, convention, values, axes, limits)
     resolution = found.resolver(ctx)
     fans = ctx._fans
-    return ResolvedSpec(
+    spec = ResolvedSpec(
         name=name,
         scheme=found.name,
         convention=convention,
@@ -747,3 +811,6 @@ def resolve(
         gain=resolution.gain,
         derivation=tuple(sorted(ctx.derivation.items())),
     )
+    check_representable(found, spec)
+    check_size(spec, limits)
+    return spec

@@ -268,3 +268,44 @@ def test_unknown_scheme_suggests_close_names() -> None:
 def test_unknown_parameter_says_which_scheme_takes_it() -> None:
     with pytest.raises(UnknownParameterError, match="belongs to sparse"):
         resolve("he_normal", [2, 2], params={"sparsity": 0.1})
+
+
+EXTREMES: list[tuple[str, dict[str, Any], str, str]] = [
+    # scheme, request, parameter named, dtype
+    ("lecun_normal", {"params": {"gain": 0.0}}, "gain", "float32"),
+    ("lecun_normal", {"params": {"gain": -1.0}}, "gain", "float32"),
+    ("he_normal", {"params": {"negative_slope": 1e200}}, "gain", "float32"),  # gain ~1e-200 underflows
+    ("normal", {"params": {"mean": 3.4e38}}, "std", "float16"),
+    ("normal", {"params": {"std": 1e38}}, "std", "float32"),
+    ("normal", {"params": {"std": 1e-300}}, "std", "float64"),
+    ("uniform", {"params": {"low": 0.0, "high": 1e-45}}, "high", "float32"),
+    ("constant", {"params": {"value": 1e5}}, "value", "float16"),
+    ("constant", {"params": {"value": 1e200}}, "value", "float64"),
+    ("truncated_normal", {"params": {"lower": -1e300, "upper": 1e300}}, "std", "float64"),
+    ("orthogonal", {"params": {"gain": 1e39}}, "gain", "float32"),
+]
+
+
+@pytest.mark.parametrize(("scheme", "kwargs", "param", "dtype"), EXTREMES)
+def test_unrepresentable_distributions_are_refused(scheme: str, kwargs: dict[str, Any], param: str, dtype: str) -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        resolve(scheme, (8, 8), dtype=dtype, **kwargs)
+    assert info.value.param == param
+
+
+def test_wrong_is_reported_before_too_large() -> None:
+    small = Limits(max_elements=10, max_orthogonal_elements=10)
+    with pytest.raises(InvalidParameterError, match="sparsity"):
+        resolve("sparse", (100, 100), params={"sparsity": 2.0}, limits=small)
+    with pytest.raises(LimitExceededError):
+        resolve("sparse", (100, 100), params={"sparsity": 0.5}, limits=small)
+    with pytest.raises(LimitExceededError, match="max_orthogonal_elements"):
+        resolve("orthogonal", (4, 4), limits=Limits(max_elements=100, max_orthogonal_elements=10))
+
+
+def test_huge_negative_slope_does_not_overflow() -> None:
+    spec = resolve("he_uniform", (4, 4), params={"negative_slope": 1e100}, dtype="float64")
+    assert spec.gain == pytest.approx(2**0.5 * 1e-100)
+    # slope² would overflow: the gain (~1.4e-200) is computed, then refused as too small.
+    with pytest.raises(InvalidParameterError, match="spread"):
+        resolve("he_uniform", (4, 4), params={"negative_slope": 1e200}, dtype="float64")
