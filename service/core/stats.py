@@ -193,7 +193,8 @@ def compute_stats(spec: ResolvedSpec, *, bins: int = 64, tensor: Tensor | None =
         digest.update(block.view(np.uint8).data)
         x = block.astype(np.float64)
         moments.add(x)
-        counts += np.histogram(x, bins=edges)[0]
+        # Equal-width bins: numpy bins arithmetically (no sort) and agrees with searching the edges.
+        counts += np.histogram(x, bins=bins, range=(low, high))[0]
         below += int(np.count_nonzero(x < low))
         above += int(np.count_nonzero(x > high))
         if th.continuous:
