@@ -182,6 +182,7 @@ def compute_stats(spec: ResolvedSpec, *, bins: int = 64, tensor: Tensor | None =
     th = theory(spec)
     low, high = histogram_range(spec, th)
     edges = np.linspace(low, high, bins + 1)
+    distinct_edges = bool(np.all(np.diff(edges) > 0))
     counts = np.zeros(bins, np.int64)
     below = above = 0
     moments = _Moments()
@@ -193,8 +194,10 @@ def compute_stats(spec: ResolvedSpec, *, bins: int = 64, tensor: Tensor | None =
         digest.update(block.view(np.uint8).data)
         x = block.astype(np.float64)
         moments.add(x)
-        # Equal-width bins: numpy bins arithmetically (no sort) and agrees with searching the edges.
-        counts += np.histogram(x, bins=bins, range=(low, high))[0]
+        if distinct_edges:  # numpy bins equal widths arithmetically (no sort), same counts as the edge search
+            counts += np.histogram(x, bins=bins, range=(low, high))[0]
+        else:  # a range too narrow for its magnitude: some edges coincide
+            counts += np.histogram(x, bins=edges)[0]
         below += int(np.count_nonzero(x < low))
         above += int(np.count_nonzero(x > high))
         if th.continuous:

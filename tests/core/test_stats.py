@@ -26,6 +26,7 @@ CASES: list[tuple[str, tuple[int, ...], str, dict[str, Any], str]] = [
     ("delta_orthogonal", (3, 3, 8, 16), "jax", {}, "float64"),
     ("sparse", (100, 50), "torch", {"sparsity": 0.2}, "float32"),
     ("constant", (10, 10), "torch", {"value": 0.3}, "float32"),
+    ("constant", (), "jax", {"value": 140737488355328.0}, "float32"),  # found by schemathesis: edges coincide
     ("zeros", (0, 4), "torch", {}, "float32"),
 ]
 
