@@ -2,8 +2,9 @@
 
 Each row is a request that a careless or malicious client could send, and the status
 and problem type the service must answer with. ``slug=None`` marks rows the HTTP
-semantics say to ignore (a malformed ``Range`` or ``If-None-Match`` is ignored per
-RFC 9110 §13.1.2 and §14.2): those must be answered with the complete, correct file.
+semantics say to ignore (a Range in an unknown unit, RFC 9110 §14.2; an If-Range that
+is not our ETag, §13.1.5; a valid If-None-Match list that does not match): those must
+be answered with the complete, correct file.
 """
 
 from __future__ import annotations
@@ -172,23 +173,30 @@ CORPUS: list[Hostile] = [
     _post("orthogonal-1e6x1e6", 413, "limit-exceeded", {"scheme": "orthogonal", "shape": [10**6, 10**6]}),
     _post("orthogonal-stats-1e6x1e6", 413, "limit-exceeded", {"scheme": "orthogonal", "shape": [10**6, 10**6]}, path="/stats"),
     _post("response-too-large", 413, "limit-exceeded", {"scheme": "zeros", "shape": [2**30, 2], "dtype": "float64"}),
-    # -- Range: unsatisfiable is 416; malformed is ignored (the whole file, 200) ---------
+    # -- Range: unsatisfiable, malformed, reversed, several, overflowing: 416; another unit ignored --
     _range("range-beyond-end", "bytes=100000000-", 416, "range-not-satisfiable"),
     _range("range-overflowing-start", "bytes=99999999999999999999999999-", 416, "range-not-satisfiable"),
     _range("range-suffix-zero", "bytes=-0", 416, "range-not-satisfiable"),
-    _range("range-reversed", "bytes=500-100"),
-    _range("range-multiple", "bytes=0-1,5-9"),
-    _range("range-1000-ranges", "bytes=" + ",".join(f"{i}-{i}" for i in range(1000))),
-    _range("range-negative", "bytes=-5-10"),
-    _range("range-garbage", "bytes=abc"),
-    _range("range-other-unit", "items=0-5"),
-    _range("range-empty", "bytes="),
+    _range("range-reversed", "bytes=500-100", 416, "range-not-satisfiable"),
+    _range("range-multiple", "bytes=0-1,5-9", 416, "range-not-satisfiable"),
+    _range("range-1000-ranges", "bytes=" + ",".join(f"{i}-{i}" for i in range(1000)), 416, "range-not-satisfiable"),
+    _range("range-negative", "bytes=-5-10", 416, "range-not-satisfiable"),
+    _range("range-garbage", "bytes=abc", 416, "range-not-satisfiable"),
+    _range("range-no-unit", "0-5", 416, "range-not-satisfiable"),
+    _range("range-other-unit", "items=0-5"),  # RFC 9110 §14.2: an unknown unit MUST be ignored
+    _range("range-empty", "bytes=", 416, "range-not-satisfiable"),
+    _range("range-overflowing-end", f"bytes=0-{2**64}", 416, "range-not-satisfiable"),
     _range("range-8000-digits", "bytes=" + "9" * 8000 + "-", 416, "range-not-satisfiable"),
-    _range("range-8000-digit-end", "bytes=5-" + "0" * 8000),
-    # -- If-None-Match garbage: never a false 304 --------------------------------------
-    Hostile("inm-garbage", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"If-None-Match": "garbage"}),
-    Hostile("inm-unterminated", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"If-None-Match": '"abc'}),
-    Hostile("inm-many-tags", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"If-None-Match": ", ".join(f'"{i}"' for i in range(1000))}),
+    _range("range-8000-digit-end", "bytes=5-" + "0" * 8000, 416, "range-not-satisfiable"),  # = bytes=5-0: reversed
+    Hostile("if-range-garbage", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"Range": "bytes=0-9", "If-Range": "garbage"}),
+    # -- If-None-Match garbage: 400, never a false 304 ----------------------------------
+    Hostile("inm-garbage", "GET", f"/init?{SMALL_QUERY}", 400, "invalid-request", headers={"If-None-Match": "garbage"}),
+    Hostile("inm-unterminated", "GET", f"/init?{SMALL_QUERY}", 400, "invalid-request", headers={"If-None-Match": '"abc'}),
+    Hostile("inm-unquoted-list", "GET", f"/init?{SMALL_QUERY}", 400, "invalid-request", headers={"If-None-Match": "a, b, c"}),
+    Hostile("inm-star-in-list", "GET", f"/init?{SMALL_QUERY}", 400, "invalid-request", headers={"If-None-Match": '"a", *'}),
+    Hostile(
+        "inm-many-tags", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"If-None-Match": ", ".join(f'"{i}"' for i in range(1000))}
+    ),  # valid syntax, no match
     Hostile("inm-weak-wrong", "GET", f"/init?{SMALL_QUERY}", 200, None, headers={"If-None-Match": 'W/"0000"'}),
     # -- paths and methods ------------------------------------------------------------
     Hostile("unknown-path", "GET", "/etc/passwd", 404, "not-found"),

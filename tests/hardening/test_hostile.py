@@ -33,6 +33,7 @@ class Corpus:
         full = self.client.get(f"/init?{SMALL_QUERY}")
         assert full.status_code == 200
         self.full_sha256 = hashlib.sha256(full.content).hexdigest()
+        self.full_size = len(full.content)
         # Warm every code path once, so that what is measured afterwards is growth, not first use.
         for row in ROWS:
             self.send(row)
@@ -78,6 +79,8 @@ def test_hostile_request(corpus: Corpus, row: Hostile) -> None:
     assert problem["status"] == row.status
     assert problem["request_id"] == response.headers["x-request-id"]
     assert len(response.content) < 64 * 1024, "a problem never echoes a hostile value in full"
+    if row.status == 416:
+        assert response.headers["content-range"] == f"bytes */{corpus.full_size}"
 
 
 def test_server_healthy_and_memory_flat_after_corpus(corpus: Corpus) -> None:

@@ -15,7 +15,16 @@ from service.safetensors_stream import stream
 from ..docs import BINARY, problem, query_parameters, request_body
 from ..hardening import admitted
 from ..problems import ProblemError
-from ..ranges import RangeNotSatisfiableError, if_range_allows, none_match, parse_range
+from ..ranges import (
+    ALLOWED,
+    InvalidHeaderError,
+    RangeError,
+    RangeNotSatisfiableError,
+    check_range,
+    if_range_allows,
+    none_match,
+    parse_range,
+)
 from ..resolution import Prepared, content_disposition, prepare, query_document, read_json
 from ..settings import Settings
 
@@ -43,15 +52,22 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": {**_HEADERS, "Content-Range": {"schema": {"type": "string", "example": "bytes 0-1023/4096"}}},
     },
     304: {"description": "If-None-Match matched the ETag: no body"},
-    400: problem("malformed JSON (malformed-json) or an invalid request"),
+    400: problem(
+        "malformed JSON (malformed-json), or an invalid request (invalid-request), e.g. If-None-Match not * or a list of entity-tags"
+    ),
     413: problem("a limit exceeded (limit-exceeded) or the body too large (body-too-large); names the limit"),
     415: problem("the body is not JSON (unsupported-media-type)"),
-    416: problem("the Range selects no byte (range-not-satisfiable); Content-Range: bytes */size"),
+    416: problem(
+        "the bytes Range selects no byte, or is not one valid range (malformed, reversed, several ranges, overflowing): range-not-satisfiable; Content-Range: bytes */size"
+    ),
     422: problem(
         "invalid parameters (validation-error, unknown-scheme with suggestions, unknown-parameter): every offending field with its path and what is allowed"
     ),
 }
-GET_DOC = "Same bytes as the equivalent POST, so curl and HTTP caches can use it. Range: one range (several: the whole file)."
+GET_DOC = (
+    "Same bytes as the equivalent POST, so curl and HTTP caches can use it. Range: exactly one range, bytes=a-b, bytes=a- or bytes=-n"
+    " (anything else in bytes: 416; another unit: ignored). If-Range: our strong ETag, else the whole file."
+)
 
 
 SMALL_BYTES = 256 << 10
@@ -59,25 +75,38 @@ SMALL_BYTES = 256 << 10
 
 
 async def serve(request: Request, prepared: Prepared, *, cacheable: bool) -> Response:
-    """The answer for a prepared file: 304, 206, 200 (HEAD: the same headers, no body) or 416."""
+    """The answer for a prepared file: 304, 206, 200 (HEAD: the same headers, no body), 400 or 416."""
     settings: Settings = request.app.state.settings
     size = prepared.size
     headers = {"ETag": prepared.etag, "Accept-Ranges": "bytes"}
     if cacheable:
         headers["Cache-Control"] = IMMUTABLE
-    if none_match(request.headers.get("if-none-match"), prepared.etag):
-        return Response(status_code=304, headers=headers)
+    range_header = request.headers.get("range")
+    try:
+        # Malformed headers are refused first; then RFC 9110 §13.2.2's order: If-None-Match
+        # (304), If-Range, and only then whether the range is satisfiable.
+        matched = none_match(request.headers.get("if-none-match"), prepared.etag)
+        check_range(range_header)
+        if matched:
+            return Response(status_code=304, headers=headers)
+        byte_range = parse_range(range_header, size) if if_range_allows(request.headers.get("if-range"), prepared.etag) else None
+    except InvalidHeaderError as err:
+        raise ProblemError(
+            "invalid-request",
+            f"header {err.name}: {err.header[:100]!r} is not valid; allowed: {err.allowed}",
+            errors=[{"path": ["headers", err.name], "message": "not valid", "allowed": err.allowed}],
+            headers=headers,
+        ) from None
+    except RangeError as err:
+        detail = f"Range {err.header[:100]!r}: {err.reason}"
+        if not isinstance(err, RangeNotSatisfiableError):
+            detail += f"; allowed: {ALLOWED}"
+        raise ProblemError(
+            "range-not-satisfiable",
+            f"{detail} (this file has {size} bytes)",
+            headers={"Content-Range": f"bytes */{size}", **headers, "Content-Disposition": content_disposition(prepared.filename)},
+        ) from None
     headers["Content-Disposition"] = content_disposition(prepared.filename)
-    byte_range = None
-    if if_range_allows(request.headers.get("if-range"), prepared.etag):
-        try:
-            byte_range = parse_range(request.headers.get("range"), size)
-        except RangeNotSatisfiableError as err:
-            raise ProblemError(
-                "range-not-satisfiable",
-                f"Range {err.header[:100]!r} selects no byte of this {size}-byte file",
-                headers={"Content-Range": f"bytes */{size}", **headers},
-            ) from None
     start, stop = byte_range or (0, size)
     headers["Content-Length"] = str(stop - start)
     status = 200
