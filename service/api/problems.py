@@ -160,7 +160,9 @@ def param_path(param: str | None) -> list[str | int]:
 def from_engine(err: TensorinitError, prefix: Sequence[str | int] = ()) -> ProblemError:
     """The problem for an engine error, its parameter placed under ``prefix`` (e.g. tensors/<name>)."""
     path = [*prefix, *param_path(err.param)]
-    entry: dict[str, Any] = {"path": path, "message": err.message, "allowed": err.allowed, "value": show(err.value)}
+    # The engine's sentence starts with its parameter ("gain: got ..."); the path says where already.
+    message = err.message.removeprefix(f"{err.param}: ") if err.param else err.message
+    entry: dict[str, Any] = {"path": path, "message": message, "allowed": err.allowed, "value": show(err.value)}
     extra: dict[str, Any] = {}
     if isinstance(err, LimitExceededError):
         slug = "limit-exceeded"
@@ -170,7 +172,7 @@ def from_engine(err: TensorinitError, prefix: Sequence[str | int] = ()) -> Probl
     else:
         slug = "unknown-parameter" if err.code == "unknown-parameter" else "validation-error"
     where = "/".join(map(str, path))
-    detail = f"{where}: {err.message.split(': ', 1)[-1]}" if where and err.param else err.message
+    detail = f"{where}: {message}" if where and err.param else err.message
     return ProblemError(slug, detail, errors=[entry], **extra)
 
 
@@ -215,7 +217,7 @@ def from_pydantic(errors: Sequence[Mapping[str, Any]]) -> ProblemError:
             path = [*path, "scheme"]
             ctx = e.get("ctx") or {}
             suggestions = list(ctx.get("suggestions", []))
-            message = str(ctx.get("message", message))
+            message = str(ctx.get("message", message)).removeprefix("scheme: ")  # the path names the field
             allowed = COMMON_SCHEME_ALLOWED
         elif kind == "union_tag_not_found":
             path = [*path, "scheme"]
@@ -223,7 +225,7 @@ def from_pydantic(errors: Sequence[Mapping[str, Any]]) -> ProblemError:
         elif kind == "extra_forbidden":
             message = f"unknown field {field!r}"
         elif kind == "missing":
-            message = f"{field}: required but not given"
+            message = "required but not given"
         entry: dict[str, Any] = {"path": path, "message": message, "allowed": allowed}
         if kind not in ("missing", "union_tag_not_found") and "input" in e:
             entry["value"] = show(e["input"])
@@ -236,8 +238,7 @@ def from_pydantic(errors: Sequence[Mapping[str, Any]]) -> ProblemError:
         slug = "validation-error"
     first = entries[0]
     where = "/".join(map(str, first["path"])) or "request"
-    field = next((p for p in reversed(first["path"]) if isinstance(p, str)), "")
-    message = first["message"].removeprefix(f"{field}: ")
+    message = first["message"]
     detail = f"{where}: {message}" if slug == "unknown-scheme" else f"{where}: {message}; allowed: {first['allowed']}"
     if len(entries) > 1:
         detail += f" (and {len(entries) - 1} more error{'s' if len(entries) > 2 else ''})"

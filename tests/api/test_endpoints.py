@@ -213,6 +213,14 @@ async def test_errors_are_problems_naming_the_field(
     assert problem["request_id"] == r.headers["x-request-id"]
     assert problem["errors"][0]["path"] == path
     assert problem["errors"][0]["allowed"]
+    # Where is said once: by the path (messages do not repeat the field) and once in the detail.
+    for e in problem["errors"]:
+        field = next((p for p in reversed(e["path"]) if isinstance(p, str)), None)
+        assert field is None or not e["message"].startswith(f"{field}: "), e
+    if path:
+        field = next(p for p in reversed(path) if isinstance(p, str))
+        assert not problem["detail"].startswith(f"{'/'.join(map(str, path))}: {field}: "), problem["detail"]
+        assert f"{field}: {field}: " not in problem["detail"]
     if kind == "unknown-scheme":
         assert problem["suggestions"]
     if kind == "limit-exceeded":
