@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mmap
 import struct
 import threading
 from collections import deque
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.core import Tensor
+from service.core.spec import Constant
 
 # The library's order (checked against safetensors.numpy.save in tests/api): larger
 # dtypes first, and BF16 before F16.
@@ -185,6 +187,43 @@ def _generate(job: list[Piece], counters: Counters | None, stop: threading.Event
     return buffer.data
 
 
+_CONSTANT_CHUNKS: dict[tuple[str, bytes], memoryview] = {}
+_MAX_CONSTANT_CHUNKS = 8
+
+
+def constant_bytes(tensor: Tensor, job: list[Piece]) -> memoryview | None:
+    """The bytes of ``job`` without generating them, when the tensor is constant; else None.
+
+    Every element of a constant tensor has the same bytes, so the data is periodic with
+    the item size, and any run of it of up to CHUNK_BYTES is a slice of one read-only
+    buffer, made once per dtype and value (at most 8 kept: zeros and ones are what is
+    asked for) by repeating the engine's own block 0. Called on the event loop only.
+    """
+    dist = tensor.spec.distribution
+    if not isinstance(dist, Constant) or tensor.numel == 0:
+        return None
+    skip = job[0].lo % tensor.itemsize  # where in an element the run starts (a Range may cut one)
+    length = sum(p.hi - p.lo for p in job)
+    if skip + length > CHUNK_BYTES:
+        return None
+    key = (tensor.spec.dtype, np.float64(dist.value).tobytes())
+    chunk = _CONSTANT_CHUNKS.get(key)
+    if chunk is None:
+        element = tensor.block(0).view(np.uint8)
+        if not element.any():
+            # All zero bits: a read-only anonymous mapping, whose every page is the kernel's
+            # one zero page, so sending it reads the same 4 KiB again and again.
+            chunk = memoryview(mmap.mmap(-1, CHUNK_BYTES, prot=mmap.PROT_READ))
+        else:
+            filled = np.resize(element, CHUNK_BYTES)  # np.resize repeats the bytes
+            filled.flags.writeable = False
+            chunk = filled.data
+        if len(_CONSTANT_CHUNKS) >= _MAX_CONSTANT_CHUNKS:
+            _CONSTANT_CHUNKS.pop(next(iter(_CONSTANT_CHUNKS)))
+        _CONSTANT_CHUNKS[key] = chunk
+    return chunk[skip : skip + length]
+
+
 async def stream(
     plan: Plan,
     start: int = 0,
@@ -204,7 +243,7 @@ async def stream(
     """
     loop = asyncio.get_running_loop()
     jobs = _jobs(plan.pieces(start, stop))
-    pending: deque[tuple[Piece, asyncio.Future[memoryview] | None]] = deque()
+    pending: deque[tuple[Piece, asyncio.Future[memoryview] | memoryview | None]] = deque()
     halt = threading.Event()
     done = False
 
@@ -213,8 +252,13 @@ async def stream(
             job = next(jobs, None)
             if job is None:
                 return
-            if job[0].entry is None:
+            entry = job[0].entry
+            if entry is None:
                 pending.append((job[0], None))
+                continue
+            constant = constant_bytes(entry.tensor, job)
+            if constant is not None:  # nothing to generate: no thread hop, no fill
+                pending.append((job[0], constant))
             else:
                 pending.append((job[0], loop.run_in_executor(executor, _generate, job, counters, halt)))
 
@@ -226,7 +270,12 @@ async def stream(
         refill()
         while pending:
             piece, future = pending.popleft()
-            chunk = memoryview(plan.header)[piece.lo : piece.hi] if future is None else await future
+            if future is None:
+                chunk = memoryview(plan.header)[piece.lo : piece.hi]
+            elif isinstance(future, memoryview):
+                chunk = future
+            else:
+                chunk = await future
             refill()
             buffered.append(chunk)
             size += len(chunk)
@@ -239,7 +288,7 @@ async def stream(
     finally:
         halt.set()
         for _, future in pending:
-            if future is not None:
+            if isinstance(future, asyncio.Future):
                 future.cancel()
         if counters is not None:
             counters.add("streams_completed" if done else "streams_aborted")

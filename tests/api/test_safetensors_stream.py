@@ -153,3 +153,39 @@ def test_duplicate_names_are_refused() -> None:
     spec = resolve("zeros", [2])
     with pytest.raises(ValueError, match="duplicate"):
         Plan([Tensor(spec), Tensor(spec)], META)
+
+
+CONSTANT_CASES: list[tuple[str, dict[str, Any], tuple[int, int | None]]] = [
+    ("zeros f32, 3 blocks and a bit", {"scheme": "zeros", "shape": [3 * BLOCK_ELEMENTS + 5]}, (0, None)),
+    ("ones bf16, 5 blocks", {"scheme": "ones", "shape": [5 * BLOCK_ELEMENTS], "dtype": "bfloat16"}, (0, None)),
+    (
+        "constant -1.5 f64",
+        {"scheme": "constant", "shape": [2 * BLOCK_ELEMENTS + 1], "params": {"value": -1.5}, "dtype": "float64"},
+        (0, None),
+    ),
+    (
+        "constant 0.1 f16, cut mid-element",
+        {"scheme": "constant", "shape": [BLOCK_ELEMENTS + 9], "params": {"value": 0.1}, "dtype": "float16"},
+        (101, -3),
+    ),
+    (
+        "constant -0.0 f32, range over a block edge",
+        {"scheme": "constant", "shape": [3 * BLOCK_ELEMENTS], "params": {"value": -0.0}},
+        (4 * BLOCK_ELEMENTS - 1, 4 * BLOCK_ELEMENTS + 10),
+    ),
+    ("ones f32, one element", {"scheme": "ones", "shape": [1]}, (0, None)),
+    ("zeros empty", {"scheme": "zeros", "shape": [0, 3]}, (0, None)),
+]
+
+
+@pytest.mark.parametrize(("case", "request_", "span"), CONSTANT_CASES, ids=[c[0] for c in CONSTANT_CASES])
+def test_constant_tensors_are_served_from_one_buffer_with_the_engines_bytes(
+    case: str, request_: dict[str, Any], span: tuple[int, int | None]
+) -> None:
+    specs = specs_of([{**request_, "name": "c"}, {"scheme": "ones", "shape": [7], "name": "d", "dtype": "float32"}])
+    plan = Plan([Tensor(s) for s in specs], META)
+    ref = reference(specs)
+    lo, hi = span[0], len(ref) if span[1] is None else span[1] % len(ref)
+    counters = Counters()
+    assert collect(plan, lo, hi, counters) == ref[lo:hi]
+    assert counters.blocks_generated == 0, "a constant tensor is not generated block by block"
