@@ -9,8 +9,9 @@ Run as ``python -m bench.server`` (after ``make``'s venv exists). Everything tar
   (the transport ceiling);
 * end to end into a numpy array in this Python process (httpx), sharing the two cores
   with the server: he_normal vs torch ``kaiming_normal_``;
-* small requests: requests/s, p50 and p99 of 64×64 he_uniform against a bare Starlette
-  endpoint returning the same number of bytes (curl, parallel, keep-alive);
+* small requests: requests/s, p50 and p99 of 64×64 he_uniform, a new seed per request,
+  against a bare Starlette endpoint returning the same number of bytes (curl, parallel,
+  keep-alive);
 * server peak RSS while streaming a 4 GiB tensor, sampled from /proc, minus idle.
 
 The servers run as subprocesses (``uvicorn ... --log-level warning``, no access log),
@@ -154,10 +155,14 @@ def httpx_numpy_seconds(url: str) -> float:
 
 
 def small_load(url: str, count: int, parallel: int) -> tuple[float, float, float]:
-    """requests/s, p50 and p99 seconds of ``count`` GETs of ``url`` with curl in parallel, keep-alive."""
+    """requests/s, p50 and p99 seconds of ``count`` GETs of ``url`` with curl in parallel, keep-alive.
+
+    Each request has its own ``seed`` (0, 1, 2...), so that no cache of answers, in the
+    service or between, can stand in for the work of making them.
+    """
     with tempfile.NamedTemporaryFile("w", suffix=".curlrc") as cfg:
-        for _ in range(count):
-            cfg.write(f'url = "{url}"\noutput = "/dev/null"\n')
+        for i in range(count):
+            cfg.write(f'url = "{url}&seed={i}"\noutput = "/dev/null"\n')
         cfg.flush()
         t0 = time.perf_counter()
         out = subprocess.run(
