@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 
 _UNIT = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=(.*)", re.DOTALL)
-_SPEC = re.compile(r"(\d+)-(\d*)|-(\d+)")
+_SPEC = re.compile(r"([0-9]+)-([0-9]*)|-([0-9]+)")  # ASCII digits: \d would also take other scripts
 _OPAQUE = r'"[\x21\x23-\x7e\x80-\xff]*"'
 _TAG = re.compile(rf"(?:W/)?({_OPAQUE})")
 _GAP = re.compile(r"[ \t,]*")

@@ -36,6 +36,7 @@ RANGE_TABLE: list[tuple[str | None, tuple[int, int] | str | None]] = [
     ("bytes=-", INVALID),
     ("bytes=-5-10", INVALID),
     ("bytes=1.5-2", INVALID),
+    ("bytes=\u0663-", INVALID),  # ARABIC-INDIC DIGIT THREE: a digit, but not an HTTP one
     ("bytes 0-9", INVALID),  # no '='
     ("garbage", INVALID),
     (f"bytes={2**64}-", INVALID),  # overflows 64 bits
