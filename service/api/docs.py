@@ -69,23 +69,7 @@ def query_parameters(*, stats: bool = False) -> dict[str, Any]:
         for p in s.params:
             seen.setdefault(p.name, (p, []))[1].append(s.name)
     for name, (p, schemes) in sorted(seen.items()):
-        params.append(param(name, param_schema(p), "parameter of " + ", ".join(schemes)))
+        params.append(param(name, p.json_schema(), "parameter of " + ", ".join(schemes)))
     if stats:
         params.append(param("bins", {"type": "integer", "minimum": 1, "default": 64}, "histogram bins"))
     return {"parameters": params}
-
-
-def param_schema(p: Param) -> dict[str, Any]:
-    """The JSON schema of one scheme parameter: its type, allowed values and bounds."""
-    schema: dict[str, Any] = {"type": p.type}
-    if p.choices is not None:
-        schema["enum"] = list(p.choices)
-    for bound, key in (
-        ("minimum", "minimum"),
-        ("exclusive_minimum", "exclusiveMinimum"),
-        ("maximum", "maximum"),
-        ("exclusive_maximum", "exclusiveMaximum"),
-    ):
-        if getattr(p, bound) is not None:
-            schema[key] = getattr(p, bound)
-    return schema

@@ -70,17 +70,7 @@ class TensorBase(_Strict):
 
 def _param_field(p: Param) -> tuple[Any, Any]:
     annotation: Any = _TYPES[p.type]
-    extra: dict[str, Any] = {}
-    if p.choices is not None:
-        extra["enum"] = list(p.choices)
-    for bound, key in (
-        ("minimum", "minimum"),
-        ("exclusive_minimum", "exclusiveMinimum"),
-        ("maximum", "maximum"),
-        ("exclusive_maximum", "exclusiveMaximum"),
-    ):
-        if getattr(p, bound) is not None:
-            extra[key] = getattr(p, bound)
+    extra = {k: v for k, v in p.json_schema().items() if k != "type"}  # the annotation gives the type
     doc = f"{p.doc}. Allowed: {p.allowed()}."
     if p.required:
         return annotation, Field(description=doc, json_schema_extra=extra or None)

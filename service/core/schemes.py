@@ -95,6 +95,21 @@ class Param:
                 parts.append(f"{word} {bound:g}")
         return " ".join(parts)
 
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of this parameter's value: type, enum and bounds."""
+        schema: dict[str, Any] = {"type": self.type}
+        if self.choices is not None:
+            schema["enum"] = list(self.choices)
+        for bound, key in (
+            ("minimum", "minimum"),
+            ("exclusive_minimum", "exclusiveMinimum"),
+            ("maximum", "maximum"),
+            ("exclusive_maximum", "exclusiveMaximum"),
+        ):
+            if getattr(self, bound) is not None:
+                schema[key] = getattr(self, bound)
+        return schema
+
     def check(self, value: Any) -> Any:
         """The value if it fits this parameter, else an InvalidParameterError naming it."""
         ok = True
@@ -641,15 +656,13 @@ def _uniform_scaling(ctx: Context) -> Resolution:
 
 
 def check_shape(shape: object, limits: Limits) -> tuple[int, ...]:
-    """A shape as a tuple of non-negative ints with at most ``max_dims`` dimensions.
+    """A shape as a tuple of non-negative ints.
 
-    The element limits are checked after resolution (:func:`check_size`), so that a
+    The size limits are checked after resolution (:func:`check_size`), so that a
     request that is both wrong and too large is told what is wrong first.
     """
     if not isinstance(shape, list | tuple):
         raise InvalidShapeError("shape", shape, "a list of non-negative integers, e.g. [256, 128]")
-    if len(shape) > limits.max_dims:
-        raise LimitExceededError("shape", f"<{len(shape)} dimensions>", "max_dims", limits.max_dims)
     for i, dim in enumerate(shape):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
             raise InvalidShapeError(f"shape[{i}]", dim, "a non-negative integer")
@@ -657,7 +670,9 @@ def check_shape(shape: object, limits: Limits) -> tuple[int, ...]:
 
 
 def check_size(spec: ResolvedSpec, limits: Limits) -> None:
-    """Element limits: the whole tensor, and the float64 matrix a whole-tensor scheme builds."""
+    """Size limits: dimensions, the whole tensor, and the float64 matrix a whole-tensor scheme builds."""
+    if len(spec.shape) > limits.max_dims:
+        raise LimitExceededError("shape", f"<{len(spec.shape)} dimensions>", "max_dims", limits.max_dims)
     if spec.numel > limits.max_elements:
         raise LimitExceededError("shape", list(spec.shape), "max_elements", limits.max_elements)
     dist = spec.distribution
