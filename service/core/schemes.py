@@ -525,9 +525,9 @@ _register_presets()
     aliases=("orthogonal_", "orthonormal"),
 )
 def _orthogonal(ctx: Context) -> Resolution:
-    """A (semi-)orthogonal matrix from the QR of a Gaussian, computed in float64.
+    """A (semi-)orthogonal matrix distributed as the QR of a Gaussian, computed in float64.
 
-    Formula: A ~ N(0,1) of shape (max(r,c), min(r,c)); A = QR; W = gain · Q·sign(diag R) (transposed when r < c); torch: r = shape[0], c = numel/r; keras/jax/haiku: c = shape[column_axis], r = numel/c
+    Formula: W = gain · Q·sign(diag R) for A = QR, A ~ N(0,1) of shape (max(r,c), min(r,c)) (transposed when r < c), sampled with Householder vectors drawn directly (Stewart 1980); torch: r = shape[0], c = numel/r; keras/jax/haiku: c = shape[column_axis], r = numel/c
     Source: torch.nn.init.orthogonal_(gain=1) (Saxe et al. 2013); keras Orthogonal(gain=1); jax.nn.initializers.orthogonal(scale=1, column_axis=-1); haiku Orthogonal(scale=1, axis=-1)
     """
     ctx.rank_between("orthogonal", 2)

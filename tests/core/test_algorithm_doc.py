@@ -76,3 +76,35 @@ def test_document_reproduces_the_bytes(scheme: str, convention: str, dtype: str)
     parts = [doc_block(dist, doc_rng(key, i), min(B, n - i * B), cdt) for i in range(math.ceil(n / B))]
     expected = np.concatenate(parts).astype(out_dtype).tobytes()
     assert generate(spec).tobytes() == expected
+
+
+@pytest.mark.parametrize(("shape", "gain"), [((300, 200), 1.0), ((64, 1000), 2.5)])
+def test_document_reproduces_orthogonal(shape: tuple[int, int], gain: float) -> None:
+    import scipy.linalg.lapack
+
+    rows, cols = shape
+    big, small = max(shape), min(shape)
+    key = doc_key(3, "q")
+    count = big * small
+    draws = np.concatenate([doc_rng(key, i).standard_normal(min(B, count - i * B), dtype=np.float64) for i in range(math.ceil(count / B))])
+    a = np.asfortranarray(draws.reshape(big, small))
+    tau = np.zeros(small)
+    beta = np.zeros(small)
+    for k in range(small):
+        alpha, xi = a[k, k], np.linalg.norm(a[k + 1 :, k])
+        if xi == 0:
+            tau[k], beta[k] = 0.0, alpha
+            a[k + 1 :, k] = 0.0
+            continue
+        beta[k] = -(1.0 if alpha >= 0 else -1.0) * math.hypot(alpha, xi)
+        tau[k] = (beta[k] - alpha) / beta[k]
+        a[k + 1 :, k] *= 1.0 / (alpha - beta[k])
+    lwork = int(scipy.linalg.lapack.dorgqr(a, tau, lwork=-1)[1][0])
+    q = scipy.linalg.lapack.dorgqr(a, tau, lwork=lwork)[0]
+    d = np.sign(beta)
+    d[d == 0] = 1.0
+    d *= gain
+    m = q.T * d[:, None] if rows < cols else q * d[None, :]
+    expected = np.ascontiguousarray(m).astype(np.float32).tobytes()
+    spec = resolve("orthogonal", shape, seed=3, name="q", params={"gain": gain})
+    assert generate(spec).tobytes() == expected

@@ -183,3 +183,24 @@ def test_delta_orthogonal_layouts() -> None:
 def test_batched_identity() -> None:
     w = generate(resolve("identity", (3, 2, 4), convention="haiku", params={"gain": 2.0}))
     assert (w == 2.0 * np.eye(2, 4, dtype=np.float32)[None]).all()
+
+
+@pytest.mark.parametrize("shape", [(128, 128), (192, 64), (64, 192)])
+def test_orthogonal_has_torchs_distribution(shape: tuple[int, ...]) -> None:
+    # Same law as QR-of-a-Gaussian with sign(diag R) folded in: compare a column and the
+    # diagonal (whose law depends on that sign convention) over 24 draws each.
+    rows = shape[0]
+    ours: list[np.ndarray[Any, Any]] = []
+    theirs: list[np.ndarray[Any, Any]] = []
+    for seed in range(24):
+        w = generate(resolve("orthogonal", shape, seed=seed)).astype(np.float64)
+        torch.manual_seed(seed)
+        t = torch.nn.init.orthogonal_(torch.empty(shape)).double().numpy()
+        for m, out in ((w, ours), (t, theirs)):
+            out.append(np.concatenate([m[:, 0], np.diagonal(m)]))
+    a, b = np.concatenate(ours), np.concatenate(theirs)
+    assert scipy.stats.ks_2samp(a, b).pvalue > 1e-4
+    diag_ours = np.concatenate([x[rows:] for x in ours])
+    diag_theirs = np.concatenate([x[rows:] for x in theirs])
+    assert scipy.stats.ks_2samp(diag_ours, diag_theirs).pvalue > 1e-4
+    assert diag_ours.mean() == pytest.approx(diag_theirs.mean(), abs=4 * diag_theirs.std() / np.sqrt(diag_theirs.size))
