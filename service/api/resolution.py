@@ -172,15 +172,8 @@ def resolve_document(parsed: TensorBase | BatchRequest, settings: Settings) -> l
             "validation-error", "tensors: empty", errors=[{"path": ["tensors"], "message": "no tensors", "allowed": "at least one tensor"}]
         )
     if len(parsed.tensors) > settings.max_batch_tensors:
-        raise ProblemError(
-            "limit-exceeded",
-            f"tensors: {len(parsed.tensors)} tensors exceed the limit max_batch_tensors = {settings.max_batch_tensors}",
-            errors=[
-                {"path": ["tensors"], "message": "too many tensors", "allowed": f"at most {settings.max_batch_tensors} (max_batch_tensors)"}
-            ],
-            limit_name="max_batch_tensors",
-            limit=settings.max_batch_tensors,
-        )
+        count = f"<{len(parsed.tensors)} tensors>"
+        raise from_engine(LimitExceededError("tensors", count, "max_batch_tensors", settings.max_batch_tensors)) from None
     defaults = {"seed": parsed.seed, "dtype": parsed.dtype, "convention": parsed.convention}
     specs: list[ResolvedSpec] = []
     seen: dict[str, str] = {}

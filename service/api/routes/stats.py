@@ -10,12 +10,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from service.core import ALGORITHM_VERSION, ResolvedSpec, default_executor
+from service.core import ALGORITHM_VERSION, LimitExceededError, ResolvedSpec, default_executor
 from service.core.stats import compute_stats
 
 from ..docs import problem, query_parameters, request_body
 from ..hardening import admit
-from ..problems import ProblemError
+from ..problems import ProblemError, from_engine
 from ..resolution import DEFAULT_BINS, Prepared, prepare, query_document, read_json
 from ..settings import Settings
 
@@ -74,15 +74,7 @@ def _bins(value: Any, settings: Settings, *, limit: bool = True) -> int:
             errors=[{"path": ["bins"], "message": "not a positive integer", "allowed": "a positive integer", "value": repr(value)[:80]}],
         )
     if limit and value > settings.max_histogram_bins:
-        raise ProblemError(
-            "limit-exceeded",
-            f"bins: {value} exceeds the limit max_histogram_bins = {settings.max_histogram_bins}",
-            errors=[
-                {"path": ["bins"], "message": "too many bins", "allowed": f"at most {settings.max_histogram_bins} (max_histogram_bins)"}
-            ],
-            limit_name="max_histogram_bins",
-            limit=settings.max_histogram_bins,
-        )
+        raise from_engine(LimitExceededError("bins", value, "max_histogram_bins", settings.max_histogram_bins)) from None
     return value
 
 
