@@ -7,6 +7,7 @@ round-trip floats) is what is hashed for ETags and written into safetensors meta
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -176,6 +177,20 @@ class ResolvedSpec:
     @property
     def nbytes(self) -> int:
         return self.numel * self.np_dtype.itemsize
+
+    def with_seed(self, seed: int) -> ResolvedSpec:
+        """The same spec with another seed (resolution never depends on the seed).
+
+        ``dataclasses.replace`` would run ``__init__`` over every field again; this is
+        on the path of every small request, so: a shallow copy, the seed, and no
+        cached digest carried over.
+        """
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
+            raise ValueError(f"seed: got {seed!r}; allowed: an integer with 0 ≤ seed < 2^64")
+        twin = copy.copy(self)
+        object.__setattr__(twin, "seed", seed)
+        twin.__dict__.pop("_digest", None)
+        return twin
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: tuples become lists, the derivation a mapping.
