@@ -88,21 +88,37 @@ class Plan:
         ordered = sorted(tensors, key=lambda t: file_order_key(t.spec.safetensors_dtype, t.spec.name))
         header: dict[str, object] = {"__metadata__": dict(metadata)}
         offset = 0
-        offsets: list[tuple[int, int]] = []
         for t in ordered:
             header[t.spec.name] = {
                 "dtype": t.spec.safetensors_dtype,
                 "shape": list(t.spec.shape),
                 "data_offsets": [offset, offset + t.nbytes],
             }
-            offsets.append((offset, offset + t.nbytes))
             offset += t.nbytes
-        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        text += b" " * (-len(text) % 8)
+        self._lay_out(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), ordered)
+
+    @classmethod
+    def from_header_json(cls, header_json: bytes, tensors: Sequence[Tensor]) -> Plan:
+        """The plan of ``tensors`` (in file order) whose header JSON the caller already has.
+
+        For callers that make the very text ``__init__`` would (the web layer's seed
+        templates, held to it by a test): the JSON is taken as it is.
+        """
+        plan = cls.__new__(cls)
+        plan._lay_out(header_json, tensors)
+        return plan
+
+    def _lay_out(self, header_json: bytes, ordered: Sequence[Tensor]) -> None:
+        self.header_json = header_json
+        text = header_json + b" " * (-len(header_json) % 8)
         self.header = struct.pack("<Q", len(text)) + text
         start = len(self.header)
-        self.entries = tuple(Entry(t, start + b, start + e) for t, (b, e) in zip(ordered, offsets, strict=True))
-        self.size = start + offset
+        entries = []
+        for t in ordered:
+            entries.append(Entry(t, start, start + t.nbytes))
+            start += t.nbytes
+        self.entries = tuple(entries)
+        self.size = start
 
     def pieces(self, start: int = 0, stop: int | None = None) -> Iterator[Piece]:
         """The pieces covering file bytes [start, stop), in order; only blocks that overlap are listed."""

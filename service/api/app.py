@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.telemetry import TelemetryConfig
 
 from service import __version__
 from service.core import default_executor
@@ -15,8 +16,9 @@ from service.safetensors_stream import Counters
 
 from . import problems
 from .docs import component_schemas
+from .edge import DirectRoutes
 from .hardening import document_security, install
-from .request_id import RequestIdMiddleware
+from .resolution import QueryTemplates
 from .routes import catalogue, files, health, stats
 from .settings import Settings
 
@@ -35,23 +37,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ready = True
         yield
         app.state.ready = False
+        app.state.hardening.access_log.close()
 
-    app = FastAPI(title="tensorinit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI's OpenTelemetry hook asks the global providers on every request whether
+    # anyone listens: off unless TENSORINIT_OTEL asks for it.
+    telemetry = None if settings.otel else TelemetryConfig(tracing=False, metrics=False, logs=False)
+    app = FastAPI(title="tensorinit", version=__version__, description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry)
     app.state.settings = settings
     app.state.ready = False
     app.state.counters = Counters()
+    app.state.query_templates = QueryTemplates(settings)
     problems.install(app)
     for module in (files, stats, catalogue, health):
-        app.include_router(module.router)
+        app.include_router(module.router)  # as they are: DirectRoutes relies on it
+    # Innermost layer: the generating routes take only the Request, so they skip
+    # FastAPI's per-route machinery (edge.py says why; a test holds both paths equal).
+    app.add_middleware(DirectRoutes, fastapi=app, routes=[*files.router.routes, *stats.router.routes])
 
-    # -- cross-cutting concerns ------------------------------------------------------
-    # Issue 5 plugs in here (security.py, metrics.py, admission.py, logging.py): route
-    # dependencies through `app.router.dependencies` or middleware through
-    # `app.add_middleware`, between these lines. Middleware added later wraps what was
-    # added before; RequestIdMiddleware is added last so that it is outermost and every
-    # answer, errors included, carries X-Request-ID. No GZip: the bodies are binary.
-    install(app, settings)  # access control, admission, metrics, access logs (issue 5)
-    app.add_middleware(RequestIdMiddleware)
+    # -- cross-cutting concerns (issue 5) ---------------------------------------------
+    # Access control, admission, metrics, access logs and request ids, as pure ASGI
+    # layers outside DirectRoutes (see hardening.py for their order). No GZip: the
+    # bodies are binary.
+    install(app, settings)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

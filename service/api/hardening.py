@@ -4,11 +4,11 @@
 first, are all pure ASGI middleware (``BaseHTTPMiddleware`` would buffer streams and
 hide client disconnects from the routes)::
 
-    (RequestIdMiddleware       the app factory's own: request id and X-Request-ID)
-    AccessLogMiddleware        one JSON line per request
-    MetricsMiddleware          answers by method, route template and status
-    CORSMiddleware             only when ``cors_origins`` is set (off by default)
-    ApiKeyMiddleware           401 unless the bearer key is valid (when keys are set)
+    EdgeMiddleware      request id and X-Request-ID, metrics by method, route template
+                        and status, one JSON access-log line (edge.py)
+    CORSMiddleware      only when ``cors_origins`` is set (off by default)
+    ApiKeyMiddleware    only when keys are configured: 401 unless the bearer key is valid
+    (DirectRoutes       the app factory's own, innermost: see edge.py)
     the app's routes
 
 A streaming route returns ``admitted(request, StreamingResponse(...), nbytes)``: the
@@ -33,8 +33,9 @@ from starlette.types import Receive, Scope, Send
 
 from .admission import Admission, Overloaded, Slot
 from .docs import REF, problem
-from .logging import AccessLogMiddleware, configure_access_log
-from .metrics import Chunk, Metrics, MetricsMiddleware, chunk_bytes
+from .edge import EdgeMiddleware
+from .logging import AccessLog
+from .metrics import Chunk, Metrics, chunk_bytes
 from .problems import Problem, ProblemError
 from .security import PUBLIC_PATHS, ApiKeyMiddleware, ApiKeys
 
@@ -59,6 +60,10 @@ class HardeningSettings(Protocol):
     def admission_timeout_seconds(self) -> float: ...
     @property
     def cors_origins(self) -> str | Sequence[str]: ...
+    @property
+    def access_log(self) -> str: ...
+    @property
+    def access_log_flush_seconds(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Hardening:
     keys: ApiKeys
     admission: Admission
     metrics: Metrics
+    access_log: AccessLog
 
 
 def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
@@ -84,7 +90,8 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
     counters = getattr(app.state, "counters", None)  # the app factory's stream counters, if any
     if counters is not None:
         metrics.observe_stream_counters(counters)
-    hardening = Hardening(keys, admission, metrics)
+    access_log = AccessLog.open(settings.access_log, flush_seconds=settings.access_log_flush_seconds)
+    hardening = Hardening(keys, admission, metrics, access_log)
     app.state.hardening = hardening
 
     app.add_exception_handler(Overloaded, _overloaded_handler)
@@ -100,7 +107,8 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
     )
 
     # add_middleware puts each new layer outside the previous ones: innermost first.
-    app.add_middleware(ApiKeyMiddleware, keys=keys, on_reject=lambda: metrics.reject("unauthorized"))
+    if keys.enabled:
+        app.add_middleware(ApiKeyMiddleware, keys=keys, on_reject=lambda: metrics.reject("unauthorized"))
     origins = cors_origins(settings.cors_origins)
     if origins:
         app.add_middleware(
@@ -118,8 +126,7 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
                 "X-Request-ID",
             ],
         )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(AccessLogMiddleware, logger=configure_access_log())
+    app.add_middleware(EdgeMiddleware, metrics=metrics, access_log=access_log)
 
     build = app.openapi
 

@@ -13,8 +13,6 @@ Sources of errors and where they land::
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +26,7 @@ from starlette.routing import Match
 from service.core import SCHEMES, LimitExceededError, TensorinitError, UnknownSchemeError
 
 from .models import allowed_for
+from .request_id import new_request_id
 
 log = logging.getLogger("tensorinit.api")
 
@@ -52,7 +51,6 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "internal-error": (500, "Internal error"),
 }
 _BY_STATUS = {status: slug for slug, (status, _) in reversed(PROBLEMS.items())}
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 class FieldError(BaseModel):
@@ -131,13 +129,6 @@ def request_id_of(request: Request | None) -> str | None:
     if "request_id" not in state:
         state["request_id"] = new_request_id(request.headers.get("x-request-id"))
     return str(state["request_id"])
-
-
-def new_request_id(incoming: str | None = None) -> str:
-    """The client's X-Request-ID if it is sane (short, plain characters), else a fresh one."""
-    if incoming and _REQUEST_ID.fullmatch(incoming):
-        return incoming
-    return uuid.uuid4().hex
 
 
 def show(value: Any, width: int = 80) -> str:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import unicodedata
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -219,6 +221,7 @@ def _filename(specs: list[ResolvedSpec]) -> str:
     return f"{specs[0].name}.safetensors" if len(specs) == 1 else "tensors.safetensors"
 
 
+@functools.lru_cache(maxsize=1024)
 def content_disposition(filename: str) -> str:
     """``attachment`` with an ASCII-safe ``filename`` and, if it had to change, the exact ``filename*``."""
     plain = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
@@ -273,3 +276,96 @@ async def prepare(document: Any, settings: Settings) -> Prepared:
         return plan_for(specs, settings)
     # Many tensors, or a matrix to compute: keep the event loop free.
     return await asyncio.to_thread(plan_for, specs, settings)
+
+
+# -- GET /init: the same request with another seed ----------------------------------------
+
+
+class SeedTemplate:
+    """A single-tensor request prepared once, with its seed left open.
+
+    Resolution does not depend on the seed: it is checked, then copied into the spec.
+    Everything else, validation, resolution, limits, the file name, is done once by
+    :func:`prepare`; :meth:`prepare` fills in a seed. The metadata JSON is split at
+    its one ``"seed":`` key (inside a JSON string a quote is always escaped, so no
+    name can contain that text), and the header JSON at the same text escaped once
+    more (a name that holds it there makes no template), so the metadata, the ETag
+    and the file header are the very strings a fresh :func:`prepare` makes for that
+    seed; a test holds the two paths to the same bytes.
+    """
+
+    __slots__ = ("_header", "_meta", "_prepared")
+
+    def __init__(self, prepared: Prepared):
+        (spec,) = prepared.specs
+        marker = f'"seed":{spec.seed},'
+        self._prepared = prepared
+        self._meta = _split_once(prepared.metadata, marker, '"seed":')
+        escaped = json.dumps(marker)[1:-1]
+        self._header = _split_once(prepared.plan.header_json.decode("utf-8"), escaped, json.dumps('"seed":')[1:-1])
+
+    @staticmethod
+    def applies(prepared: Prepared) -> bool:
+        """Whether ``prepared`` can be a template: one tensor, nothing to compute when planned."""
+        return len(prepared.specs) == 1 and not isinstance(prepared.specs[0].distribution, DeltaOrthogonal)
+
+    def prepare(self, seed: int) -> Prepared:
+        """What :func:`prepare` gives for the same request with ``seed`` (0 ≤ seed < 2^64)."""
+        template = self._prepared
+        spec = template.specs[0].with_seed(seed)
+        meta = f"{self._meta[0]}{seed}{self._meta[1]}"
+        header = f"{self._header[0]}{seed}{self._header[1]}".encode()
+        plan = Plan.from_header_json(header, [Tensor(spec)])
+        etag = '"' + hashlib.sha256(meta.encode()).hexdigest() + '"'
+        return Prepared((spec,), plan, meta, etag, template.filename)
+
+
+def _split_once(text: str, marker: str, key: str) -> tuple[str, str]:
+    """``text`` around ``marker`` (ending in the seed's digits and a comma), checked to hold ``key`` exactly once."""
+    before, found, after = text.partition(marker)
+    if not found or key in before or key in after:
+        raise ValueError(f"{key!r} is not in the text exactly once")
+    return before + marker[: marker.index(":") + 1], marker[-1] + after
+
+
+class QueryTemplates:
+    """Seed templates of recent single-tensor GET queries, least recently used first out.
+
+    Keyed by the query's items other than ``seed``, exactly as sent. Only a plain
+    decimal seed (ASCII digits, below 2^64) takes the template; any other seed, or a
+    query seen for the first time, goes through :func:`prepare`, which validates and
+    reports it in full. At most ``max_entries`` templates of queries up to
+    ``max_key_chars`` characters are kept.
+    """
+
+    def __init__(self, settings: Settings, max_entries: int = 1024, max_key_chars: int = 2048):
+        self.settings = settings
+        self.max_entries = max_entries
+        self.max_key_chars = max_key_chars
+        self._templates: OrderedDict[tuple[tuple[str, str], ...], SeedTemplate] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._templates)
+
+    async def prepare(self, items: Sequence[tuple[str, str]]) -> Prepared:
+        """:func:`prepare` of the query ``items``, through a template when one fits."""
+        seeds = [value for key, value in items if key == "seed"]
+        rest = tuple((key, value) for key, value in items if key != "seed")
+        seed = _plain_seed(seeds[0]) if len(seeds) == 1 else 0 if not seeds else None
+        template = self._templates.get(rest)
+        if template is not None and seed is not None:
+            self._templates.move_to_end(rest)
+            return template.prepare(seed)
+        prepared = await prepare(query_document(items), self.settings)
+        if SeedTemplate.applies(prepared) and sum(len(k) + len(v) for k, v in rest) <= self.max_key_chars:
+            with contextlib.suppress(ValueError):  # a name holding the seed's key text: no template
+                self._templates[rest] = SeedTemplate(prepared)
+                if len(self._templates) > self.max_entries:
+                    self._templates.popitem(last=False)
+        return prepared
+
+
+def _plain_seed(raw: str) -> int | None:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 20 and (seed := int(raw)) < 1 << 64:
+        return seed
+    return None

@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     admission_timeout_seconds: float = Field(2.0, ge=0, description="how long a request waits for admission before 503")
     cors_origins: str = Field("", description="comma-separated allowed CORS origins; empty: no CORS")
 
+    # -- observability ------------------------------------------------------------
+    access_log: str = Field("stderr", min_length=1, description="JSON access log: stderr, stdout, off, or a file path (appended to)")
+    access_log_flush_seconds: float = Field(
+        1.0, ge=0, description="access-log lines are written in batches at least this often (0: every line at once)"
+    )
+    otel: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry (spans, metrics and logs to the globally configured providers); "
+        "off, it costs nothing per request. Prometheus /metrics and the JSON access log are always on",
+    )
+
     @property
     def engine_limits(self) -> Limits:
         """The subset of limits that the engine checks during resolution."""

@@ -17,7 +17,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.api import problems
 from service.api.hardening import admit, admitted, install
-from service.api.request_id import RequestIdMiddleware
 
 MiB = 1 << 20
 
@@ -32,12 +31,14 @@ class StubSettings:
     max_bytes_in_flight: int = 64 * MiB
     admission_timeout_seconds: float = 0.2
     cors_origins: str = ""
+    access_log: str = "stderr"
+    access_log_flush_seconds: float = 0.0
 
 
 def small_app(settings: StubSettings | None = None) -> FastAPI:
     """Probes, a JSON route with a path template, a problem route and a generating stream.
 
-    Put together like ``create_app``: problem handlers, routes, hardening, request ids outermost.
+    Put together like ``create_app``: problem handlers, routes, then the hardening.
     """
     app = FastAPI()
     problems.install(app)
@@ -80,7 +81,6 @@ def small_app(settings: StubSettings | None = None) -> FastAPI:
         return {"nbytes": nbytes}
 
     install(app, settings or StubSettings())
-    app.add_middleware(RequestIdMiddleware)
     return app
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from service.api.logging import ACCESS_LOGGER, JsonFormatter
+from service.api.logging import ACCESS_LOGGER, AccessLog
 from service.api.metrics import Metrics
 
 from .conftest import StubSettings, sample, small_app
@@ -19,16 +20,15 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def access_log() -> Iterator[io.StringIO]:
+def access_log(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """The access log of every app made in the test, written line by line to a string."""
     stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger(ACCESS_LOGGER)
-    logger.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        logger.removeHandler(handler)
+
+    def to_stream(cls: type[AccessLog], where: str, *, flush_seconds: float = 1.0) -> AccessLog:
+        return cls(stream, flush_seconds=0)
+
+    monkeypatch.setattr(AccessLog, "open", classmethod(to_stream))
+    return stream
 
 
 def client(settings: StubSettings | None = None) -> httpx.AsyncClient:
@@ -178,3 +178,77 @@ async def test_stream_counters_exported() -> None:
     assert sample(text, "tensorinit_blocks_generated_total") == 7
     assert sample(text, "tensorinit_streams_total", outcome="aborted") == 1
     assert sample(text, "tensorinit_streams_total", outcome="completed") == 2
+
+
+# -- the access log writer ------------------------------------------------------------
+
+
+def test_access_log_off_writes_nothing() -> None:
+    log = AccessLog.open("off")
+    assert not log.enabled
+    log.write({"status": 200})
+    log.close()
+
+
+@pytest.mark.parametrize(("where", "attr"), [("stderr", "stderr"), ("stdout", "stdout")])
+def test_access_log_standard_streams(where: str, attr: str) -> None:
+    import sys
+
+    assert AccessLog.open(where).stream is getattr(sys, attr)
+
+
+def test_access_log_file_is_appended_and_closed(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    path.write_text('{"earlier":true}\n')
+    log = AccessLog.open(str(path), flush_seconds=60)
+    log.write({"status": 200, "path": "/init"})  # no event loop to flush later: written at once
+    assert len(path.read_text().splitlines()) == 2
+    log.close()
+    first, second = path.read_text().splitlines()
+    assert json.loads(first) == {"earlier": True}
+    line = json.loads(second)
+    assert (line["logger"], line["msg"], line["status"], line["path"]) == (ACCESS_LOGGER, "request", 200, "/init")
+    assert line["ts"].endswith("Z") and len(line["ts"]) == len("2026-01-01T00:00:00.000Z")
+
+
+async def test_access_log_batches_by_count() -> None:
+    stream = io.StringIO()
+    log = AccessLog(stream, flush_seconds=60, max_pending=3)
+    for i in range(2):
+        log.write({"i": i})
+    assert stream.getvalue() == ""
+    log.write({"i": 2})
+    assert [json.loads(x)["i"] for x in stream.getvalue().splitlines()] == [0, 1, 2]
+
+
+async def test_access_log_flushes_on_a_timer_when_traffic_stops() -> None:
+    stream = io.StringIO()
+    log = AccessLog(stream, flush_seconds=0.05, max_pending=1000)
+    log.write({"i": 0})
+    log.write({"i": 1})
+    assert stream.getvalue() == ""
+    await asyncio.sleep(0.2)
+    assert [json.loads(x)["i"] for x in stream.getvalue().splitlines()] == [0, 1]
+
+
+def test_access_log_broken_stream_never_fails_a_request() -> None:
+    stream = io.StringIO()
+    log = AccessLog(stream, flush_seconds=0)
+    stream.close()
+    log.write({"status": 200})  # ValueError on a closed stream: swallowed
+
+
+def test_access_log_escapes_hostile_values() -> None:
+    stream = io.StringIO()
+    AccessLog(stream, flush_seconds=0).write({"path": '/x"\n{"forged":1}', "user_agent": "\u2028ü"})
+    (line,) = stream.getvalue().splitlines()
+    assert json.loads(line)["path"] == '/x"\n{"forged":1}'
+
+
+def test_fresh_request_ids_are_unique_and_32_hex() -> None:
+    from service.api.request_id import RequestIds
+
+    a, b = RequestIds(), RequestIds()
+    ids = [a.new() for _ in range(1000)] + [b.new() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import logging
 from pathlib import Path
 
 import httpx
 import pytest
 
-from service.api.logging import ACCESS_LOGGER, JsonFormatter
 from service.api.security import ApiKeys, bearer_token
 
 from .conftest import StubSettings, small_app
@@ -114,22 +111,16 @@ async def test_any_configured_key_is_accepted(key: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_refusals_are_counted_and_keys_never_logged() -> None:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger(ACCESS_LOGGER)
-    logger.addHandler(handler)
-    try:
-        settings = StubSettings(api_keys=KEY)
-        async with client(settings) as c:
-            for header in (f"Bearer {KEY}", "Bearer guess-1", "Bearer guess-2"):
-                await c.post("/echo", json={"secret_field": 1}, headers={"Authorization": header})
-            metrics = await c.get("/metrics", headers={"Authorization": f"Bearer {KEY}"})
-    finally:
-        logger.removeHandler(handler)
+async def test_refusals_are_counted_and_keys_never_logged(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    app = small_app(StubSettings(api_keys=KEY, access_log=str(log)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        for header in (f"Bearer {KEY}", "Bearer guess-1", "Bearer guess-2"):
+            await c.post("/echo", json={"secret_field": 1}, headers={"Authorization": header})
+        metrics = await c.get("/metrics", headers={"Authorization": f"Bearer {KEY}"})
+    app.state.hardening.access_log.close()
     assert 'tensorinit_rejected_requests_total{reason="unauthorized"} 2.0' in metrics.text
-    logged = stream.getvalue()
+    logged = log.read_text()
     assert logged.count('"status":401') == 2
     for secret in (KEY, "guess-1", "Bearer", "secret_field"):
         assert secret not in logged

@@ -25,7 +25,7 @@ from ..ranges import (
     none_match,
     parse_range,
 )
-from ..resolution import Prepared, content_disposition, prepare, query_document, read_json
+from ..resolution import Prepared, QueryTemplates, content_disposition, prepare, read_json
 from ..settings import Settings
 
 router = APIRouter(tags=["tensors"])
@@ -157,7 +157,8 @@ async def init_post(request: Request) -> Response:
     openapi_extra=query_parameters(),
 )
 async def init_get(request: Request) -> Response:
-    prepared = await prepare(query_document(request.query_params.multi_items()), request.app.state.settings)
+    templates: QueryTemplates = request.app.state.query_templates
+    prepared = await templates.prepare(request.query_params.multi_items())
     return await serve(request, prepared, cacheable=True)
 
 

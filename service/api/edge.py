@@ -1,0 +1,204 @@
+"""The two ASGI layers every request crosses: the edge (outermost) and direct dispatch (innermost).
+
+Why by hand: a small /init answer is ~50 µs of real work, and each generic layer
+(Starlette's ``BaseHTTPMiddleware`` is out anyway: it buffers streams) costs a call,
+a closure and a wrapped ``send`` per message. Four such layers, request id, access log,
+metrics and FastAPI's per-route machinery, cost more than the work itself (measured
+in ``docs/benchmarks.md``, issue 3). So:
+
+:class:`EdgeMiddleware`
+    request id (``scope["state"]["request_id"]``, echoed as ``X-Request-ID``), the
+    Prometheus answer counters and latency, and one JSON access-log line, all from a
+    single wrapped ``send``.
+
+:class:`DirectRoutes`
+    for FastAPI routes whose endpoint takes nothing but the ``Request`` (the
+    generating routes read their own query or body), FastAPI's dependency solving and
+    the router's linear matching have nothing to contribute: such a request is handed
+    straight to the endpoint, with the same exception handlers the app registered.
+    Everything else, and any method or path that does not match exactly, goes through
+    the app as usual. It sits innermost, so access control and CORS still come first.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .logging import AccessLog
+from .metrics import Metrics, route_template
+from .request_id import new_request_id
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_MAX_TEXT = 512
+_MAX_AGENT = 256
+
+
+class EdgeMiddleware:
+    """Request id, metrics and the access log for every HTTP request, with one ``send`` wrapper.
+
+    The access-log line is written when the answer is complete: method, path, query
+    (truncated), route template, status, bytes sent, duration, client, user agent
+    (truncated) and request id. It never holds a body, nor any header but the user
+    agent, so neither ``Authorization`` nor an API key can reach a log.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, access_log: AccessLog):
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+        # Child series by label values: prometheus_client's labels() takes a lock and
+        # builds a key on every call; the label sets here are small and fixed.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        incoming = agent = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                incoming = value.decode("latin-1")
+            elif key == b"user-agent":
+                agent = value
+        state = scope.setdefault("state", {})
+        rid = state.setdefault("request_id", new_request_id(incoming))
+        id_header = (b"x-request-id", rid.encode("latin-1"))
+        status = 0
+        sent = 0
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, sent
+            kind = message["type"]
+            if kind == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif kind == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        failed = False
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            seconds = time.perf_counter() - start
+            status = status or (500 if failed else 0)
+            route = route_template(scope)
+            self._observe(scope["method"], route, status, seconds)
+            if self.access_log.enabled:
+                self._log(scope, rid, route, status, sent, seconds, agent)
+
+    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in _METHODS else "OTHER"
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            m = self.metrics
+            series = self._series[key] = (m.requests.labels(method, route, str(status)), m.request_seconds.labels(method, route))
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def _log(self, scope: Scope, rid: str, route: str, status: int, sent: int, seconds: float, agent: bytes | None) -> None:
+        query = scope.get("query_string", b"").decode("latin-1")
+        client = scope.get("client")
+        fields = {
+            "request_id": rid,
+            "method": scope["method"],
+            "path": scope["path"][:_MAX_TEXT],
+            "query": query[:_MAX_TEXT] + ("…" if len(query) > _MAX_TEXT else ""),
+            "route": route,
+            "status": status,
+            "bytes": sent,
+            "duration_ms": round(seconds * 1000, 3),
+            "client": f"{client[0]}:{client[1]}" if client else None,
+            "user_agent": (agent or b"").decode("latin-1")[:_MAX_AGENT],
+        }
+        self.access_log.write(fields)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request, Exception], Any]
+
+
+def request_only(route: APIRoute) -> bool:
+    """Whether ``route``'s endpoint takes the ``Request`` and nothing else (no dependency to solve)."""
+    params = list(inspect.signature(route.endpoint).parameters.values())
+    return (
+        len(params) == 1
+        and params[0].annotation in (Request, "Request")
+        and not route.dependencies
+        and not route.dependant.dependencies
+        and route.dependant.request_param_name == params[0].name
+    )
+
+
+class DirectRoutes:
+    """Hands requests for request-only endpoints straight to them (see the module docstring).
+
+    ``routes`` are the APIRoutes of routers the app includes as they are (no prefix, no
+    router dependencies); those that take only the Request and have no path parameters
+    are looked up by exact (method, path) in a table made once. The endpoint's errors
+    go to the app's own exception handlers, found as Starlette's
+    ``ExceptionMiddleware`` finds them (by the exception's class hierarchy); one with
+    no handler, or any error after the answer started, propagates unchanged to the
+    server-error layer, as it would from the router.
+    """
+
+    def __init__(self, app: ASGIApp, *, fastapi: FastAPI, routes: Iterable[BaseRoute]):
+        self.app = app
+        self.fastapi = fastapi
+        self.table: dict[tuple[str, str], APIRoute] = {}
+        for route in routes:
+            if isinstance(route, APIRoute) and "{" not in route.path and request_only(route):
+                for method in route.methods or ():
+                    self.table.setdefault((method, route.path), route)  # the first match wins, as in the router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.table.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        scope["app"] = self.fastapi
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = {}
+        request = Request(scope, receive, send)
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            response: Response = await route.endpoint(request)
+            await response(scope, receive, watch)
+        except Exception as exc:
+            handler = None if started else self._handler(exc)
+            if handler is None:
+                raise
+            answer = handler(request, exc)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            await answer(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> Handler | None:
+        handlers = self.fastapi.exception_handlers
+        for cls in type(exc).__mro__:
+            if cls in handlers and cls is not Exception:
+                handler: Handler = handlers[cls]
+                return handler
+        return None
