@@ -39,17 +39,13 @@ from .metrics import Metrics, route_template
 from .request_id import new_request_id
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_MAX_TEXT = 512
-_MAX_AGENT = 256
 
 
 class EdgeMiddleware:
     """Request id, metrics and the access log for every HTTP request, with one ``send`` wrapper.
 
-    The access-log line is written when the answer is complete: method, path, query
-    (truncated), route template, status, bytes sent, duration, client, user agent
-    (truncated) and request id. It never holds a body, nor any header but the user
-    agent, so neither ``Authorization`` nor an API key can reach a log.
+    The access-log line (see :mod:`service.api.logging`) is queued when the answer is
+    complete, or has failed.
     """
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics, access_log: AccessLog):
@@ -98,8 +94,7 @@ class EdgeMiddleware:
             status = status or (500 if failed else 0)
             route = route_template(scope)
             self._observe(scope["method"], route, status, seconds)
-            if self.access_log.enabled:
-                self._log(scope, rid, route, status, sent, seconds, agent)
+            self.access_log.request(rid, scope, route, status, sent, seconds, agent)
 
     def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "OTHER"
@@ -110,23 +105,6 @@ class EdgeMiddleware:
             series = self._series[key] = (m.requests.labels(method, route, str(status)), m.request_seconds.labels(method, route))
         series[0].inc()
         series[1].observe(seconds)
-
-    def _log(self, scope: Scope, rid: str, route: str, status: int, sent: int, seconds: float, agent: bytes | None) -> None:
-        query = scope.get("query_string", b"").decode("latin-1")
-        client = scope.get("client")
-        fields = {
-            "request_id": rid,
-            "method": scope["method"],
-            "path": scope["path"][:_MAX_TEXT],
-            "query": query[:_MAX_TEXT] + ("…" if len(query) > _MAX_TEXT else ""),
-            "route": route,
-            "status": status,
-            "bytes": sent,
-            "duration_ms": round(seconds * 1000, 3),
-            "client": f"{client[0]}:{client[1]}" if client else None,
-            "user_agent": (agent or b"").decode("latin-1")[:_MAX_AGENT],
-        }
-        self.access_log.write(fields)
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]

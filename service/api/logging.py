@@ -1,9 +1,10 @@
 """The JSON access log: one line per request, buffered, to stderr, stdout or a file.
 
 Each line is one JSON object: ``ts``, ``level``, ``logger`` (``tensorinit.access``),
-``msg`` (``request``), then the fields :class:`service.api.edge.EdgeMiddleware`
-gives (method, path, query, route, status, bytes, duration, client, user agent,
-request id). Lines are written in batches: when ``max_pending`` lines wait, when
+``msg`` (``request``), then the request's fields: request id, method, path, query
+(truncated), route template, status, bytes sent, duration, client, user agent
+(truncated). No body and no header but the user agent is ever logged, so neither
+``Authorization`` nor an API key can reach a line. Lines are made and written in batches: when ``max_pending`` lines wait, when
 ``flush_seconds`` have passed since the first of them (a timer on the running event
 loop sees to it when traffic stops), and at shutdown; ``flush_seconds=0`` writes
 every line at once.
@@ -11,8 +12,9 @@ every line at once.
 Written by hand rather than through :mod:`logging` because that costs more than the
 request: a ``LogRecord`` (thread, process and caller lookups), the handler chain,
 a lock and a flush (one system call) per line added ~20 µs to a ~60 µs answer. This
-is one fixed JSON shape, so it is formatted with one ``json.dumps`` and written the
-way nginx's ``access_log ... buffer= flush=`` writes (docs/benchmarks.md, issue 3).
+is one fixed JSON shape: a request only queues its raw values, and the lines are
+formatted and written together, the way nginx's ``access_log ... buffer= flush=``
+writes (docs/benchmarks.md, issue 3).
 """
 
 from __future__ import annotations
@@ -31,12 +33,12 @@ OFF, STDERR, STDOUT = "off", "stderr", "stdout"
 class AccessLog:
     """Buffered JSON lines on a text stream (``None``: the log is off)."""
 
-    def __init__(self, stream: TextIO | None, *, flush_seconds: float = 1.0, max_pending: int = 256, owned: bool = False):
+    def __init__(self, stream: TextIO | None, *, flush_seconds: float = 1.0, max_pending: int = 32, owned: bool = False):
         self.stream = stream
         self.flush_seconds = flush_seconds
         self.max_pending = max_pending
         self._owned = owned
-        self._pending: list[str] = []
+        self._pending: list[tuple[float, Mapping[str, Any] | tuple[Any, ...]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._second = -1
         self._second_text = ""
@@ -55,16 +57,31 @@ class AccessLog:
         return self.stream is not None
 
     def write(self, fields: Mapping[str, Any]) -> None:
-        """Queue one line; write the batch when it is full, or schedule its flush."""
-        if self.stream is None:
-            return
-        now = time.time()
-        second = int(now)
-        if second != self._second:  # strftime once a second, not once a line
-            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        doc = {"ts": f"{self._second_text}.{int((now - second) * 1000):03d}Z", "level": "info", "logger": ACCESS_LOGGER, "msg": "request"}
-        doc.update(fields)
-        self._pending.append(json.dumps(doc, separators=(",", ":"), default=str))
+        """Queue one line with these fields (after ts, level, logger and msg)."""
+        if self.stream is not None:
+            self._queue((time.time(), fields))
+
+    def request(
+        self,
+        request_id: str,
+        scope: Mapping[str, Any],
+        route: str,
+        status: int,
+        sent: int,
+        seconds: float,
+        user_agent: bytes | None,
+    ) -> None:
+        """Queue the line of one answered HTTP request.
+
+        Only the raw values are kept here; the line is made at flush time, in a batch,
+        where formatting is a fraction of its cost one request at a time.
+        """
+        if self.stream is not None:
+            raw = (request_id, scope["method"], scope["path"], scope.get("query_string", b""), route, status, sent, seconds)
+            self._queue((time.time(), (*raw, scope.get("client"), user_agent)))
+
+    def _queue(self, entry: tuple[float, Mapping[str, Any] | tuple[Any, ...]]) -> None:
+        self._pending.append(entry)
         if len(self._pending) >= self.max_pending or self.flush_seconds <= 0:
             self.flush()
         elif self._timer is None:
@@ -73,6 +90,14 @@ class AccessLog:
             except RuntimeError:  # no event loop (a synchronous caller): no one would flush later
                 self.flush()
 
+    def _line(self, when: float, fields: Mapping[str, Any] | tuple[Any, ...]) -> str:
+        second = int(when)
+        if second != self._second:  # strftime once a second, not once a line
+            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        doc = {"ts": f"{self._second_text}.{int((when - second) * 1000):03d}Z", "level": "info", "logger": ACCESS_LOGGER, "msg": "request"}
+        doc.update(_request_fields(*fields) if isinstance(fields, tuple) else fields)
+        return json.dumps(doc, separators=(",", ":"), default=str)
+
     def flush(self) -> None:
         """Write every queued line now."""
         if self._timer is not None:
@@ -80,9 +105,9 @@ class AccessLog:
             self._timer = None
         if not self._pending or self.stream is None:
             return
-        lines, self._pending = self._pending, []
+        entries, self._pending = self._pending, []
         try:
-            self.stream.write("\n".join(lines) + "\n")
+            self.stream.write("".join(self._line(when, fields) + "\n" for when, fields in entries))
             self.stream.flush()
         except (OSError, ValueError):  # a closed or broken stream must not fail requests
             pass
@@ -93,3 +118,34 @@ class AccessLog:
         if self._owned and self.stream is not None:
             self.stream.close()
             self.stream = None
+
+
+_MAX_TEXT = 512
+_MAX_AGENT = 256
+
+
+def _request_fields(
+    request_id: str,
+    method: str,
+    path: str,
+    query: bytes,
+    route: str,
+    status: int,
+    sent: int,
+    seconds: float,
+    client: tuple[str, int] | None,
+    user_agent: bytes | None,
+) -> dict[str, Any]:
+    text = query.decode("latin-1")
+    return {
+        "request_id": request_id,
+        "method": method,
+        "path": path[:_MAX_TEXT],
+        "query": text[:_MAX_TEXT] + ("…" if len(text) > _MAX_TEXT else ""),
+        "route": route,
+        "status": status,
+        "bytes": sent,
+        "duration_ms": round(seconds * 1000, 3),
+        "client": f"{client[0]}:{client[1]}" if client else None,
+        "user_agent": (user_agent or b"").decode("latin-1")[:_MAX_AGENT],
+    }

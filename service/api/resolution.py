@@ -315,7 +315,7 @@ class SeedTemplate:
         spec = template.specs[0].with_seed(seed)
         meta = f"{self._meta[0]}{seed}{self._meta[1]}"
         header = f"{self._header[0]}{seed}{self._header[1]}".encode()
-        plan = Plan.from_header_json(header, [Tensor(spec)])
+        plan = Plan.from_header_json(header, [template.plan.entries[0].tensor.reseeded(spec)])
         etag = '"' + hashlib.sha256(meta.encode()).hexdigest() + '"'
         return Prepared((spec,), plan, meta, etag, template.filename)
 

@@ -20,6 +20,7 @@ BLOCK_ELEMENTS = 1 << 18
 """Elements per block: every block is drawn from its own generator (algorithm constant)."""
 
 KEY_DOMAIN = b"tensorinit:v1\x00"
+_WORDS = np.dtype("<u4")
 
 TruncMethod = Literal["normal_rejection", "uniform_rejection", "exponential_rejection"]
 
@@ -51,7 +52,8 @@ def block_rng(key: int, index: int) -> np.random.Generator:
 def key_words(key: int) -> np.ndarray[Any, np.dtype[np.uint32]]:
     """``key`` as numpy's SeedSequence reads an int: little-endian uint32 words, no leading zero words."""
     count = max(1, -(-key.bit_length() // 32))
-    return np.frombuffer(key.to_bytes(4 * count, "little"), dtype="<u4").astype(np.uint32)
+    words = np.frombuffer(key.to_bytes(4 * count, "little"), dtype=_WORDS)
+    return words if np.uint32 == _WORDS else words.astype(np.uint32)  # SeedSequence copies it either way
 
 
 def norm_cdf(x: float) -> float:

@@ -7,7 +7,6 @@ round-trip floats) is what is hashed for ETags and written into safetensors meta
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -182,14 +181,16 @@ class ResolvedSpec:
         """The same spec with another seed (resolution never depends on the seed).
 
         ``dataclasses.replace`` would run ``__init__`` over every field again; this is
-        on the path of every small request, so: a shallow copy, the seed, and no
+        on the path of every small request, so: the same fields but the seed, and no
         cached digest carried over.
         """
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
             raise ValueError(f"seed: got {seed!r}; allowed: an integer with 0 ≤ seed < 2^64")
-        twin = copy.copy(self)
-        object.__setattr__(twin, "seed", seed)
-        twin.__dict__.pop("_digest", None)
+        twin = object.__new__(ResolvedSpec)
+        state = twin.__dict__
+        state.update(self.__dict__)
+        state["seed"] = seed
+        state.pop("_digest", None)
         return twin
 
     def to_dict(self) -> dict[str, Any]:

@@ -292,6 +292,24 @@ class Tensor:
             k_in, k_out = (spec.shape[-2], spec.shape[-1]) if dist.layout == "kernel_in_out" else (spec.shape[1], spec.shape[0])
             self._matrix = orthogonal_matrix(self._key, k_in, k_out, dist.gain).astype(spec.compute_dtype)
 
+    def reseeded(self, spec: ResolvedSpec) -> Tensor:
+        """This tensor's twin for ``spec``, which differs from this one's spec in the seed only.
+
+        Everything but the stream key is shared: the web layer answers the same small
+        request with many seeds, and building a Tensor anew costs more than its numbers.
+        Index-built kinds that hold a matrix drawn from the key are built anew.
+        """
+        mine = self.spec
+        if (spec.distribution, spec.shape, spec.dtype, spec.name) != (mine.distribution, mine.shape, mine.dtype, mine.name):
+            raise ValueError("reseeded(): the specs differ in more than the seed")
+        if self._matrix is not None:
+            return Tensor(spec)
+        twin = object.__new__(Tensor)
+        twin.__dict__.update(self.__dict__)
+        twin.spec = spec
+        twin._key = stream_key(spec.seed, spec.name)
+        return twin
+
     def block_bounds(self, index: int) -> tuple[int, int]:
         lo = index * BLOCK_ELEMENTS
         return lo, min(lo + BLOCK_ELEMENTS, self.numel)

@@ -140,3 +140,20 @@ def test_block_rng_words_are_numpys_own_reading_of_the_key(key: int, index: int)
     assert words.dtype == np.uint32
     assert int.from_bytes(words.astype("<u4").tobytes(), "little") == key
     assert len(words) == max(1, -(-key.bit_length() // 32))  # no leading zero words, as numpy
+
+
+@pytest.mark.parametrize(("scheme", "shape", "kw"), SPECS)
+def test_a_reseeded_tensor_is_the_tensor_of_the_reseeded_spec(scheme: str, shape: tuple[int, ...], kw: dict[str, Any]) -> None:
+    spec = resolve(scheme, shape, seed=1, **kw)
+    twin = Tensor(spec).reseeded(spec.with_seed(99))
+    fresh = Tensor(resolve(scheme, shape, seed=99, **kw))
+    assert twin.spec == fresh.spec
+    assert digest(twin.array()) == digest(fresh.array())
+
+
+def test_reseeding_refuses_a_spec_that_differs_in_more_than_the_seed() -> None:
+    spec = resolve("he_normal", (8, 8), seed=1)
+    with pytest.raises(ValueError, match="more than the seed"):
+        Tensor(spec).reseeded(resolve("he_normal", (8, 8), seed=2, name="other"))
+    with pytest.raises(ValueError, match="seed"):
+        spec.with_seed(-1)

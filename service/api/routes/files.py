@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
@@ -74,6 +75,18 @@ SMALL_BYTES = 256 << 10
 """Answers up to this size are made in one go and sent as one body: a stream's thread hops would cost more than the numbers."""
 
 
+_CONDITIONAL = frozenset({b"range", b"if-none-match", b"if-range"})
+
+
+def _conditional_headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """Range, If-None-Match and If-Range from the raw headers in one pass (the first of each, as Headers.get)."""
+    found: dict[bytes, str] = {}
+    for key, value in raw:
+        if key in _CONDITIONAL and key not in found:
+            found[key] = value.decode("latin-1")
+    return found
+
+
 async def serve(request: Request, prepared: Prepared, *, cacheable: bool) -> Response:
     """The answer for a prepared file: 304, 206, 200 (HEAD: the same headers, no body), 400 or 416."""
     settings: Settings = request.app.state.settings
@@ -81,15 +94,16 @@ async def serve(request: Request, prepared: Prepared, *, cacheable: bool) -> Res
     headers = {"ETag": prepared.etag, "Accept-Ranges": "bytes"}
     if cacheable:
         headers["Cache-Control"] = IMMUTABLE
-    range_header = request.headers.get("range")
+    conditional = _conditional_headers(request.scope["headers"])
+    range_header = conditional.get(b"range")
     try:
         # Malformed headers are refused first; then RFC 9110 §13.2.2's order: If-None-Match
         # (304), If-Range, and only then whether the range is satisfiable.
-        matched = none_match(request.headers.get("if-none-match"), prepared.etag)
+        matched = none_match(conditional.get(b"if-none-match"), prepared.etag)
         check_range(range_header)
         if matched:
             return Response(status_code=304, headers=headers)
-        byte_range = parse_range(range_header, size) if if_range_allows(request.headers.get("if-range"), prepared.etag) else None
+        byte_range = parse_range(range_header, size) if if_range_allows(conditional.get(b"if-range"), prepared.etag) else None
     except InvalidHeaderError as err:
         raise ProblemError(
             "invalid-request",
@@ -158,7 +172,8 @@ async def init_post(request: Request) -> Response:
 )
 async def init_get(request: Request) -> Response:
     templates: QueryTemplates = request.app.state.query_templates
-    prepared = await templates.prepare(request.query_params.multi_items())
+    # parse_qsl as Starlette's QueryParams does it, without the multidict around it.
+    prepared = await templates.prepare(parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True))
     return await serve(request, prepared, cacheable=True)
 
 
