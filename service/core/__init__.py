@@ -17,7 +17,7 @@ from .fans import CONVENTIONS, NONLINEARITIES, Fans, calculate_gain, compute_fan
 from .sampling import BLOCK_ELEMENTS, stream_key
 from .schemes import SCHEMES, Limits, Param, Scheme, lookup, resolve
 from .spec import ALGORITHM_VERSION, DTYPES, ResolvedSpec, canonical_json
-from .streams import Tensor, default_executor, generate
+from .streams import Tensor, default_executor, generate, inner_executor
 
 __all__ = [
     "ALGORITHM_VERSION",
@@ -44,6 +44,7 @@ __all__ = [
     "compute_fans",
     "default_executor",
     "generate",
+    "inner_executor",
     "lookup",
     "resolve",
     "stream_key",

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,48 +165,110 @@ class _Moments:
         self.min = math.inf
         self.max = -math.inf
 
-    def add(self, x: Array) -> None:
-        n = x.size
+    def merge(self, part: _BlockStats) -> None:
+        n = part.count
         if not n:
             return
-        mean = float(x.mean())
-        m2 = float(np.square(x - mean).sum())
-        delta = mean - self.mean
+        delta = part.mean - self.mean
         total = self.count + n
         self.mean += delta * n / total
-        self.m2 += m2 + delta * delta * self.count * n / total
+        self.m2 += part.m2 + delta * delta * self.count * n / total
         self.count = total
-        self.min = min(self.min, float(x.min()))
-        self.max = max(self.max, float(x.max()))
+        self.min = min(self.min, part.min)
+        self.max = max(self.max, part.max)
 
 
-def compute_stats(spec: ResolvedSpec, *, bins: int = 64, tensor: Tensor | None = None) -> dict[str, Any]:
-    """Empirical and theoretical statistics of ``spec``'s tensor, in one streaming pass."""
+@dataclass(frozen=True)
+class _BlockStats:
+    """What one block contributes; merged in block order, so the result never depends on threads."""
+
+    data: memoryview  # the block's bytes, for the digest
+    count: int
+    mean: float
+    m2: float
+    min: float
+    max: float
+    counts: Array
+    below: int
+    above: int
+    sample: Array | None
+
+
+class StatsCancelledError(Exception):
+    """The caller asked (through ``halt``) that the pass stop."""
+
+
+def _block_stats(tensor: Tensor, index: int, edges: Array, low: float, high: float, stride: int | None) -> _BlockStats:
+    block = tensor.block(index)
+    x = block.astype(np.float64)
+    bins = len(edges) - 1
+    distinct_edges = bool(np.all(np.diff(edges) > 0))
+    # numpy bins equal widths arithmetically (no sort), the same counts as the edge search;
+    # the edges themselves are searched only when some coincide (a range too narrow for its magnitude).
+    counts = np.histogram(x, bins=bins, range=(low, high))[0] if distinct_edges else np.histogram(x, bins=edges)[0]
+    mean = float(x.mean()) if x.size else 0.0
+    sample = None
+    if stride is not None:
+        sample = block[(-(index * BLOCK_ELEMENTS)) % stride :: stride]
+    return _BlockStats(
+        data=block.view(np.uint8).data,
+        count=int(x.size),
+        mean=mean,
+        m2=float(np.square(x - mean).sum()) if x.size else 0.0,
+        min=float(x.min()) if x.size else math.inf,
+        max=float(x.max()) if x.size else -math.inf,
+        counts=counts,
+        below=int(np.count_nonzero(x < low)),
+        above=int(np.count_nonzero(x > high)),
+        sample=sample,
+    )
+
+
+def compute_stats(
+    spec: ResolvedSpec,
+    *,
+    bins: int = 64,
+    tensor: Tensor | None = None,
+    executor: Executor | None = None,
+    halt: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Empirical and theoretical statistics of ``spec``'s tensor, in one streaming pass.
+
+    With an ``executor``, blocks of elementwise and index-built tensors are drawn and
+    summarized there, a few ahead of the merge, which stays in block order: the result
+    is the same to the last bit with or without it. Matrix-built tensors (orthogonal,
+    sparse) are summarized here, from their materialized matrix, since materializing
+    one queues work of its own. The jobs queue nothing more; the executor must not be
+    the pool this call itself runs on, or it could end up waiting on itself (the route
+    runs this on the block pool and passes the inner pool). ``halt``, once set, stops
+    the pass with :class:`StatsCancelledError` before its next block.
+    """
     tensor = tensor or Tensor(spec)
     th = theory(spec)
     low, high = histogram_range(spec, th)
     edges = np.linspace(low, high, bins + 1)
-    distinct_edges = bool(np.all(np.diff(edges) > 0))
     counts = np.zeros(bins, np.int64)
     below = above = 0
     moments = _Moments()
     digest = hashlib.sha256()
     stride = max(1, math.ceil(spec.numel / KS_SAMPLE_LIMIT))
     sample: list[Array] = []
-    for index in range(tensor.block_count):
-        block = tensor.block(index)
-        digest.update(block.view(np.uint8).data)
-        x = block.astype(np.float64)
-        moments.add(x)
-        if distinct_edges:  # numpy bins equal widths arithmetically (no sort), same counts as the edge search
-            counts += np.histogram(x, bins=bins, range=(low, high))[0]
-        else:  # a range too narrow for its magnitude: some edges coincide
-            counts += np.histogram(x, bins=edges)[0]
-        below += int(np.count_nonzero(x < low))
-        above += int(np.count_nonzero(x > high))
-        if th.continuous:
-            start = (-(index * BLOCK_ELEMENTS)) % stride
-            sample.append(block[start::stride])
+
+    def part(index: int) -> _BlockStats:
+        if halt is not None and halt.is_set():
+            raise StatsCancelledError
+        return _block_stats(tensor, index, edges, low, high, stride if th.continuous else None)
+
+    parallel = executor is not None and tensor.block_count > 1 and not isinstance(spec.distribution, Orthogonal | Sparse)
+    parts = _ordered(executor, part, tensor.block_count) if parallel and executor is not None else map(part, range(tensor.block_count))
+    for block in parts:
+        digest.update(block.data)
+        moments.merge(block)
+        counts += block.counts
+        below += block.below
+        above += block.above
+        if block.sample is not None:
+            sample.append(block.sample)
     result: dict[str, Any] = {
         "count": moments.count,
         "mean": moments.mean if moments.count else None,
@@ -222,6 +288,26 @@ def compute_stats(spec: ResolvedSpec, *, bins: int = 64, tensor: Tensor | None =
         result["orthogonality_error"] = orthogonality_error(spec)
     result["theory"] = th.to_dict()
     return result
+
+
+def _ordered(executor: Executor, fn: Callable[[int], _BlockStats], count: int, ahead: int = 4) -> Iterator[_BlockStats]:
+    """``fn(0) … fn(count - 1)`` computed on ``executor``, at most ``ahead`` at once, yielded in order."""
+    pending: deque[Future[_BlockStats]] = deque()
+    todo = iter(range(count))
+    try:
+        for index in todo:
+            pending.append(executor.submit(fn, index))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            done = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(executor.submit(fn, nxt))
+            yield done
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def orthogonality_error(spec: ResolvedSpec) -> float:

@@ -98,3 +98,52 @@ def test_truncated_normal_theory_is_exact(low: float, high: float) -> None:
     ref = scipy.stats.truncnorm(low, high, loc=0.5, scale=2.0)
     assert th.mean == pytest.approx(ref.mean(), rel=1e-9)
     assert th.std == pytest.approx(ref.std(), rel=1e-7)
+
+
+# -- the parallel pass: the same result to the last bit, and it stops when told -----------
+
+PARALLEL_CASES = [
+    *CASES,
+    ("he_normal", (3, 1000, 300), "torch", {}, "float32"),  # several blocks, a ragged last one
+    ("truncated_normal", (2**19 + 3,), "jax", {}, "bfloat16"),
+    ("identity", (5, 400, 300), "torch", {}, "float16"),  # index-built, several blocks
+    ("orthogonal", (1000, 600), "torch", {}, "float32"),  # matrix-built: summarized in place
+]
+
+
+@pytest.mark.parametrize(("scheme", "shape", "convention", "params", "dtype"), PARALLEL_CASES)
+def test_parallel_stats_equal_sequential_stats(
+    scheme: str, shape: tuple[int, ...], convention: str, params: dict[str, Any], dtype: str
+) -> None:
+    from service.core import inner_executor
+
+    spec = resolve(scheme, shape, convention=convention, params=params, dtype=dtype, seed=3)
+    sequential = compute_stats(spec, bins=48)
+    parallel = compute_stats(spec, bins=48, executor=inner_executor())
+    assert parallel == sequential  # floats included: the merge runs in block order
+
+
+def test_a_halted_pass_stops_before_its_next_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from service.core import inner_executor
+    from service.core.stats import StatsCancelledError
+
+    spec = resolve("he_normal", (64, 2**18), seed=1)  # 64 blocks
+    halt = threading.Event()
+    seen = 0
+    original = stats_module._block_stats
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal seen
+        seen += 1
+        if seen == 3:
+            halt.set()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(stats_module, "_block_stats", counting)
+    with pytest.raises(StatsCancelledError):
+        compute_stats(spec, executor=inner_executor(), halt=halt)
+    with pytest.raises(StatsCancelledError):
+        compute_stats(spec, halt=halt)  # sequential too
+    assert seen < 3 + 4 + 1  # at most the blocks already in flight (ahead = 4) ran after the halt
