@@ -19,11 +19,12 @@ streamed (statistics) runs inside ``async with admit(request, nbytes):``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
@@ -40,6 +41,7 @@ from .problems import Problem, ProblemError
 from .security import PUBLIC_PATHS, ApiKeyMiddleware, ApiKeys
 
 BEARER_SCHEME = "bearerAuth"
+T = TypeVar("T")
 
 #: Operations that generate numbers and so wait for admission (503 ``overloaded``).
 GENERATING_OPERATIONS = frozenset({"init_get", "init_post", "stats_get", "stats_post"})
@@ -95,6 +97,7 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
     app.state.hardening = hardening
 
     app.add_exception_handler(Overloaded, _overloaded_handler)
+    app.add_exception_handler(ClientGoneError, _client_gone)
     app.add_api_route(
         "/metrics",
         metrics.endpoint,
@@ -178,7 +181,7 @@ class _AdmittedStream(Response):
         self.background = inner.background
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        slot = await self.hardening.admission.acquire(self.nbytes)
+        slot = await while_connected(receive, self.hardening.admission.acquire(self.nbytes))
         body = _report_sent(self.hardening.metrics.instrument_stream(self.inner.body_iterator), slot)
         self.inner.body_iterator = body
         self.inner.background = self.background
@@ -191,6 +194,41 @@ class _AdmittedStream(Response):
                     await body.aclose()
             finally:
                 slot.release()
+
+
+class ClientGoneError(Exception):
+    """The client went away before its answer was ready (answered 499, which no one reads)."""
+
+
+async def while_connected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+    """``await work``, unless the client goes away first: then ``work`` is cancelled and :class:`ClientGoneError` raised.
+
+    The client's leaving shows as ``http.disconnect`` from ``receive``; a request body
+    must have been read already (a GET has none). Without this, a request waiting for
+    admission, or a /stats pass, would run to its end for no one.
+    """
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    if task.cancelled():
+        raise ClientGoneError
+    return task.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)
 
 
 async def _report_sent(chunks: AsyncGenerator[Chunk, None], slot: Slot) -> AsyncGenerator[Chunk, None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import struct
 import threading
@@ -21,6 +22,7 @@ from .live import LiveProcess
 MiB = 1 << 20
 KEY = "fault-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+AUTH_LINE = f"Authorization: Bearer {KEY}\r\n"
 CHUNK_BYTES = 4 * MiB  # one job of blocks in service.safetensors_stream
 PREFETCH = 4  # jobs generated ahead of the socket (Settings.prefetch_blocks)
 
@@ -140,3 +142,47 @@ def test_client_resumes_after_kill_9_and_restart(live: LiveProcess, tmp_path: Pa
     text = metrics(live)
     # The new process answered the resumed part: a 206 for the remaining bytes.
     assert sample(text, "tensorinit_http_requests_total", method="POST", route="/init", status="206") == 1
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def send_and_leave(port: int, request: str, wait: float) -> None:
+    """Send ``request`` on a fresh connection, wait, and close it without reading."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(request.encode())
+    time.sleep(wait)
+    sock.close()
+
+
+def test_disconnect_mid_stats_stops_the_pass(live: LiveProcess) -> None:
+    """A client that leaves /stats of a large tensor frees the cores within a block, not at the end of the pass."""
+    query = "scheme=he_normal&shape=8192,8192&seed=11"  # 256 MiB: seconds of work on two cores
+    send_and_leave(live.port, f"GET /stats?{query} HTTP/1.1\r\nHost: x\r\n{AUTH_LINE}\r\n", 0.3)
+    time.sleep(0.3)  # the blocks in flight finish
+    before = cpu_seconds(live.pid)
+    time.sleep(1.0)
+    assert cpu_seconds(live.pid) - before < 0.25, "the /stats pass went on after its client left"
+    assert wait_for(lambda: sample(metrics(live), "tensorinit_generations_in_flight") == 0)
+    assert httpx.get(live.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_leaving_while_waiting_for_admission_gives_the_place_up(tmp_path: Path) -> None:
+    env = {"TENSORINIT_API_KEYS": KEY, "TENSORINIT_MAX_CONCURRENT_GENERATIONS": "1", "TENSORINIT_ADMISSION_TIMEOUT_SECONDS": "30"}
+    with LiveProcess(tmp_path / "server.log", env) as server:
+        holder = socket.create_connection(("127.0.0.1", server.port))  # holds the one slot: /stats of 1 GiB, seconds
+        holder.sendall(f"GET /stats?scheme=he_normal&shape=16384,16384&seed=1 HTTP/1.1\r\nHost: x\r\n{AUTH_LINE}\r\n".encode())
+        assert wait_for(lambda: sample(metrics(server), "tensorinit_generations_in_flight") == 1)
+        for path in ("/init?scheme=he_normal&shape=4096,4096", "/stats?scheme=he_uniform&shape=4096,4096"):
+            with socket.create_connection(("127.0.0.1", server.port)) as waiter:
+                waiter.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{AUTH_LINE}\r\n".encode())
+                assert wait_for(lambda: sample(metrics(server), "tensorinit_generations_waiting") == 1)
+            # Well before the 30 s admission timeout, and while the holder still runs: the
+            # place is given up because its client left, not because a slot came free.
+            assert wait_for(lambda: sample(metrics(server), "tensorinit_generations_waiting") == 0, seconds=3)
+            assert sample(metrics(server), "tensorinit_generations_in_flight") == 1
+        holder.close()
+        assert wait_for(lambda: sample(metrics(server), "tensorinit_generations_in_flight") == 0)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from service.core import ALGORITHM_VERSION, LimitExceededError, ResolvedSpec, default_executor
+from service.core import ALGORITHM_VERSION, LimitExceededError, ResolvedSpec, default_executor, inner_executor
 from service.core.stats import compute_stats
 
 from ..docs import problem, query_parameters, request_body
-from ..hardening import admit
+from ..hardening import admit, while_connected
 from ..problems import ProblemError, from_engine
 from ..resolution import DEFAULT_BINS, Prepared, prepare, query_document, read_json
 from ..settings import Settings
@@ -86,11 +87,21 @@ def _entry(spec: ResolvedSpec, raw: dict[str, Any]) -> dict[str, Any]:
 
 async def _answer(request: Request, prepared: Prepared, bins: int, text: bool) -> Response:
     loop = asyncio.get_running_loop()
-    # Off the event loop, one tensor per worker: health checks stay instant meanwhile.
-    async with admit(request, prepared.size):
-        results = await asyncio.gather(
-            *(loop.run_in_executor(default_executor(), partial(compute_stats, s, bins=bins)) for s in prepared.specs)
-        )
+    # Off the event loop, one tensor per block-pool worker, its blocks summarized on the
+    # inner pool (both cores even for one tensor; health checks stay instant meanwhile).
+    # A client that goes away, while waiting for admission or during the pass, ends the
+    # wait or sets ``halt``, which stops every pass before its next block.
+    halt = threading.Event()
+    stats = partial(compute_stats, bins=bins, executor=inner_executor(), halt=halt)
+
+    async def work() -> list[dict[str, Any]]:
+        async with admit(request, prepared.size):
+            return await asyncio.gather(*(loop.run_in_executor(default_executor(), stats, s) for s in prepared.specs))
+
+    try:
+        results = await while_connected(request.receive, work())
+    finally:
+        halt.set()
     body = {
         "algorithm": ALGORITHM_VERSION,
         "etag": prepared.etag,
