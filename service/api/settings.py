@@ -21,8 +21,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TENSORINIT_", extra="ignore", frozen=True)
 
     # -- limits (issue 3): checked before the first byte of any response ----------
-    max_elements: int = Field(1 << 31, ge=1, description="elements per tensor")
-    max_response_bytes: int = Field(8 * GiB, ge=1, description="bytes of one safetensors response, header included")
+    max_elements: int = Field(1 << 31, ge=1, le=(1 << 63) - 1, description="elements per tensor")
+    max_response_bytes: int = Field(8 * GiB, ge=1, le=(1 << 63) - 1, description="bytes of one safetensors response, header included")
     max_batch_tensors: int = Field(1024, ge=1, description="tensors in one batch request")
     max_orthogonal_elements: int = Field(
         1 << 24, ge=1, description="rows × cols of an orthogonal, sparse or delta-orthogonal matrix (computed whole)"

@@ -655,6 +655,9 @@ def _uniform_scaling(ctx: Context) -> Resolution:
 # -- resolution --------------------------------------------------------------------
 
 
+INT64_MAX = (1 << 63) - 1
+
+
 def check_shape(shape: object, limits: Limits) -> tuple[int, ...]:
     """A shape as a tuple of non-negative ints.
 
@@ -666,6 +669,12 @@ def check_shape(shape: object, limits: Limits) -> tuple[int, ...]:
     for i, dim in enumerate(shape):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
             raise InvalidShapeError(f"shape[{i}]", dim, "a non-negative integer")
+    # An empty tensor passes every size limit, so its other dimensions are checked here:
+    # numpy, torch, JAX and safetensors store dimensions as 64-bit integers, and numpy
+    # refuses a shape whose non-zero dimensions multiply past 2^63 - 1. (A non-empty
+    # tensor that large is over the element limit, reported after resolution.)
+    if 0 in shape and math.prod(dim for dim in shape if dim) > INT64_MAX:
+        raise InvalidShapeError("shape", list(shape), "an empty tensor whose other dimensions multiply to at most 2^63 - 1")
     return tuple(shape)
 
 
@@ -811,7 +820,12 @@ def resolve(
         else:
             values[p.name] = p.default_for(convention)
     ctx = Context(checked_shape, convention, values, axes, limits)
-    resolution = found.resolver(ctx)
+    try:
+        resolution = found.resolver(ctx)
+    except OverflowError:
+        # Fans past the float range (dimensions near 2^1024): only a non-empty tensor far
+        # over the element limit gets here (check_shape refused such empty ones).
+        raise LimitExceededError("shape", list(checked_shape), "max_elements", limits.max_elements) from None
     fans = ctx._fans
     spec = ResolvedSpec(
         name=name,

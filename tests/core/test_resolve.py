@@ -237,6 +237,13 @@ ERRORS: list[tuple[str, Any, dict[str, Any], type[TensorinitError], str | None]]
     ("zeros", [4], {"name": "__metadata__"}, InvalidParameterError, "name"),
     ("zeros", [4], {"name": "x" * 10_000}, InvalidParameterError, "name"),
     ("uniform_scaling", [0, 4], {"convention": "haiku"}, InvalidShapeError, "shape"),
+    # Fans past the float range (found by schemathesis): too large, not a crash.
+    ("he_normal", [10**200, 10**200], {}, LimitExceededError, "shape"),
+    ("glorot_uniform", [3, 10**400], {"convention": "keras"}, LimitExceededError, "shape"),
+    ("variance_scaling", [10**310, 2], {"params": {"mode": "fan_geo_avg"}}, LimitExceededError, "shape"),
+    # An empty tensor passes the size limits, but no array library holds these dimensions.
+    ("zeros", [0, 1 << 62, 1 << 62], {}, InvalidShapeError, "shape"),
+    ("orthogonal", [0, 10**200, 10**200], {}, InvalidShapeError, "shape"),
 ]
 
 

@@ -96,6 +96,8 @@ CORPUS: list[Hostile] = [
     _get("get-shape-garbage", 422, "validation-error", "scheme=he_normal&shape=a,b"),
     _get("get-shape-negative", 422, "validation-error", "scheme=he_normal&shape=-3,4"),
     _get("get-shape-overflow", 413, "limit-exceeded", "scheme=he_normal&shape=99999999999999999999999,2"),
+    _get("get-shape-fans-past-float", 413, "limit-exceeded", f"scheme=glorot_normal&shape={10**200},{10**200}"),
+    _post("shape-empty-unholdable", 422, "validation-error", _single(shape=[0, 2**62, 2**62])),
     # -- seeds -------------------------------------------------------------------
     _post("seed-empty-string", 422, "validation-error", _single(seed="")),
     _post("seed-2^64", 422, "validation-error", _single(seed=2**64)),
