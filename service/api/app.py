@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ready = True
         yield
         app.state.ready = False
-        app.state.hardening.access_log.close()
+        app.state.hardening.access_log.flush()  # not closed: a later lifespan of this app logs on
 
     # FastAPI's OpenTelemetry hook asks the global providers on every request whether
     # anyone listens: off unless TENSORINIT_OTEL asks for it.
@@ -52,7 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)  # as they are: DirectRoutes relies on it
     # Innermost layer: the generating routes take only the Request, so they skip
     # FastAPI's per-route machinery (edge.py says why; a test holds both paths equal).
-    app.add_middleware(DirectRoutes, fastapi=app, routes=[*files.router.routes, *stats.router.routes])
+    # Not with OpenTelemetry on: FastAPI names its spans after the route it selects.
+    if not settings.otel:
+        app.add_middleware(DirectRoutes, fastapi=app, routes=[*files.router.routes, *stats.router.routes])
 
     # -- cross-cutting concerns (issue 5) ---------------------------------------------
     # Access control, admission, metrics, access logs and request ids, as pure ASGI

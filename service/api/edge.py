@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -62,10 +63,10 @@ class EdgeMiddleware:
             return
         start = time.perf_counter()
         incoming = agent = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
+        for key, value in scope["headers"]:  # the first of each, as Headers.get
+            if key == b"x-request-id" and incoming is None:
                 incoming = value.decode("latin-1")
-            elif key == b"user-agent":
+            elif key == b"user-agent" and agent is None:
                 agent = value
         state = scope.setdefault("state", {})
         rid = state.setdefault("request_id", new_request_id(incoming))
@@ -83,15 +84,11 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        failed = False
         try:
             await self.app(scope, receive, send_wrapper)
-        except BaseException:
-            failed = True
-            raise
         finally:
             seconds = time.perf_counter() - start
-            status = status or (500 if failed else 0)
+            status = status or 500  # no answer started: the server's own 500, or a failure
             route = route_template(scope)
             self._observe(scope["method"], route, status, seconds)
             self.access_log.request(rid, scope, route, status, sent, seconds, agent)
@@ -107,19 +104,21 @@ class EdgeMiddleware:
         series[1].observe(seconds)
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-Handler = Callable[[Request, Exception], Any]
-
-
 def request_only(route: APIRoute) -> bool:
-    """Whether ``route``'s endpoint takes the ``Request`` and nothing else (no dependency to solve)."""
+    """Whether ``route``'s endpoint is a coroutine function of the ``Request`` alone that returns a Response.
+
+    Then FastAPI has nothing to do for it: no parameter or dependency to solve, no
+    return value to validate or serialize, no thread to run it in.
+    """
     params = list(inspect.signature(route.endpoint).parameters.values())
     return (
-        len(params) == 1
+        inspect.iscoroutinefunction(route.endpoint)
+        and len(params) == 1
         and params[0].annotation in (Request, "Request")
+        and route.dependant.request_param_name == params[0].name
         and not route.dependencies
         and not route.dependant.dependencies
-        and route.dependant.request_param_name == params[0].name
+        and route.response_model is None
     )
 
 
@@ -127,22 +126,27 @@ class DirectRoutes:
     """Hands requests for request-only endpoints straight to them (see the module docstring).
 
     ``routes`` are the APIRoutes of routers the app includes as they are (no prefix, no
-    router dependencies); those that take only the Request and have no path parameters
-    are looked up by exact (method, path) in a table made once. The endpoint's errors
-    go to the app's own exception handlers, found as Starlette's
-    ``ExceptionMiddleware`` finds them (by the exception's class hierarchy); one with
-    no handler, or any error after the answer started, propagates unchanged to the
-    server-error layer, as it would from the router.
+    router dependencies); those that satisfy :func:`request_only` and have no path
+    parameters are looked up by exact (method, path) in a table made once (none when
+    the app has app-wide dependencies). Their errors go through Starlette's own
+    ``ExceptionMiddleware`` with the app's handlers, as the router's would: handlers
+    by status code and by class, "handled exception after the response started"
+    included. An error with no handler propagates to the server-error layer.
     """
 
     def __init__(self, app: ASGIApp, *, fastapi: FastAPI, routes: Iterable[BaseRoute]):
         self.app = app
         self.fastapi = fastapi
         self.table: dict[tuple[str, str], APIRoute] = {}
-        for route in routes:
-            if isinstance(route, APIRoute) and "{" not in route.path and request_only(route):
-                for method in route.methods or ():
-                    self.table.setdefault((method, route.path), route)  # the first match wins, as in the router
+        if not fastapi.router.dependencies:
+            for route in routes:
+                if isinstance(route, APIRoute) and "{" not in route.path and request_only(route):
+                    for method in route.methods or ():
+                        self.table.setdefault((method, route.path), route)  # the first match wins, as in the router
+        # What FastAPI's middleware stack gives ExceptionMiddleware: every handler but the
+        # server-error one (500 / Exception), which stays with ServerErrorMiddleware.
+        handlers = {key: value for key, value in fastapi.exception_handlers.items() if key not in (500, Exception)}
+        self._guarded = ExceptionMiddleware(self._endpoint, handlers=handlers, debug=fastapi.debug)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.table.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
@@ -153,30 +157,9 @@ class DirectRoutes:
         scope["route"] = route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = {}
-        request = Request(scope, receive, send)
-        started = False
+        await self._guarded(scope, receive, send)
 
-        async def watch(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            response: Response = await route.endpoint(request)
-            await response(scope, receive, watch)
-        except Exception as exc:
-            handler = None if started else self._handler(exc)
-            if handler is None:
-                raise
-            answer = handler(request, exc)
-            if inspect.isawaitable(answer):
-                answer = await answer
-            await answer(scope, receive, send)
-
-    def _handler(self, exc: Exception) -> Handler | None:
-        handlers = self.fastapi.exception_handlers
-        for cls in type(exc).__mro__:
-            if cls in handlers and cls is not Exception:
-                handler: Handler = handlers[cls]
-                return handler
-        return None
+    @staticmethod
+    async def _endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        response: Response = await scope["endpoint"](Request(scope, receive, send))
+        await response(scope, receive, send)

@@ -4,10 +4,12 @@ Each line is one JSON object: ``ts``, ``level``, ``logger`` (``tensorinit.access
 ``msg`` (``request``), then the request's fields: request id, method, path, query
 (truncated), route template, status, bytes sent, duration, client, user agent
 (truncated). No body and no header but the user agent is ever logged, so neither
-``Authorization`` nor an API key can reach a line. Lines are made and written in batches: when ``max_pending`` lines wait, when
-``flush_seconds`` have passed since the first of them (a timer on the running event
-loop sees to it when traffic stops), and at shutdown; ``flush_seconds=0`` writes
-every line at once.
+``Authorization`` nor an API key can reach a line. Lines are made and written in
+batches: when ``max_pending`` lines wait, when ``flush_seconds`` have passed since
+the first of them (a timer on the running event loop sees to it when traffic stops),
+at the app's shutdown and at interpreter exit; ``flush_seconds=0`` writes every line
+at once. A stream that cannot be written is reported once on stderr, never to a
+request.
 
 Written by hand rather than through :mod:`logging` because that costs more than the
 request: a ``LogRecord`` (thread, process and caller lookups), the handler chain,
@@ -20,9 +22,12 @@ writes (docs/benchmarks.md, issue 3).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import json
 import sys
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -40,8 +45,11 @@ class AccessLog:
         self._owned = owned
         self._pending: list[tuple[float, Mapping[str, Any] | tuple[Any, ...]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._second = -1
         self._second_text = ""
+        self._failed = False
+        _LOGS.add(self)  # flushed at interpreter exit too
 
     @classmethod
     def open(cls, where: str, *, flush_seconds: float = 1.0) -> AccessLog:
@@ -84,11 +92,17 @@ class AccessLog:
         self._pending.append(entry)
         if len(self._pending) >= self.max_pending or self.flush_seconds <= 0:
             self.flush()
-        elif self._timer is None:
-            try:
-                self._timer = asyncio.get_running_loop().call_later(self.flush_seconds, self.flush)
-            except RuntimeError:  # no event loop (a synchronous caller): no one would flush later
-                self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a synchronous caller): no one would flush later
+            self.flush()
+            return
+        # A timer set on a loop that has since ended would never fire: set one on this loop.
+        if self._timer is None or self._timer_loop is not loop:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_loop = loop.call_later(self.flush_seconds, self.flush), loop
 
     def _line(self, when: float, fields: Mapping[str, Any] | tuple[Any, ...]) -> str:
         second = int(when)
@@ -102,22 +116,36 @@ class AccessLog:
         """Write every queued line now."""
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer = self._timer_loop = None
         if not self._pending or self.stream is None:
             return
         entries, self._pending = self._pending, []
         try:
             self.stream.write("".join(self._line(when, fields) + "\n" for when, fields in entries))
             self.stream.flush()
-        except (OSError, ValueError):  # a closed or broken stream must not fail requests
-            pass
+        except (OSError, ValueError) as exc:  # a full disk or a closed stream must not fail requests
+            if not self._failed:  # say so once, where an operator looks
+                self._failed = True
+                with contextlib.suppress(Exception):
+                    print(f"tensorinit: the access log cannot be written ({exc!r}); its lines are dropped", file=sys.__stderr__)
 
     def close(self) -> None:
-        """Flush, and close the file if this log opened it."""
+        """Flush, and close the file if this log opened it (later lines are dropped)."""
         self.flush()
         if self._owned and self.stream is not None:
             self.stream.close()
             self.stream = None
+            _LOGS.discard(self)
+
+
+_LOGS: weakref.WeakSet[AccessLog] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    """Lines still queued when the interpreter exits (a stream cut at the graceful-shutdown timeout)."""
+    for log in list(_LOGS):
+        log.flush()
 
 
 _MAX_TEXT = 512

@@ -347,15 +347,26 @@ class QueryTemplates:
     def __len__(self) -> int:
         return len(self._templates)
 
-    async def prepare(self, items: Sequence[tuple[str, str]]) -> Prepared:
-        """:func:`prepare` of the query ``items``, through a template when one fits."""
+    async def prepare(self, items: Sequence[tuple[str, str]], settings: Settings | None = None) -> Prepared:
+        """:func:`prepare` of the query ``items``, through a template when one fits.
+
+        ``settings`` (default: those given at construction) replace the templates' when
+        they differ: templates made under other limits are dropped.
+        """
+        if settings is not None and settings is not self.settings:
+            self.settings = settings
+            self._templates.clear()
         seeds = [value for key, value in items if key == "seed"]
         rest = tuple((key, value) for key, value in items if key != "seed")
         seed = _plain_seed(seeds[0]) if len(seeds) == 1 else 0 if not seeds else None
         template = self._templates.get(rest)
         if template is not None and seed is not None:
             self._templates.move_to_end(rest)
-            return template.prepare(seed)
+            prepared = template.prepare(seed)
+            # The header holds the seed's digits: a longer seed can take a file that was
+            # just within max_response_bytes over it. The general path says so.
+            if prepared.size <= self.settings.max_response_bytes:
+                return prepared
         prepared = await prepare(query_document(items), self.settings)
         if SeedTemplate.applies(prepared) and sum(len(k) + len(v) for k, v in rest) <= self.max_key_chars:
             with contextlib.suppress(ValueError):  # a name holding the seed's key text: no template

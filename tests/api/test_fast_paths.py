@@ -10,11 +10,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
+from starlette.exceptions import HTTPException
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.types import Message
 
 from service.api.app import create_app
 from service.api.edge import DirectRoutes
@@ -178,3 +183,143 @@ async def test_direct_dispatch_answers_as_the_router(method: str, path: str, kw:
     assert direct.content == routed.content
     drop = {"date"}
     assert {k: v for k, v in direct.headers.items() if k not in drop} == {k: v for k, v in routed.headers.items() if k not in drop}
+
+
+@pytest.mark.anyio
+async def test_a_longer_seed_cannot_take_a_template_over_the_response_limit() -> None:
+    """The header holds the seed's digits: a file at the limit with seed 0 is over it with seed 2^64 - 1."""
+    base = [("scheme", "zeros"), ("shape", "1000")]
+    size0 = (await prepare(query_document(with_seed(base, "0")), settings())).size
+    tight = Settings(access_log="off", max_response_bytes=size0)
+    templates = QueryTemplates(tight)
+    assert (await templates.prepare(with_seed(base, "0"))).size == size0  # at the limit: a template now
+    assert len(templates) == 1
+    with pytest.raises(ProblemError) as general:
+        await prepare(query_document(with_seed(base, str(2**64 - 1))), tight)
+    with pytest.raises(ProblemError) as templated:
+        await templates.prepare(with_seed(base, str(2**64 - 1)))
+    assert (templated.value.status, templated.value.slug, templated.value.detail) == (413, "limit-exceeded", general.value.detail)
+
+
+@pytest.mark.anyio
+async def test_templates_follow_the_settings_they_are_given() -> None:
+    templates = QueryTemplates(settings())
+    query = [("scheme", "zeros"), ("shape", "1000"), ("seed", "1")]
+    await templates.prepare(query)
+    assert len(templates) == 1
+    with pytest.raises(ProblemError, match="max_response_bytes"):
+        await templates.prepare(query, Settings(access_log="off", max_response_bytes=100))
+    assert len(templates) == 0  # made under other limits: dropped
+
+
+def test_no_direct_dispatch_with_opentelemetry_on() -> None:
+    """FastAPI names its spans after the route its router selects: with OTel on, every request goes through it."""
+    app = create_app(Settings(access_log="off", otel=True))
+    assert not [m for m in app.user_middleware if is_direct(m.cls)]
+
+
+# -- DirectRoutes on toy routes: what it must not take, and errors as Starlette handles them ------
+
+toy = APIRouter()
+
+
+@toy.get("/sync")
+def sync_endpoint(request: Request) -> Response:  # a plain def: FastAPI runs it in a thread
+    return PlainTextResponse("sync")
+
+
+@toy.get("/teapot")
+async def teapot(request: Request) -> Response:
+    raise HTTPException(418, "short and stout")
+
+
+@toy.get("/late")
+async def late(request: Request) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x"
+        raise ProblemError("invalid-request", "after the first byte")
+
+    return StreamingResponse(body())
+
+
+@toy.get("/fine")
+async def fine(request: Request) -> Response:
+    return PlainTextResponse("fine")
+
+
+def toy_app(*, direct: bool, dependencies: list[Any] | None = None, status_handler: bool = False) -> FastAPI:
+    from service.api import problems
+
+    app = FastAPI(dependencies=dependencies or [])
+    problems.install(app)
+    if status_handler:
+
+        async def by_status(request: Request, exc: Exception) -> Response:
+            return PlainTextResponse("the 418 handler", status_code=418)
+
+        app.add_exception_handler(418, by_status)
+    app.include_router(toy)
+    if direct:
+        app.add_middleware(DirectRoutes, fastapi=app, routes=toy.routes)
+    return app
+
+
+async def raw_call(app: FastAPI, path: str) -> tuple[int, bytes, str]:
+    """Status, body and the exception (type: message) that escaped the app, if any."""
+    scope: dict[str, Any] = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http"}
+    scope |= {"path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": None, "server": None}
+    scope["headers"] = [(b"x-request-id", b"fixed")]
+    status, body, escaped = 0, b"", ""
+
+    requested = False
+
+    async def receive() -> Message:
+        nonlocal requested
+        if requested:  # the client stays: only the request itself comes
+            await asyncio.Event().wait()
+        requested = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status, body
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body += message.get("body", b"")
+
+    try:
+        await app(scope, receive, send)
+    except Exception as exc:
+        escaped = f"{type(exc).__name__}: {exc}"
+    return status, body, escaped
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "kw"),
+    [
+        ("/sync", {}),
+        ("/teapot", {}),
+        ("/teapot", {"status_handler": True}),
+        ("/late", {}),
+        ("/fine", {"dependencies": "deny"}),
+    ],
+    ids=["sync-endpoint", "http-exception", "status-code-handler", "handled-error-after-start", "app-dependency"],
+)
+async def test_toy_routes_answer_directly_as_through_the_router(path: str, kw: dict[str, Any]) -> None:
+    async def deny(request: Request) -> None:
+        raise HTTPException(403, "no")
+
+    if kw.get("dependencies") == "deny":
+        kw = {**kw, "dependencies": [Depends(deny)]}
+    direct = await raw_call(toy_app(direct=True, **kw), path)
+    routed = await raw_call(toy_app(direct=False, **kw), path)
+    assert direct == routed
+
+
+def test_direct_dispatch_takes_only_async_request_only_routes_returning_responses() -> None:
+    app = toy_app(direct=False)
+    table = DirectRoutes(lambda *a: None, fastapi=app, routes=toy.routes).table  # type: ignore[arg-type]
+    assert sorted(path for _, path in table) == ["/fine", "/late", "/teapot"]  # not the sync one
+    app_with_deps = toy_app(direct=False, dependencies=[Depends(lambda: None)])
+    assert DirectRoutes(lambda *a: None, fastapi=app_with_deps, routes=toy.routes).table == {}  # type: ignore[arg-type]

@@ -252,3 +252,68 @@ def test_fresh_request_ids_are_unique_and_32_hex() -> None:
     ids = [a.new() for _ in range(1000)] + [b.new() for _ in range(1000)]
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_access_log_timer_follows_the_running_loop() -> None:
+    """A timer set on a loop that has ended never fires: the next line sets one on its own loop."""
+    stream = io.StringIO()
+    log = AccessLog(stream, flush_seconds=0.05, max_pending=1000)
+
+    async def line(tag: int, wait: float) -> None:
+        log.write({"n": tag})
+        await asyncio.sleep(wait)
+
+    asyncio.run(line(1, 0))  # this loop ends before its timer fires
+    asyncio.run(line(2, 0.3))
+    assert [json.loads(x)["n"] for x in stream.getvalue().splitlines()] == [1, 2]
+
+
+def test_access_log_failure_is_reported_once_on_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    stream = io.StringIO()
+    log = AccessLog(stream, flush_seconds=0)
+    stream.close()
+    log.write({"status": 200})
+    log.write({"status": 200})
+    assert capfd.readouterr().err.count("the access log cannot be written") == 1
+
+
+async def test_an_app_file_log_outlives_a_lifespan(tmp_path: Path) -> None:
+    """The lifespan's end flushes the log but leaves it open: a second lifespan logs on."""
+    from service.api.app import create_app
+    from service.api.settings import Settings
+
+    path = tmp_path / "access.log"
+    app = create_app(Settings(access_log=str(path), access_log_flush_seconds=60))
+    for expected in (1, 2):
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            assert (await c.get("/healthz")).status_code == 200
+        assert len(path.read_text().splitlines()) == expected  # flushed at each lifespan's end
+    app.state.hardening.access_log.close()
+
+
+def test_a_forked_worker_draws_other_request_ids() -> None:
+    import os
+
+    from service.api.request_id import RequestIds
+
+    ids = RequestIds()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out without running pytest's teardown
+        os.write(write, " ".join(ids.new() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 4096).decode().split()
+    os.close(read)
+    parent = [ids.new() for _ in range(3)]
+    assert len(child) == 3
+    assert not set(child) & set(parent)
+
+
+async def test_the_first_request_id_header_counts(access_log: io.StringIO) -> None:
+    async with client() as c:
+        response = await c.get("/items/a", headers=[("X-Request-ID", "first"), ("X-Request-ID", "second"), ("User-Agent", "ua-1")])
+    assert response.headers["x-request-id"] == "first"
+    line = json.loads(access_log.getvalue())
+    assert (line["request_id"], line["user_agent"]) == ("first", "ua-1")

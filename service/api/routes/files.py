@@ -171,9 +171,11 @@ async def init_post(request: Request) -> Response:
     openapi_extra=query_parameters(),
 )
 async def init_get(request: Request) -> Response:
-    templates: QueryTemplates = request.app.state.query_templates
+    state = request.app.state
+    templates: QueryTemplates = state.query_templates
     # parse_qsl as Starlette's QueryParams does it, without the multidict around it.
-    prepared = await templates.prepare(parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    items = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    prepared = await templates.prepare(items, state.settings)
     return await serve(request, prepared, cacheable=True)
 
 
