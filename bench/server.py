@@ -205,14 +205,14 @@ def httpx_numpy_seconds(url: str) -> float:
     return time.perf_counter() - t0
 
 
-def small_load(url: str, count: int, parallel: int) -> tuple[float, float, float]:
-    """requests/s, p50 and p99 seconds of ``count`` GETs of ``url`` with curl in parallel, keep-alive.
+def small_load(url: str, count: int, parallel: int, first_seed: int = 0) -> tuple[float, list[float]]:
+    """requests/s and the sorted latencies (seconds) of ``count`` GETs of ``url`` with curl in parallel, keep-alive.
 
-    Each request has its own ``seed`` (0, 1, 2...), so that no cache of answers, in the
-    service or between, can stand in for the work of making them.
+    Each request has its own ``seed`` (``first_seed``, ``first_seed + 1``...), so that no
+    cache of answers, in the service or between, can stand in for the work of making them.
     """
     with tempfile.NamedTemporaryFile("w", suffix=".curlrc") as cfg:
-        for i in range(count):
+        for i in range(first_seed, first_seed + count):
             cfg.write(f'url = "{url}&seed={i}"\noutput = "/dev/null"\n')
         cfg.flush()
         t0 = time.perf_counter()
@@ -225,7 +225,11 @@ def small_load(url: str, count: int, parallel: int) -> tuple[float, float, float
         wall = time.perf_counter() - t0
     times = sorted(float(t) for t in out.split())
     assert len(times) == count
-    return count / wall, times[len(times) // 2], times[int(len(times) * 0.99)]
+    return count / wall, times
+
+
+def percentile(times: list[float], q: float) -> float:
+    return sorted(times)[min(len(times) - 1, int(len(times) * q))]
 
 
 def rss_kib(pid: int) -> int:
@@ -291,23 +295,33 @@ def end_to_end(ours_url: str, reps: int, row: Row) -> None:
     row("httpx → numpy he_normal", "torch kaiming_normal_ in-process", gbps / e2e, gbps / anchor, 0.5, median=median)
 
 
-def small(ours_url: str, bare_url: str, count: int, parallel: int, row: Row) -> None:
+def small(ours_url: str, bare_url: str, count: int, parallel: int, row: Row, rounds: int = 4) -> None:
     size = len(httpx.get(f"{ours_url}/init?{SMALL_QUERY}").content)
-    print(f"small requests: {count} GETs, curl --parallel-max {parallel}, {size}-byte bodies:")
+    print(f"small requests: {count} GETs each, curl --parallel-max {parallel}, {size}-byte bodies, {rounds} interleaved rounds:")
     for seed in (0, 1, 2**64 - 1):  # the floor makes our very bytes
         assert httpx.get(f"{bare_url}/floor?seed={seed}").content == httpx.get(f"{ours_url}/init?{SMALL_QUERY}&seed={seed}").content
-    ours_url, bare_url, floor_url = f"{ours_url}/init?{SMALL_QUERY}", f"{bare_url}/small?size={size}", f"{bare_url}/floor?x=0"
-    for url in (ours_url, bare_url, floor_url):
+    urls = {"ours": f"{ours_url}/init?{SMALL_QUERY}", "bare": f"{bare_url}/small?size={size}", "floor": f"{bare_url}/floor?x=0"}
+    for url in urls.values():
         small_load(url, 200, parallel)  # warm-up
-    ours_rps, ours_p50, ours_p99 = small_load(ours_url, count, parallel)
-    bare_rps, bare_p50, bare_p99 = small_load(bare_url, count, parallel)
-    floor_rps, floor_p50, floor_p99 = small_load(floor_url, count, parallel)
-    row("GET /init 64×64 he_uniform", "bare Starlette, same bytes", ours_rps, bare_rps, 0.6, "req/s")
-    print(f"    latency p50 {ours_p50 * 1e3:.2f} ms vs {bare_p50 * 1e3:.2f} ms; p99 {ours_p99 * 1e3:.2f} ms vs {bare_p99 * 1e3:.2f} ms")
+    rates: dict[str, list[float]] = {name: [] for name in urls}
+    times: dict[str, list[float]] = {name: [] for name in urls}
+    per_round = count // rounds
+    for r in range(rounds):
+        for name, url in urls.items():
+            rate, latencies = small_load(url, per_round, parallel, first_seed=1000 + r * per_round)
+            rates[name].append(rate)
+            times[name] += latencies
+    # req/s over all rounds (the harmonic mean of equal-sized rounds); ratios per round, medians.
+    total = {name: len(rates[name]) / sum(1 / x for x in rates[name]) for name in urls}
+    median = statistics.median(o / b for o, b in zip(rates["ours"], rates["bare"], strict=True))
+    row("GET /init 64×64 he_uniform", "bare Starlette, same bytes", total["ours"], total["bare"], 0.6, "req/s", median=median)
+    p50, p99 = {n: percentile(t, 0.5) * 1e3 for n, t in times.items()}, {n: percentile(t, 0.99) * 1e3 for n, t in times.items()}
+    print(f"    latency p50 {p50['ours']:.2f} ms vs {p50['bare']:.2f} ms; p99 {p99['ours']:.2f} ms vs {p99['bare']:.2f} ms")
+    floor_median = statistics.median(f / b for f, b in zip(rates["floor"], rates["bare"], strict=True))
     print(
-        f"    floor, bare Starlette making the same bytes with the engine's primitives only: {floor_rps:.0f} req/s"
-        f" = {floor_rps / bare_rps:.2f}× bare (p50 {floor_p50 * 1e3:.2f} ms, p99 {floor_p99 * 1e3:.2f} ms);"
-        f" ours = {ours_rps / floor_rps:.2f}× the floor"
+        f"    floor, bare Starlette making the same bytes with the engine's primitives only: {total['floor']:.0f} req/s"
+        f" = {total['floor'] / total['bare']:.2f}× bare (median of rounds {floor_median:.2f}×; p50 {p50['floor']:.2f} ms,"
+        f" p99 {p99['floor']:.2f} ms); ours = {total['ours'] / total['floor']:.2f}× the floor"
     )
 
 
