@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -98,6 +99,7 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
 
     app.add_exception_handler(Overloaded, _overloaded_handler)
     app.add_exception_handler(ClientGoneError, _client_gone)
+    app.add_exception_handler(ClientDisconnect, _client_gone)  # left while sending its body
     app.add_api_route(
         "/metrics",
         metrics.endpoint,
@@ -205,21 +207,29 @@ async def while_connected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
 
     The client's leaving shows as ``http.disconnect`` from ``receive``; a request body
     must have been read already (a GET has none). Without this, a request waiting for
-    admission, or a /stats pass, would run to its end for no one.
+    admission, or a /stats pass, would run to its end for no one. A cancellation of
+    the caller cancels ``work`` too, waits for it to unwind and propagates; an error
+    from ``receive`` propagates as it is.
     """
     task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(receive))
     try:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
+    except BaseException:  # the caller was cancelled
+        task.cancel()
         gone.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-    if task.cancelled():
-        raise ClientGoneError
-    return task.result()
+        await asyncio.gather(task, gone, return_exceptions=True)
+        raise
+    if task.done():
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        return task.result()
+    task.cancel()  # the client left first (or receive failed): unwind the work, then say which
+    await asyncio.gather(task, return_exceptions=True)
+    error = gone.exception()
+    if error is not None:
+        raise error
+    raise ClientGoneError
 
 
 async def _disconnected(receive: Receive) -> None:

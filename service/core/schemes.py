@@ -655,7 +655,7 @@ def _uniform_scaling(ctx: Context) -> Resolution:
 # -- resolution --------------------------------------------------------------------
 
 
-INT64_MAX = (1 << 63) - 1
+EMPTY_DIMS_MAX = ((1 << 63) - 1) // 8
 
 
 def check_shape(shape: object, limits: Limits) -> tuple[int, ...]:
@@ -670,11 +670,12 @@ def check_shape(shape: object, limits: Limits) -> tuple[int, ...]:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
             raise InvalidShapeError(f"shape[{i}]", dim, "a non-negative integer")
     # An empty tensor passes every size limit, so its other dimensions are checked here:
-    # numpy, torch, JAX and safetensors store dimensions as 64-bit integers, and numpy
-    # refuses a shape whose non-zero dimensions multiply past 2^63 - 1. (A non-empty
+    # numpy refuses a shape once its non-zero dimensions times the item size pass
+    # 2^63 - 1 (torch, JAX and safetensors keep dimensions in 64 bits too), and the
+    # widest item, float64 and the matrices built in it, is 8 bytes. (A non-empty
     # tensor that large is over the element limit, reported after resolution.)
-    if 0 in shape and math.prod(dim for dim in shape if dim) > INT64_MAX:
-        raise InvalidShapeError("shape", list(shape), "an empty tensor whose other dimensions multiply to at most 2^63 - 1")
+    if 0 in shape and math.prod(dim for dim in shape if dim) > EMPTY_DIMS_MAX:
+        raise InvalidShapeError("shape", list(shape), f"an empty tensor whose other dimensions multiply to at most {EMPTY_DIMS_MAX}")
     return tuple(shape)
 
 

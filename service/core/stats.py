@@ -269,6 +269,8 @@ def compute_stats(
         above += block.above
         if block.sample is not None:
             sample.append(block.sample)
+    if halt is not None and halt.is_set():  # the orthogonality error and the KS test are work too
+        raise StatsCancelledError
     result: dict[str, Any] = {
         "count": moments.count,
         "mean": moments.mean if moments.count else None,

@@ -244,6 +244,8 @@ ERRORS: list[tuple[str, Any, dict[str, Any], type[TensorinitError], str | None]]
     # An empty tensor passes the size limits, but no array library holds these dimensions.
     ("zeros", [0, 1 << 62, 1 << 62], {}, InvalidShapeError, "shape"),
     ("orthogonal", [0, 10**200, 10**200], {}, InvalidShapeError, "shape"),
+    ("zeros", [0, 1 << 62], {}, InvalidShapeError, "shape"),  # numpy counts the item size too
+    ("delta_orthogonal", [1 << 60, 0, 1], {}, InvalidShapeError, "shape"),  # its float64 matrix, (0, 2^60)
 ]
 
 

@@ -186,3 +186,28 @@ def test_leaving_while_waiting_for_admission_gives_the_place_up(tmp_path: Path) 
             assert sample(metrics(server), "tensorinit_generations_in_flight") == 1
         holder.close()
         assert wait_for(lambda: sample(metrics(server), "tensorinit_generations_in_flight") == 0)
+
+
+def test_a_matrix_stats_client_that_leaves_keeps_its_slot_until_the_work_stops(live: LiveProcess) -> None:
+    """Building an orthogonal matrix cannot be interrupted: its slot stays held until it ends, then nothing runs."""
+    send_and_leave(live.port, f"GET /stats?scheme=orthogonal&shape=4096,4096 HTTP/1.1\r\nHost: x\r\n{AUTH_LINE}\r\n", 0.3)
+    assert sample(metrics(live), "tensorinit_generations_in_flight") == 1  # still counted: the matrix is being built
+    assert wait_for(lambda: sample(metrics(live), "tensorinit_generations_in_flight") == 0, seconds=30)
+    before = cpu_seconds(live.pid)
+    time.sleep(0.5)
+    assert cpu_seconds(live.pid) - before < 0.2, "work went on after its slot was given back"
+
+
+def test_a_client_that_leaves_mid_body_is_a_499_not_a_500(live: LiveProcess) -> None:
+    for path in ("/stats", "/init"):
+        body = b'{"scheme": "he_normal", "shape": [64, 64]}'
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\n{AUTH_LINE}Content-Type: application/json\r\nContent-Length: {len(body) + 100}\r\n\r\n"
+        send_and_leave(live.port, head + body.decode(), 0.2)  # 100 bytes short, then gone
+
+    def counted() -> bool:
+        return sample(metrics(live), "tensorinit_http_requests_total", method="POST", route="/init", status="499") == 1
+
+    assert wait_for(counted)
+    text = metrics(live)
+    assert sample(text, "tensorinit_http_requests_total", method="POST", route="/stats", status="499") == 1
+    assert 'status="500"' not in text

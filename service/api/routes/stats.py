@@ -86,7 +86,6 @@ def _entry(spec: ResolvedSpec, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _answer(request: Request, prepared: Prepared, bins: int, text: bool) -> Response:
-    loop = asyncio.get_running_loop()
     # Off the event loop, one tensor per block-pool worker, its blocks summarized on the
     # inner pool (both cores even for one tensor; health checks stay instant meanwhile).
     # A client that goes away, while waiting for admission or during the pass, ends the
@@ -96,7 +95,15 @@ async def _answer(request: Request, prepared: Prepared, bins: int, text: bool) -
 
     async def work() -> list[dict[str, Any]]:
         async with admit(request, prepared.size):
-            return await asyncio.gather(*(loop.run_in_executor(default_executor(), stats, s) for s in prepared.specs))
+            passes = [default_executor().submit(stats, s) for s in prepared.specs]
+            try:
+                return await asyncio.gather(*map(asyncio.wrap_future, passes))
+            except asyncio.CancelledError:
+                # The slot stays held until the passes have stopped: a matrix they are
+                # building cannot be interrupted, and its CPU and memory are still in use.
+                halt.set()
+                await asyncio.gather(*(asyncio.wrap_future(p) for p in passes if not p.cancel()), return_exceptions=True)
+                raise
 
     try:
         results = await while_connected(request.receive, work())
