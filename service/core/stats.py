@@ -238,7 +238,7 @@ def compute_stats(
     summarized there, a few ahead of the merge, which stays in block order: the result
     is the same to the last bit with or without it. Matrix-built tensors (orthogonal,
     sparse) are summarized here, from their materialized matrix, since materializing
-    one queues work of its own. The jobs queue nothing more; the executor must not be
+    one queues work of its own; a delta-orthogonal tensor's matrix is drawn here first. The jobs queue nothing more; the executor must not be
     the pool this call itself runs on, or it could end up waiting on itself (the route
     runs this on the block pool and passes the inner pool). ``halt``, once set, stops
     the pass with :class:`StatsCancelledError` before its next block.
@@ -260,6 +260,8 @@ def compute_stats(
         return _block_stats(tensor, index, edges, low, high, stride if th.continuous else None)
 
     parallel = executor is not None and tensor.block_count > 1 and not isinstance(spec.distribution, Orthogonal | Sparse)
+    if parallel and isinstance(spec.distribution, DeltaOrthogonal):
+        tensor.delta_matrix()  # here: drawing it queues work on the inner pool, which the block jobs run on
     parts = _ordered(executor, part, tensor.block_count) if parallel and executor is not None else map(part, range(tensor.block_count))
     for block in parts:
         digest.update(block.data)

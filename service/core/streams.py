@@ -288,9 +288,7 @@ class Tensor:
             if isinstance(dist, Identity | Dirac | DeltaOrthogonal)
             else "elementwise"
         )
-        if isinstance(dist, DeltaOrthogonal):
-            k_in, k_out = (spec.shape[-2], spec.shape[-1]) if dist.layout == "kernel_in_out" else (spec.shape[1], spec.shape[0])
-            self._matrix = orthogonal_matrix(self._key, k_in, k_out, dist.gain).astype(spec.compute_dtype)
+        self._matrix_lock = threading.Lock()
 
     def reseeded(self, spec: ResolvedSpec) -> Tensor:
         """This tensor's twin for ``spec``, which differs from this one's spec in the seed only.
@@ -302,13 +300,27 @@ class Tensor:
         mine = self.spec
         if (spec.distribution, spec.shape, spec.dtype, spec.name) != (mine.distribution, mine.shape, mine.dtype, mine.name):
             raise ValueError("reseeded(): the specs differ in more than the seed")
-        if self._matrix is not None:
+        if isinstance(spec.distribution, DeltaOrthogonal):  # its matrix is drawn from the key
             return Tensor(spec)
         twin = object.__new__(Tensor)
         twin.__dict__.update(self.__dict__)
         twin.spec = spec
         twin._key = stream_key(spec.seed, spec.name)
         return twin
+
+    def delta_matrix(self) -> Array:
+        """The orthogonal (in, out) matrix of a delta-orthogonal tensor, drawn on first use.
+
+        Not when the tensor is made: planning a file, or an empty tensor whose kernel
+        has a zero, would pay for an up-to-2^24-element QR outside any admission.
+        """
+        with self._matrix_lock:
+            if self._matrix is None:
+                spec, dist = self.spec, self.spec.distribution
+                assert isinstance(dist, DeltaOrthogonal)
+                k_in, k_out = (spec.shape[-2], spec.shape[-1]) if dist.layout == "kernel_in_out" else (spec.shape[1], spec.shape[0])
+                self._matrix = orthogonal_matrix(self._key, k_in, k_out, dist.gain).astype(spec.compute_dtype)
+            return self._matrix
 
     def block_bounds(self, index: int) -> tuple[int, int]:
         lo = index * BLOCK_ELEMENTS
@@ -354,9 +366,8 @@ class Tensor:
         if isinstance(dist, Dirac):
             values[(k == centre) & (o % (n_out // dist.groups) == i)] = 1.0
         else:
-            assert self._matrix is not None
             hit = k == centre
-            values[hit] = self._matrix[i[hit], o[hit]]
+            values[hit] = self.delta_matrix()[i[hit], o[hit]]
         return values
 
     def block_range(self, start: int, stop: int) -> range:

@@ -157,3 +157,15 @@ def test_reseeding_refuses_a_spec_that_differs_in_more_than_the_seed() -> None:
         Tensor(spec).reseeded(resolve("he_normal", (8, 8), seed=2, name="other"))
     with pytest.raises(ValueError, match="seed"):
         spec.with_seed(-1)
+
+
+def test_a_delta_orthogonal_matrix_is_drawn_on_first_use_only() -> None:
+    """Planning, or an empty tensor, must not pay for the QR (it ran outside any admission)."""
+    empty = Tensor(resolve("delta_orthogonal", (4096, 4096, 0)))
+    assert empty.array().shape == (4096, 4096, 0)
+    assert empty._matrix is None
+    spec = resolve("delta_orthogonal", (3, 3, 16, 32), convention="jax", seed=4)
+    tensor = Tensor(spec)
+    assert tensor._matrix is None
+    assert digest(tensor.array()) == digest(Tensor(spec).array(executor=default_executor()))
+    assert tensor._matrix is not None

@@ -108,6 +108,7 @@ PARALLEL_CASES = [
     ("truncated_normal", (2**19 + 3,), "jax", {}, "bfloat16"),
     ("identity", (5, 400, 300), "torch", {}, "float16"),  # index-built, several blocks
     ("orthogonal", (1000, 600), "torch", {}, "float32"),  # matrix-built: summarized in place
+    ("delta_orthogonal", (3, 3, 512, 512), "jax", {}, "float32"),  # its matrix drawn first, then blocks in parallel
 ]
 
 
