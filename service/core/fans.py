@@ -31,13 +31,6 @@ from .errors import InvalidParameterError, InvalidShapeError
 Convention = Literal["torch", "keras", "jax", "haiku"]
 CONVENTIONS: tuple[str, ...] = get_args(Convention)
 
-LAYOUTS: dict[str, str] = {
-    "torch": "(out, in, *kernel)",
-    "keras": "(*kernel, in, out)",
-    "jax": "(*kernel, in, out)",
-    "haiku": "(*kernel, in, out)",
-}
-
 
 @dataclass(frozen=True)
 class Fans:

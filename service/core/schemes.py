@@ -42,6 +42,7 @@ from .spec import (
     Sparse,
     TruncatedNormal,
     Uniform,
+    check_seed,
 )
 
 TRUNCATION_STD = 0.87962566103423978
@@ -145,7 +146,6 @@ class Context:
     convention: str
     params: dict[str, Any]
     axes: dict[str, Sequence[int] | None]
-    limits: Limits
     derivation: dict[str, Any] = field(default_factory=dict)
     _fans: Fans | None = None
 
@@ -181,9 +181,6 @@ class Scheme:
     summary: str
     formula: str
     source: str
-
-    def param(self, name: str) -> Param:
-        return next(p for p in self.params if p.name == name)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description for the catalogue."""
@@ -658,7 +655,7 @@ def _uniform_scaling(ctx: Context) -> Resolution:
 EMPTY_DIMS_MAX = ((1 << 63) - 1) // 8
 
 
-def check_shape(shape: object, limits: Limits) -> tuple[int, ...]:
+def check_shape(shape: object) -> tuple[int, ...]:
     """A shape as a tuple of non-negative ints.
 
     The size limits are checked after resolution (:func:`check_size`), so that a
@@ -769,12 +766,6 @@ def check_dtype(dtype: object) -> str:
     raise InvalidParameterError("dtype", dtype, "one of " + ", ".join(DTYPES))
 
 
-def check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
-        raise InvalidParameterError("seed", seed, "an integer with 0 ≤ seed < 2^64")
-    return seed
-
-
 def resolve(
     scheme: str,
     shape: Sequence[int],
@@ -797,7 +788,7 @@ def resolve(
     limits = limits or Limits()
     found = lookup(scheme)
     convention = check_convention(convention)
-    checked_shape = check_shape(shape, limits)
+    checked_shape = check_shape(shape)
     name, dtype, seed = check_name(name, limits), check_dtype(dtype), check_seed(seed)
     params = dict(params or {})
     axes = {"in_axes": in_axes, "out_axes": out_axes, "batch_axes": batch_axes}
@@ -820,7 +811,7 @@ def resolve(
             raise MissingParameterError(p.name, p.allowed())
         else:
             values[p.name] = p.default_for(convention)
-    ctx = Context(checked_shape, convention, values, axes, limits)
+    ctx = Context(checked_shape, convention, values, axes)
     try:
         resolution = found.resolver(ctx)
     except OverflowError:

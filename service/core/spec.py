@@ -17,6 +17,8 @@ from typing import Any, Literal
 import ml_dtypes
 import numpy as np
 
+from .errors import InvalidParameterError
+
 ALGORITHM_VERSION = 1
 
 # dtype name -> (numpy dtype of the output, numpy dtype the numbers are drawn in, safetensors code)
@@ -135,7 +137,9 @@ class Sparse:
 
 
 Distribution = Constant | Uniform | Normal | TruncatedNormal | Orthogonal | Identity | Dirac | DeltaOrthogonal | Sparse
-ELEMENTWISE = (Constant, Uniform, Normal, TruncatedNormal)
+ELEMENTWISE = (Constant, Uniform, Normal, TruncatedNormal)  # drawn block by block, from the block's own generator
+INDEXED = (Identity, Dirac, DeltaOrthogonal)  # each element a function of its index (and a small matrix)
+MATERIALIZED = (Orthogonal, Sparse)  # computed whole, then served in slices
 
 
 @dataclass(frozen=True)
@@ -184,8 +188,7 @@ class ResolvedSpec:
         on the path of every small request, so: the same fields but the seed, and no
         cached digest carried over.
         """
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
-            raise ValueError(f"seed: got {seed!r}; allowed: an integer with 0 ≤ seed < 2^64")
+        check_seed(seed)
         twin = object.__new__(ResolvedSpec)
         state = twin.__dict__
         state.update(self.__dict__)
@@ -218,6 +221,13 @@ class ResolvedSpec:
     def digest(self) -> str:
         """sha256 of the canonical JSON: the identity of this tensor's bytes."""
         return self._digest
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` if it is an integer with 0 ≤ seed < 2^64."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
+        raise InvalidParameterError("seed", seed, "an integer with 0 ≤ seed < 2^64")
+    return seed
 
 
 def canonical_json(value: Any) -> str:

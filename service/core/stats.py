@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +24,7 @@ import scipy.stats
 
 from .sampling import BLOCK_ELEMENTS, norm_cdf, norm_pdf, normal_mass
 from .spec import (
+    MATERIALIZED,
     Constant,
     DeltaOrthogonal,
     Dirac,
@@ -37,7 +36,7 @@ from .spec import (
     TruncatedNormal,
     Uniform,
 )
-from .streams import MATERIALIZED_CACHE, Tensor
+from .streams import MATERIALIZED_CACHE, Tensor, prefetch
 
 KS_SAMPLE_LIMIT = 1 << 20
 HISTOGRAM_SIGMAS = 6.0
@@ -109,7 +108,7 @@ def theory(spec: ResolvedSpec) -> Theory:
     return Theory(mean, math.sqrt(max(var, 0.0)), low, high, False)
 
 
-def histogram_range(spec: ResolvedSpec, th: Theory) -> tuple[float, float]:
+def histogram_range(th: Theory) -> tuple[float, float]:
     """Deterministic histogram edges: the support if finite, else mean ± 6 std; widened if empty."""
     low = th.low if math.isfinite(th.low) else th.mean - HISTOGRAM_SIGMAS * th.std
     high = th.high if math.isfinite(th.high) else th.mean + HISTOGRAM_SIGMAS * th.std
@@ -198,15 +197,15 @@ class StatsCancelledError(Exception):
     """The caller asked (through ``halt``) that the pass stop."""
 
 
-def _block_stats(tensor: Tensor, index: int, edges: Array, low: float, high: float, stride: int | None) -> _BlockStats:
+def _block_stats(tensor: Tensor, index: int, edges: Array, distinct_edges: bool, stride: int | None) -> _BlockStats:
+    """What block ``index`` contributes (blocks are never empty: an empty tensor has none)."""
     block = tensor.block(index)
     x = block.astype(np.float64)
-    bins = len(edges) - 1
-    distinct_edges = bool(np.all(np.diff(edges) > 0))
+    low, high = float(edges[0]), float(edges[-1])
     # numpy bins equal widths arithmetically (no sort), the same counts as the edge search;
     # the edges themselves are searched only when some coincide (a range too narrow for its magnitude).
-    counts = np.histogram(x, bins=bins, range=(low, high))[0] if distinct_edges else np.histogram(x, bins=edges)[0]
-    mean = float(x.mean()) if x.size else 0.0
+    counts = np.histogram(x, bins=len(edges) - 1, range=(low, high))[0] if distinct_edges else np.histogram(x, bins=edges)[0]
+    mean = float(x.mean())
     sample = None
     if stride is not None:
         sample = block[(-(index * BLOCK_ELEMENTS)) % stride :: stride]
@@ -214,9 +213,9 @@ def _block_stats(tensor: Tensor, index: int, edges: Array, low: float, high: flo
         data=block.view(np.uint8).data,
         count=int(x.size),
         mean=mean,
-        m2=float(np.square(x - mean).sum()) if x.size else 0.0,
-        min=float(x.min()) if x.size else math.inf,
-        max=float(x.max()) if x.size else -math.inf,
+        m2=float(np.square(x - mean).sum()),
+        min=float(x.min()),
+        max=float(x.max()),
         counts=counts,
         below=int(np.count_nonzero(x < low)),
         above=int(np.count_nonzero(x > high)),
@@ -245,8 +244,9 @@ def compute_stats(
     """
     tensor = tensor or Tensor(spec)
     th = theory(spec)
-    low, high = histogram_range(spec, th)
+    low, high = histogram_range(th)
     edges = np.linspace(low, high, bins + 1)
+    distinct_edges = bool(np.all(np.diff(edges) > 0))
     counts = np.zeros(bins, np.int64)
     below = above = 0
     moments = _Moments()
@@ -257,12 +257,13 @@ def compute_stats(
     def part(index: int) -> _BlockStats:
         if halt is not None and halt.is_set():
             raise StatsCancelledError
-        return _block_stats(tensor, index, edges, low, high, stride if th.continuous else None)
+        return _block_stats(tensor, index, edges, distinct_edges, stride if th.continuous else None)
 
-    parallel = executor is not None and tensor.block_count > 1 and not isinstance(spec.distribution, Orthogonal | Sparse)
+    parallel = executor is not None and tensor.block_count > 1 and not isinstance(spec.distribution, MATERIALIZED)
     if parallel and isinstance(spec.distribution, DeltaOrthogonal):
         tensor.delta_matrix()  # here: drawing it queues work on the inner pool, which the block jobs run on
-    parts = _ordered(executor, part, tensor.block_count) if parallel and executor is not None else map(part, range(tensor.block_count))
+    blocks = range(tensor.block_count)
+    parts = prefetch(executor, part, blocks, ahead=4) if parallel and executor is not None else map(part, blocks)
     for block in parts:
         digest.update(block.data)
         moments.merge(block)
@@ -292,26 +293,6 @@ def compute_stats(
         result["orthogonality_error"] = orthogonality_error(spec)
     result["theory"] = th.to_dict()
     return result
-
-
-def _ordered(executor: Executor, fn: Callable[[int], _BlockStats], count: int, ahead: int = 4) -> Iterator[_BlockStats]:
-    """``fn(0) … fn(count - 1)`` computed on ``executor``, at most ``ahead`` at once, yielded in order."""
-    pending: deque[Future[_BlockStats]] = deque()
-    todo = iter(range(count))
-    try:
-        for index in todo:
-            pending.append(executor.submit(fn, index))
-            if len(pending) >= ahead:
-                break
-        while pending:
-            done = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(executor.submit(fn, nxt))
-            yield done
-    finally:
-        for future in pending:
-            future.cancel()
 
 
 def orthogonality_error(spec: ResolvedSpec) -> float:

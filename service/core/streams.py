@@ -18,9 +18,9 @@ import math
 import os
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.linalg
@@ -28,6 +28,8 @@ import scipy.linalg.lapack
 
 from .sampling import BLOCK_ELEMENTS, block_rng, standard_truncnorm, stream_key
 from .spec import (
+    INDEXED,
+    MATERIALIZED,
     Constant,
     DeltaOrthogonal,
     Dirac,
@@ -41,6 +43,7 @@ from .spec import (
 )
 
 Array = np.ndarray[Any, Any]
+T = TypeVar("T")
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
@@ -175,7 +178,7 @@ def _haar_householder(a: Array) -> tuple[Array, Array]:
     return q, np.sign(beta)
 
 
-def orthogonal_matrix(key: int, rows: int, cols: int, gain: float, executor: Executor | None = None) -> Array:
+def orthogonal_matrix(key: int, rows: int, cols: int, gain: float) -> Array:
     """gain · Q of shape (rows, cols), C order, with orthonormal rows (rows <= cols) or columns.
 
     The distribution of torch / Keras / JAX's algorithm, in float64: Q · sign(diag R)
@@ -186,7 +189,7 @@ def orthogonal_matrix(key: int, rows: int, cols: int, gain: float, executor: Exe
     big, small = max(rows, cols), min(rows, cols)
     if big * small == 0:
         return np.zeros((rows, cols), np.float64)
-    a = _gaussian_fortran(key, big, small, executor or inner_executor())
+    a = _gaussian_fortran(key, big, small, inner_executor())
     q, d = _haar_householder(a)
     d[d == 0] = 1.0
     d *= gain
@@ -223,6 +226,7 @@ class _MaterializedCache:
         self._items: OrderedDict[str, Array] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
+        self._bytes = 0  # the sum of the cached arrays' sizes
 
     def get(self, spec: ResolvedSpec) -> Array:
         key = spec.digest()
@@ -240,8 +244,9 @@ class _MaterializedCache:
                 self._key_locks.pop(key, None)
                 if array.nbytes <= self.max_bytes:
                     self._items[key] = array
-                    while sum(a.nbytes for a in self._items.values()) > self.max_bytes:
-                        self._items.popitem(last=False)
+                    self._bytes += array.nbytes
+                    while self._bytes > self.max_bytes:
+                        self._bytes -= self._items.popitem(last=False)[1].nbytes
             return array
 
 
@@ -268,6 +273,30 @@ def _materialize(spec: ResolvedSpec) -> Array:
 MATERIALIZED_CACHE = _MaterializedCache(max_bytes=256 << 20)
 
 
+def prefetch(executor: Executor, fn: Callable[[int], T], indices: Iterable[int], ahead: int) -> Generator[T, None, None]:
+    """``fn(i)`` for each of ``indices``, computed on ``executor`` up to ``ahead`` at once, yielded in order.
+
+    Closing the iterator cancels what has not started; an error comes out where its
+    result would have.
+    """
+    pending: deque[Future[T]] = deque()
+    todo = iter(indices)
+    try:
+        for index in todo:
+            pending.append(executor.submit(fn, index))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            done = pending.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(executor.submit(fn, nxt))
+            yield done.result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
 class Tensor:
     """The numbers of one resolved spec, available whole, by block or by element range."""
 
@@ -281,13 +310,7 @@ class Tensor:
         self._key = stream_key(spec.seed, spec.name)
         self._matrix: Array | None = None
         dist = spec.distribution
-        self._kind = (
-            "materialized"
-            if isinstance(dist, Orthogonal | Sparse)
-            else "index"
-            if isinstance(dist, Identity | Dirac | DeltaOrthogonal)
-            else "elementwise"
-        )
+        self._kind = "materialized" if isinstance(dist, MATERIALIZED) else "index" if isinstance(dist, INDEXED) else "elementwise"
         self._matrix_lock = threading.Lock()
 
     def reseeded(self, spec: ResolvedSpec) -> Tensor:
@@ -400,22 +423,12 @@ class Tensor:
             for index in blocks:
                 yield trim(index, self.block(index))
             return
-        pending: deque[tuple[int, Future[Array]]] = deque()
-        todo = iter(blocks)
+        arrays = prefetch(executor, self.block, blocks, ahead)
         try:
-            for index in todo:
-                pending.append((index, executor.submit(self.block, index)))
-                if len(pending) >= ahead:
-                    break
-            while pending:
-                index, fut = pending.popleft()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append((nxt, executor.submit(self.block, nxt)))
-                yield trim(index, fut.result())
+            for index, arr in zip(blocks, arrays, strict=True):
+                yield trim(index, arr)
         finally:
-            for _, fut in pending:
-                fut.cancel()
+            arrays.close()  # now, not at garbage collection: cancels the blocks not started
 
     def read(self, start: int = 0, stop: int | None = None) -> Array:
         """Flat elements [start, stop), generating only the blocks that cover them."""
