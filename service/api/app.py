@@ -17,7 +17,7 @@ from service.safetensors_stream import Counters
 from . import problems
 from .docs import component_schemas
 from .edge import DirectRoutes
-from .hardening import document_security, install
+from .hardening import install
 from .resolution import QueryTemplates
 from .routes import catalogue, files, health, stats
 from .settings import Settings
@@ -56,19 +56,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.otel:
         app.add_middleware(DirectRoutes, fastapi=app, routes=[*files.router.routes, *stats.router.routes])
 
-    # -- cross-cutting concerns (issue 5) ---------------------------------------------
-    # Access control, admission, metrics, access logs and request ids, as pure ASGI
-    # layers outside DirectRoutes (see hardening.py for their order). No GZip: the
-    # bodies are binary.
-    install(app, settings)
-
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())
-            document_security(app, schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    # -- cross-cutting concerns (issue 5) ---------------------------------------------
+    # Access control, admission, metrics, access logs and request ids, as pure ASGI
+    # layers outside DirectRoutes (see hardening.py for their order); install() also
+    # adds the security scheme, 401 and 503 to the document above. No GZip: the bodies
+    # are binary.
+    install(app, settings)
     return app

@@ -37,9 +37,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .logging import AccessLog
 from .metrics import Metrics, route_template
+from .problems import METHODS
 from .request_id import new_request_id
 
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_METHODS = frozenset(METHODS)
 
 
 class EdgeMiddleware:

@@ -136,7 +136,7 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        return document_security(app, build())
+        return document_security(build())
 
     app.openapi = openapi  # type: ignore[method-assign]
     return hardening
@@ -156,21 +156,25 @@ def admitted(request: Request, response: StreamingResponse, nbytes: int) -> Resp
     counted in the metrics, its bytes leave "in flight" as they are sent, and the slot
     is released when the stream completes, fails, or the client goes away.
     """
-    hardening = getattr(request.app.state, "hardening", None)
-    if not isinstance(hardening, Hardening):
-        return response
-    return _AdmittedStream(response, hardening, nbytes)
+    hardening = _hardening(request)
+    return response if hardening is None else _AdmittedStream(response, hardening, nbytes)
 
 
 @contextlib.asynccontextmanager
 async def admit(request: Request, nbytes: int) -> AsyncIterator[None]:
     """``async with admit(request, n):`` holds a slot for work that is not streamed (statistics)."""
-    hardening = getattr(request.app.state, "hardening", None)
-    if not isinstance(hardening, Hardening):
+    hardening = _hardening(request)
+    if hardening is None:
         yield
         return
     async with hardening.admission.slot(nbytes):
         yield
+
+
+def _hardening(request: Request) -> Hardening | None:
+    """What install() put on the app, if it was installed."""
+    hardening = getattr(request.app.state, "hardening", None)
+    return hardening if isinstance(hardening, Hardening) else None
 
 
 class _AdmittedStream(Response):
@@ -259,7 +263,7 @@ async def _overloaded_handler(request: Request, exc: Exception) -> Response:
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 
-def document_security(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
+def document_security(schema: dict[str, Any]) -> dict[str, Any]:
     """Add the bearer scheme, 401 and (for generating routes) 503 to an OpenAPI document of ``app``.
 
     Idempotent; the app's own ``openapi()`` may call it on the document it builds.

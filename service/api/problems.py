@@ -282,14 +282,15 @@ async def _http(request: Request, exc: Exception) -> Response:
     return ProblemError(slug, detail or str(exc.detail), status=exc.status_code, headers=exc.headers).response(request)
 
 
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+#: The HTTP methods this service names (in 405 Allow lists and metric labels).
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route of the app fully matches at this request's path."""
     routes = request.app.router.routes
     scope = {k: v for k, v in request.scope.items() if k in ("type", "path", "root_path", "headers", "query_string")}
-    return [m for m in _METHODS if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in routes)]
+    return [m for m in METHODS if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in routes)]
 
 
 async def _internal(request: Request, exc: Exception) -> Response:

@@ -34,7 +34,6 @@ from service.core import (
     lookup,
     resolve,
 )
-from service.core.spec import DeltaOrthogonal
 from service.safetensors_stream import Plan, file_order_key
 
 from .models import INIT_ADAPTER, BatchRequest, TensorBase
@@ -253,7 +252,7 @@ def _check_size(specs: list[ResolvedSpec], settings: Settings) -> None:
 
 
 def plan_for(specs: list[ResolvedSpec], settings: Settings) -> Prepared:
-    """The file plan (blocking: building a delta-orthogonal tensor computes its matrix)."""
+    """The file plan: the header and where each tensor's data lies (no number is drawn)."""
     _check_size(specs, settings)
     ordered = sorted(specs, key=lambda s: file_order_key(s.safetensors_dtype, s.name))
     meta = metadata_json(ordered)
@@ -265,16 +264,20 @@ def plan_for(specs: list[ResolvedSpec], settings: Settings) -> Prepared:
             limit_name="max_response_bytes",
             limit=settings.max_response_bytes,
         )
-    etag = '"' + hashlib.sha256(meta.encode()).hexdigest() + '"'
-    return Prepared(tuple(ordered), plan, meta, etag, _filename(specs))
+    return Prepared(tuple(ordered), plan, meta, etag_of(meta), _filename(specs))
+
+
+def etag_of(metadata: str) -> str:
+    """The strong ETag of a file: sha256 of its canonical metadata (the resolved specs and the algorithm)."""
+    return '"' + hashlib.sha256(metadata.encode()).hexdigest() + '"'
 
 
 async def prepare(document: Any, settings: Settings) -> Prepared:
     """Validate, resolve and plan a request document; raises ProblemError before any byte is sent."""
     specs = resolve_document(validate(document), settings)
-    if len(specs) == 1 and not isinstance(specs[0].distribution, DeltaOrthogonal):
+    if len(specs) == 1:
         return plan_for(specs, settings)
-    # Many tensors, or a matrix to compute: keep the event loop free.
+    # Many tensors: their metadata and header take a while; keep the event loop free.
     return await asyncio.to_thread(plan_for, specs, settings)
 
 
@@ -306,8 +309,8 @@ class SeedTemplate:
 
     @staticmethod
     def applies(prepared: Prepared) -> bool:
-        """Whether ``prepared`` can be a template: one tensor, nothing to compute when planned."""
-        return len(prepared.specs) == 1 and not isinstance(prepared.specs[0].distribution, DeltaOrthogonal)
+        """Whether ``prepared`` can be a template: a file of one tensor."""
+        return len(prepared.specs) == 1
 
     def prepare(self, seed: int) -> Prepared:
         """What :func:`prepare` gives for the same request with ``seed`` (0 ≤ seed < 2^64)."""
@@ -316,8 +319,7 @@ class SeedTemplate:
         meta = f"{self._meta[0]}{seed}{self._meta[1]}"
         header = f"{self._header[0]}{seed}{self._header[1]}".encode()
         plan = Plan.from_header_json(header, [template.plan.entries[0].tensor.reseeded(spec)])
-        etag = '"' + hashlib.sha256(meta.encode()).hexdigest() + '"'
-        return Prepared((spec,), plan, meta, etag, template.filename)
+        return Prepared((spec,), plan, meta, etag_of(meta), template.filename)
 
 
 def _split_once(text: str, marker: str, key: str) -> tuple[str, str]:

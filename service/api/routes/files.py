@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from service.core import default_executor
-from service.core.spec import DeltaOrthogonal, Orthogonal, Sparse
+from service.core.spec import MATERIALIZED, DeltaOrthogonal
 from service.safetensors_stream import stream
 
 from ..docs import BINARY, problem, query_parameters, request_body
@@ -71,6 +71,9 @@ GET_DOC = (
 )
 
 
+MATRIX_BUILT = (*MATERIALIZED, DeltaOrthogonal)
+"""Distributions whose every block needs a whole matrix computed first."""
+
 SMALL_BYTES = 256 << 10
 """Answers up to this size are made in one go and sent as one body: a stream's thread hops would cost more than the numbers."""
 
@@ -129,8 +132,11 @@ async def serve(request: Request, prepared: Prepared, *, cacheable: bool) -> Res
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
     if request.method == "HEAD":
         return OctetStreamResponse(status_code=status, headers=headers)
-    if stop - start <= SMALL_BYTES:
-        if any(isinstance(s.distribution, Orthogonal | Sparse | DeltaOrthogonal) for s in prepared.specs):
+    # Small is judged by the work, not by the bytes sent: a short Range of a matrix-built
+    # file still computes the whole matrix, so only a small file of one answers inline.
+    matrix = any(isinstance(s.distribution, MATRIX_BUILT) for s in prepared.specs)
+    if (size if matrix else stop - start) <= SMALL_BYTES:
+        if matrix:
             data = await asyncio.to_thread(prepared.plan.read, start, stop)  # a matrix to compute: off the loop
         else:
             data = prepared.plan.read(start, stop)  # at most 64 Ki elements: well under a millisecond

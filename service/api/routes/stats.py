@@ -215,6 +215,6 @@ async def stats_post(request: Request) -> Response:
 
 async def _valid_then_answer(request: Request, document: Any, bins: Any, settings: Settings, text: bool) -> Response:
     # Wrong before too large: every field is checked before any limit (413).
-    _bins(bins, settings, limit=False)
+    count = _bins(bins, settings, limit=False)
     prepared = await prepare(document, settings)
-    return await _answer(request, prepared, _bins(bins, settings), text)
+    return await _answer(request, prepared, _bins(count, settings), text)
