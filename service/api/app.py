@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +14,7 @@ from fastapi.telemetry import TelemetryConfig
 
 from service import __version__
 from service.core import default_executor
+from service.core.algorithms import warm_up
 from service.safetensors_stream import Counters
 
 from . import problems
@@ -27,6 +30,11 @@ DESCRIPTION = """Reproducibly initialized neural-network tensors, streamed as sa
 Every error is `application/problem+json` (RFC 9457). Limits are in `/version` and `/schemes`."""
 
 
+def _warm(loop: asyncio.AbstractEventLoop, app: FastAPI) -> None:
+    warm_up()
+    loop.call_soon_threadsafe(setattr, app.state, "ready", True)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A configured application; ``settings`` default to the environment (``TENSORINIT_*``)."""
     settings = settings or Settings()
@@ -34,7 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         default_executor()  # start the block pool before the first request
-        app.state.ready = True
+        # Kernels compile (or load from numba's cache) in the background: /healthz answers
+        # at once, /readyz only once they are ready. A request before then compiles what
+        # it needs itself (numba holds a lock), so nothing fails, it is only slower.
+        loop = asyncio.get_running_loop()
+        warming = threading.Thread(target=_warm, args=(loop, app), name="tensorinit-warm-up", daemon=True)
+        warming.start()
         yield
         app.state.ready = False
         app.state.hardening.access_log.flush()  # not closed: a later lifespan of this app logs on

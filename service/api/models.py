@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter, create_model
 from pydantic_core import PydanticCustomError
 
-from service.core import CONVENTIONS, DTYPES, SCHEMES, Param, Scheme, UnknownSchemeError, lookup
+from service.core import ALGORITHMS, CONVENTIONS, DTYPES, SCHEMES, Param, Scheme, UnknownSchemeError, lookup
 
 
 def _integral(value: Any) -> Any:
@@ -43,8 +43,10 @@ COMMON_ALLOWED: dict[str, str] = {
     "batch_axes": "a list of axis indices (negative counts from the end)",
     "tensors": "an object mapping tensor names to tensor requests",
     "bins": "a positive integer (histogram bins, /stats only)",
+    "algorithm": "one of " + ", ".join(str(v) for v in sorted(ALGORITHMS)) + " (default: the newest)",
 }
-BATCH_FIELDS = ("seed", "dtype", "convention", "tensors")
+BATCH_FIELDS = ("seed", "dtype", "convention", "algorithm", "tensors")
+ALGORITHM_ENUM: dict[str, Any] = {"enum": sorted(ALGORITHMS)}
 SEED_RANGE: dict[str, Any] = {"minimum": 0, "maximum": 2**64 - 1}
 
 
@@ -66,6 +68,7 @@ class TensorBase(_Strict):
     convention: str | None = Field(
         None, description="default torch: sets weight layout (fans) and defaults", json_schema_extra={"enum": list(CONVENTIONS)}
     )
+    algorithm: Integer | None = Field(None, description="generation algorithm version; default the newest", json_schema_extra=ALGORITHM_ENUM)
 
 
 def _param_field(p: Param) -> tuple[Any, Any]:
@@ -135,6 +138,9 @@ class BatchRequest(_Strict):
     convention: str | None = Field(
         None, description="default convention of every tensor (torch)", json_schema_extra={"enum": list(CONVENTIONS)}
     )
+    algorithm: Integer | None = Field(
+        None, description="generation algorithm version of every tensor; default the newest", json_schema_extra=ALGORITHM_ENUM
+    )
     tensors: dict[str, TensorRequest] = Field(
         description="tensor name → tensor request (without 'name': the key is the name)",
         examples=[{"fc1.weight": {"scheme": "he_uniform", "shape": [512, 784]}, "fc1.bias": {"scheme": "zeros", "shape": [512]}}],
@@ -165,7 +171,7 @@ def allowed_for(scheme: str | None, field: str, *, batch_level: bool = False) ->
         for p in found.params:
             if p.name == field:
                 return p.allowed()
-        known = [p.name for p in found.params] + ["shape", "seed", "dtype", "name", "convention"]
+        known = [p.name for p in found.params] + ["shape", "seed", "dtype", "name", "convention", "algorithm"]
         if found.uses_fans:
             known += ["in_axes", "out_axes", "batch_axes"]
         others = sorted(s.name for s in SCHEMES.values() if any(p.name == field for p in s.params))

@@ -40,7 +40,7 @@ from .models import INIT_ADAPTER, BatchRequest, TensorBase
 from .problems import ProblemError, from_engine, from_pydantic
 from .settings import Settings
 
-TENSOR_FIELDS = frozenset({"scheme", "shape", "seed", "dtype", "name", "convention", "in_axes", "out_axes", "batch_axes"})
+TENSOR_FIELDS = frozenset({"scheme", "shape", "seed", "dtype", "name", "convention", "algorithm", "in_axes", "out_axes", "batch_axes"})
 LIST_FIELDS = frozenset({"shape", "in_axes", "out_axes", "batch_axes"})
 DEFAULT_BINS = 64
 
@@ -127,7 +127,7 @@ def query_document(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
                 errors=[{"path": [key], "message": "given more than once", "allowed": "one value"}],
             )
         raw[key] = value
-    kinds: dict[str, str] = {"seed": "integer", "bins": "integer", **dict.fromkeys(LIST_FIELDS, "list")}
+    kinds: dict[str, str] = {"seed": "integer", "bins": "integer", "algorithm": "integer", **dict.fromkeys(LIST_FIELDS, "list")}
     with contextlib.suppress(UnknownSchemeError):  # reported by validation, with suggestions
         kinds.update({p.name: p.type for p in lookup(raw.get("scheme", "")).params})
     return {key: _coerce(value, kinds.get(key, "string")) for key, value in raw.items()}
@@ -150,7 +150,11 @@ def _resolve_one(model: TensorBase, settings: Settings, *, name: str | None, def
     fields = {k: getattr(model, k) for k in given}
     options = {k: v for k, v in defaults.items() if v is not None}
     options.update(
-        {k: fields[k] for k in ("seed", "dtype", "convention", "in_axes", "out_axes", "batch_axes") if k in given and fields[k] is not None}
+        {
+            k: fields[k]
+            for k in ("seed", "dtype", "convention", "algorithm", "in_axes", "out_axes", "batch_axes")
+            if k in given and fields[k] is not None
+        }
     )
     if name is not None:
         options["name"] = name
@@ -175,7 +179,7 @@ def resolve_document(parsed: TensorBase | BatchRequest, settings: Settings) -> l
     if len(parsed.tensors) > settings.max_batch_tensors:
         count = f"<{len(parsed.tensors)} tensors>"
         raise from_engine(LimitExceededError("tensors", count, "max_batch_tensors", settings.max_batch_tensors)) from None
-    defaults = {"seed": parsed.seed, "dtype": parsed.dtype, "convention": parsed.convention}
+    defaults = {"seed": parsed.seed, "dtype": parsed.dtype, "convention": parsed.convention, "algorithm": parsed.algorithm}
     specs: list[ResolvedSpec] = []
     seen: dict[str, str] = {}
     too_large: ProblemError | None = None  # reported once every tensor is known to be valid
@@ -208,12 +212,20 @@ def resolve_document(parsed: TensorBase | BatchRequest, settings: Settings) -> l
         specs.append(spec)
     if too_large is not None:
         raise too_large
+    versions = sorted({spec.algorithm for spec in specs})
+    if len(versions) > 1:
+        raise ProblemError(
+            "validation-error",
+            f"algorithm: one file is made by one algorithm, got {versions}",
+            errors=[{"path": ["algorithm"], "message": f"tensors ask for algorithms {versions}", "allowed": "one algorithm per request"}],
+        )
     return specs
 
 
 def metadata_json(specs: Iterable[ResolvedSpec]) -> str:
     """The canonical JSON of the resolved specs in file order: the file's metadata and the ETag's preimage."""
-    return canonical_json({"algorithm": ALGORITHM_VERSION, "specs": [s.to_dict() for s in specs]})
+    dicts = [s.to_dict() for s in specs]
+    return canonical_json({"algorithm": dicts[0]["algorithm"] if dicts else ALGORITHM_VERSION, "specs": dicts})
 
 
 def _filename(specs: list[ResolvedSpec]) -> str:

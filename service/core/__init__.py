@@ -1,9 +1,10 @@
-"""The engine: pure numpy, no web framework.
+"""The engine: numpy and numba kernels, no web framework.
 
 Request → :func:`resolve` → :class:`ResolvedSpec` (every number explicit) →
 :class:`Tensor` (blocks of numbers) → bytes or :func:`compute_stats`.
 """
 
+from .algorithms import ALGORITHMS
 from .errors import (
     InvalidParameterError,
     InvalidShapeError,
@@ -14,12 +15,12 @@ from .errors import (
     UnknownSchemeError,
 )
 from .fans import CONVENTIONS, NONLINEARITIES, Fans, calculate_gain, compute_fans
-from .sampling import BLOCK_ELEMENTS, stream_key
 from .schemes import SCHEMES, Limits, Param, Scheme, lookup, resolve
 from .spec import ALGORITHM_VERSION, DTYPES, ResolvedSpec, canonical_json
-from .streams import Tensor, default_executor, generate, inner_executor
+from .streams import BLOCK_ELEMENTS, Tensor, default_executor, generate, inner_executor, stream_key
 
 __all__ = [
+    "ALGORITHMS",
     "ALGORITHM_VERSION",
     "BLOCK_ELEMENTS",
     "CONVENTIONS",

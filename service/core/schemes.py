@@ -26,9 +26,11 @@ from .errors import (
     UnknownParameterError,
     UnknownSchemeError,
 )
+from .algorithms import check_algorithm
 from .fans import CONVENTIONS, NONLINEARITIES, Fans, calculate_gain, check_convention, compute_fans
 from .sampling import normal_mass
 from .spec import (
+    ALGORITHM_VERSION,
     DTYPE_ALIASES,
     DTYPES,
     Constant,
@@ -425,7 +427,9 @@ def _truncated_normal(ctx: Context) -> Resolution:
     if not lower < upper:
         raise InvalidParameterError("lower", lower, f"a number below upper ({upper:g})")
     low, high = (lower, upper) if ctx.params["bounds"] == "absolute" else (mean + lower * std, mean + upper * std)
-    if not low < high or normal_mass((low - mean) / std, (high - mean) / std) < 1e-300:
+    # 1e-280, not the float minimum: the sampler's probabilities p0 + u·dp stay above
+    # 2^-53·1e-280, normal numbers, so no subnormal ever enters its logarithm.
+    if not low < high or normal_mass((low - mean) / std, (high - mean) / std) < 1e-280:
         raise InvalidParameterError(
             "lower",
             lower,
@@ -779,6 +783,7 @@ def resolve(
     out_axes: Sequence[int] | None = None,
     batch_axes: Sequence[int] | None = None,
     limits: Limits | None = None,
+    algorithm: int | None = None,
 ) -> ResolvedSpec:
     """Validate a request and make every number explicit.
 
@@ -790,6 +795,7 @@ def resolve(
     convention = check_convention(convention)
     checked_shape = check_shape(shape)
     name, dtype, seed = check_name(name, limits), check_dtype(dtype), check_seed(seed)
+    version = ALGORITHM_VERSION if algorithm is None else check_algorithm(algorithm)
     params = dict(params or {})
     axes = {"in_axes": in_axes, "out_axes": out_axes, "batch_axes": batch_axes}
     if not found.uses_fans:
@@ -831,6 +837,7 @@ def resolve(
         fan_out=fans.fan_out if fans else None,
         gain=resolution.gain,
         derivation=tuple(sorted(ctx.derivation.items())),
+        algorithm=version,
     )
     check_representable(found, spec)
     check_size(spec, limits)

@@ -19,7 +19,8 @@ import numpy as np
 
 from .errors import InvalidParameterError
 
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
+"""The newest algorithm, the default of every request (``service.core.algorithms`` holds one module per version)."""
 
 # dtype name -> (numpy dtype of the output, numpy dtype the numbers are drawn in, safetensors code)
 DTYPES: dict[str, tuple[np.dtype[Any], np.dtype[Any], str]] = {
@@ -137,7 +138,7 @@ class Sparse:
 
 
 Distribution = Constant | Uniform | Normal | TruncatedNormal | Orthogonal | Identity | Dirac | DeltaOrthogonal | Sparse
-ELEMENTWISE = (Constant, Uniform, Normal, TruncatedNormal)  # drawn block by block, from the block's own generator
+ELEMENTWISE = (Constant, Uniform, Normal, TruncatedNormal)  # each element a function of (stream key, element index)
 INDEXED = (Identity, Dirac, DeltaOrthogonal)  # each element a function of its index (and a small matrix)
 MATERIALIZED = (Orthogonal, Sparse)  # computed whole, then served in slices
 

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.special
 import scipy.stats
 
-from .sampling import BLOCK_ELEMENTS, norm_cdf, norm_pdf, normal_mass
+from .sampling import norm_cdf, norm_pdf, normal_mass
 from .spec import (
     MATERIALIZED,
     Constant,
@@ -36,7 +36,7 @@ from .spec import (
     TruncatedNormal,
     Uniform,
 )
-from .streams import MATERIALIZED_CACHE, Tensor, prefetch
+from .streams import BLOCK_ELEMENTS, MATERIALIZED_CACHE, Tensor, prefetch
 
 KS_SAMPLE_LIMIT = 1 << 20
 HISTOGRAM_SIGMAS = 6.0

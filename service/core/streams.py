@@ -1,15 +1,16 @@
-"""Block streams: a resolved spec turned into numbers, block by block.
+"""Tensors produced chunk by chunk: a resolved spec turned into numbers.
 
-A tensor's flat (C-order) elements are cut into blocks of :data:`BLOCK_ELEMENTS`.
-Every block is a pure function of (spec, block index), so the bytes do not depend on
-how the tensor is produced: whole, block by block, by several threads, or only the
-blocks that cover a requested slice. Three kinds of source:
+A tensor's flat (C-order) elements are produced in chunks of :data:`BLOCK_ELEMENTS`,
+a unit of work only: under algorithm 2 every element is a function of the spec and
+its index, so the bytes do not depend on how the tensor is produced (whole, chunk by
+chunk, by several threads, or only the chunks that cover a requested range). Three
+kinds of source:
 
-* elementwise (constant, uniform, normal, truncated normal): each block draws from its
-  own generator, keyed by (seed, name, block index);
+* elementwise (constant, uniform, normal, truncated normal): the algorithm's kernels,
+  given the chunk's first element index;
 * index (identity, dirac, delta_orthogonal): each element is computed from its index;
 * materialized (orthogonal, sparse): the whole tensor is computed once in float64,
-  cast, and cut into blocks; a small bounded cache keeps recent ones for Range reads.
+  cast, and cut into chunks; a small bounded cache keeps recent ones for Range reads.
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
-import scipy.linalg
-import scipy.linalg.lapack
 
-from .sampling import BLOCK_ELEMENTS, block_rng, standard_truncnorm, stream_key
+from . import algorithms
 from .spec import (
     INDEXED,
     MATERIALIZED,
@@ -34,13 +33,13 @@ from .spec import (
     DeltaOrthogonal,
     Dirac,
     Identity,
-    Normal,
     Orthogonal,
     ResolvedSpec,
     Sparse,
-    TruncatedNormal,
-    Uniform,
 )
+
+BLOCK_ELEMENTS = 1 << 18
+"""Elements per chunk of work (1 MiB of float32): not part of any algorithm."""
 
 Array = np.ndarray[Any, Any]
 T = TypeVar("T")
@@ -49,12 +48,18 @@ _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
+def thread_count() -> int:
+    """Threads per pool: ``TENSORINIT_THREADS`` if set, else one per core (never changes the bytes)."""
+    configured = os.environ.get("TENSORINIT_THREADS", "")
+    return int(configured) if configured.isdigit() and int(configured) > 0 else os.cpu_count() or 2
+
+
 def default_executor() -> ThreadPoolExecutor:
     """The process-wide pool that generates blocks (one thread per core)."""
     global _executor
     with _executor_lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="tensorinit-block")
+            _executor = ThreadPoolExecutor(max_workers=thread_count(), thread_name_prefix="tensorinit-block")
         return _executor
 
 
@@ -71,135 +76,31 @@ def inner_executor() -> ThreadPoolExecutor:
     global _inner
     with _executor_lock:
         if _inner is None:
-            _inner = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="tensorinit-inner")
+            _inner = ThreadPoolExecutor(max_workers=thread_count(), thread_name_prefix="tensorinit-inner")
         return _inner
 
 
 def fill_elementwise(spec: ResolvedSpec, key: int, index: int, out: Array) -> None:
-    """Write block ``index`` of an elementwise distribution into ``out`` (output dtype)."""
+    """Write chunk ``index`` of an elementwise distribution into ``out`` (output dtype)."""
     dist = spec.distribution
-    cdt = spec.compute_dtype
-    n = out.shape[0]
-    direct = out.dtype == cdt
-    buf = out if direct else np.empty(n, cdt)
     if isinstance(dist, Constant):
-        buf.fill(dist.value)
-    else:
-        rng = block_rng(key, index)
-        if isinstance(dist, Uniform):
-            rng.random(dtype=cdt, out=buf)
-            buf *= cdt.type(dist.high - dist.low)
-            buf += cdt.type(dist.low)
-        elif isinstance(dist, Normal):
-            rng.standard_normal(dtype=cdt, out=buf)
-            buf *= cdt.type(dist.std)
-            if dist.mean != 0:
-                buf += cdt.type(dist.mean)
-        elif isinstance(dist, TruncatedNormal):
-            alpha = (dist.low - dist.mean) / dist.std
-            beta = (dist.high - dist.mean) / dist.std
-            standard_truncnorm(rng, n, alpha, beta, cdt, out=buf)
-            buf *= cdt.type(dist.std)
-            if dist.mean != 0:
-                buf += cdt.type(dist.mean)
-            np.clip(buf, cdt.type(dist.low), cdt.type(dist.high), out=buf)
-        else:  # pragma: no cover - the source factory sends nothing else here
-            raise TypeError(f"not an elementwise distribution: {dist!r}")
-    if not direct:
-        out[...] = buf
+        out.fill(spec.compute_dtype.type(dist.value))
+        return
+    algorithms.get(spec.algorithm).fill(spec, key, index * BLOCK_ELEMENTS, out)
 
 
-def standard_normals(key: int, count: int) -> Array:
-    """``count`` float64 standard normals from the block stream of ``key`` (C order)."""
-    out = np.empty(count, np.float64)
-    for index in range(math.ceil(count / BLOCK_ELEMENTS)):
-        lo = index * BLOCK_ELEMENTS
-        block_rng(key, index).standard_normal(dtype=np.float64, out=out[lo : lo + BLOCK_ELEMENTS])
-    return out
+def stream_key(spec: ResolvedSpec, label: str = "values") -> int:
+    """The key of one of ``spec``'s random streams, by its algorithm's rule."""
+    return algorithms.get(spec.algorithm).stream_key(spec.seed, spec.name, label)
 
 
-def _gaussian_fortran(key: int, big: int, small: int, executor: Executor) -> Array:
-    """The (big, small) C-order stream of float64 normals, written straight into a Fortran array.
-
-    The same numbers as ``standard_normals(key, big * small).reshape(big, small)``, but
-    the blocks are drawn in parallel and land where LAPACK wants them, which saves the
-    transposing copy ``scipy.linalg.qr`` would make.
-    """
-    a = np.empty((big, small), np.float64, order="F")
-    count = big * small
-
-    def fill(index: int) -> None:
-        lo = index * BLOCK_ELEMENTS
-        hi = min(lo + BLOCK_ELEMENTS, count)
-        buf = block_rng(key, index).standard_normal(hi - lo, dtype=np.float64)
-        pos = lo
-        while pos < hi:
-            i, j = divmod(pos, small)
-            if j == 0 and hi - pos >= small:
-                n = (hi - pos) // small
-                a[i : i + n, :] = buf[pos - lo : pos - lo + n * small].reshape(n, small)
-                pos += n * small
-            else:
-                take = min(small - j, hi - pos)
-                a[i, j : j + take] = buf[pos - lo : pos - lo + take]
-                pos += take
-
-    list(executor.map(fill, range(math.ceil(count / BLOCK_ELEMENTS))))
-    return a
-
-
-def _haar_householder(a: Array) -> tuple[Array, Array]:
-    """Q (Fortran order) and the signs of diag R, with Householder vectors drawn directly.
-
-    Householder QR of a Gaussian matrix turns column k into a reflector built from a
-    vector that is itself N(0, I) of length ``big - k`` and independent of the others
-    (the trailing block stays Gaussian under each reflection: rotation invariance).
-    So instead of factorizing (``dgeqrf``), column k's entries from the diagonal down
-    are taken as that vector, its reflector is formed as LAPACK's ``dlarfg`` forms it,
-    and ``dorgqr`` builds Q: the same distribution as Q·sign(diag R) of the QR of a
-    Gaussian (Stewart 1980, "The efficient generation of random orthogonal matrices"),
-    for about half the work. ``dorgqr`` gets LAPACK's own optimal workspace: the raw
-    wrapper's default falls back to unblocked code, ~9x slower.
-    """
-    small = a.shape[1]
-    alpha = np.diagonal(a).copy()
-    xnorm = np.array([np.linalg.norm(a[k + 1 :, k]) for k in range(small)])
-    # dlarfg: beta = -sign(alpha)·hypot(alpha, xnorm), tau = (beta - alpha)/beta,
-    # v = x[1:]/(alpha - beta); with x[1:] = 0 the reflector is the identity (tau = 0).
-    flat = xnorm == 0
-    beta = np.where(flat, alpha, -np.where(alpha >= 0, 1.0, -1.0) * np.hypot(alpha, xnorm))
-    safe = np.where(flat, 1.0, beta)
-    tau = np.where(flat, 0.0, (beta - alpha) / safe)
-    a *= np.where(flat, 0.0, 1.0 / np.where(flat, 1.0, alpha - beta))[None, :]
-    lwork = int(scipy.linalg.lapack.dorgqr(a, tau, lwork=-1)[1][0])
-    q, _, info = scipy.linalg.lapack.dorgqr(a, tau, lwork=lwork, overwrite_a=1)
-    if info:  # pragma: no cover - only on invalid arguments
-        raise RuntimeError(f"LAPACK dorgqr failed: info={info}")
-    return q, np.sign(beta)
-
-
-def orthogonal_matrix(key: int, rows: int, cols: int, gain: float) -> Array:
-    """gain · Q of shape (rows, cols), C order, with orthonormal rows (rows <= cols) or columns.
-
-    The distribution of torch / Keras / JAX's algorithm, in float64: Q · sign(diag R)
-    of A = QR for A ~ N(0, 1) of shape (max(rows, cols), min(rows, cols)), transposed
-    when rows < cols; sampled as :func:`_haar_householder` does, from A's draws in C
-    order. Q·(sign·gain) equals (Q·sign)·gain exactly, since the signs are ±1.
-    """
-    big, small = max(rows, cols), min(rows, cols)
-    if big * small == 0:
-        return np.zeros((rows, cols), np.float64)
-    a = _gaussian_fortran(key, big, small, inner_executor())
-    q, d = _haar_householder(a)
-    d[d == 0] = 1.0
-    d *= gain
-    if rows < cols:
-        return np.multiply(q.T, d[:, None], order="C")
-    return np.multiply(q, d[None, :], order="C")
+def orthogonal_matrix(spec: ResolvedSpec, key: int, rows: int, cols: int, gain: float) -> Array:
+    """gain · Q of shape (rows, cols), float64, by ``spec``'s algorithm, its parts run on the inner pool."""
+    return algorithms.get(spec.algorithm).orthogonal_matrix(key, rows, cols, gain, inner_executor())
 
 
 def _orthogonal(spec: ResolvedSpec, dist: Orthogonal) -> Array:
-    m = orthogonal_matrix(stream_key(spec.seed, spec.name), dist.rows, dist.cols, dist.gain)
+    m = orthogonal_matrix(spec, stream_key(spec), dist.rows, dist.cols, dist.gain)
     if dist.column_axis is None:
         return m.reshape(spec.shape)
     axis = dist.column_axis
@@ -208,14 +109,7 @@ def _orthogonal(spec: ResolvedSpec, dist: Orthogonal) -> Array:
 
 
 def _sparse(spec: ResolvedSpec, dist: Sparse) -> Array:
-    rows, cols = spec.shape
-    values = standard_normals(stream_key(spec.seed, spec.name), rows * cols).reshape(rows, cols)
-    values *= dist.std
-    if dist.zeros_per_column:
-        ranks = np.random.Generator(np.random.SFC64(np.random.SeedSequence(stream_key(spec.seed, spec.name, "mask"))))
-        order = np.argsort(ranks.random((rows, cols)), axis=0, kind="stable")
-        values[order[: dist.zeros_per_column], np.arange(cols)] = 0.0
-    return values
+    return algorithms.get(spec.algorithm).sparse_matrix(spec, dist, inner_executor())
 
 
 class _MaterializedCache:
@@ -307,7 +201,7 @@ class Tensor:
         self.itemsize = self.dtype.itemsize
         self.nbytes = spec.nbytes
         self.block_count = math.ceil(self.numel / BLOCK_ELEMENTS)
-        self._key = stream_key(spec.seed, spec.name)
+        self._key = stream_key(spec)
         self._matrix: Array | None = None
         dist = spec.distribution
         self._kind = "materialized" if isinstance(dist, MATERIALIZED) else "index" if isinstance(dist, INDEXED) else "elementwise"
@@ -328,7 +222,7 @@ class Tensor:
         twin = object.__new__(Tensor)
         twin.__dict__.update(self.__dict__)
         twin.spec = spec
-        twin._key = stream_key(spec.seed, spec.name)
+        twin._key = stream_key(spec)
         return twin
 
     def delta_matrix(self) -> Array:
@@ -342,7 +236,7 @@ class Tensor:
                 spec, dist = self.spec, self.spec.distribution
                 assert isinstance(dist, DeltaOrthogonal)
                 k_in, k_out = (spec.shape[-2], spec.shape[-1]) if dist.layout == "kernel_in_out" else (spec.shape[1], spec.shape[0])
-                self._matrix = orthogonal_matrix(self._key, k_in, k_out, dist.gain).astype(spec.compute_dtype)
+                self._matrix = orthogonal_matrix(spec, self._key, k_in, k_out, dist.gain).astype(spec.compute_dtype)
             return self._matrix
 
     def block_bounds(self, index: int) -> tuple[int, int]:

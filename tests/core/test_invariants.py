@@ -125,23 +125,6 @@ def test_materializing_inside_block_workers_cannot_deadlock() -> None:
         assert f.result().tobytes() == t.array().reshape(-1)[: t.numel].tobytes()
 
 
-@pytest.mark.parametrize(
-    "key",
-    [0, 1, 2**32 - 1, 2**32, 2**64 + 5, 2**127, 2**128 - 1, 2**128, 2**255 + 12345, 2**256 - 1],
-)
-@pytest.mark.parametrize("index", [0, 1, 7, 2**32 + 3])
-def test_block_rng_words_are_numpys_own_reading_of_the_key(key: int, index: int) -> None:
-    """block_rng feeds SeedSequence the key's uint32 words: the very state an int key gives."""
-    from service.core.sampling import block_rng, key_words
-
-    reference = np.random.SFC64(np.random.SeedSequence(key, spawn_key=(index,))).random_raw(8)
-    assert np.array_equal(block_rng(key, index).bit_generator.random_raw(8), reference)
-    words = key_words(key)
-    assert words.dtype == np.uint32
-    assert int.from_bytes(words.astype("<u4").tobytes(), "little") == key
-    assert len(words) == max(1, -(-key.bit_length() // 32))  # no leading zero words, as numpy
-
-
 @pytest.mark.parametrize(("scheme", "shape", "kw"), SPECS)
 def test_a_reseeded_tensor_is_the_tensor_of_the_reseeded_spec(scheme: str, shape: tuple[int, ...], kw: dict[str, Any]) -> None:
     spec = resolve(scheme, shape, seed=1, **kw)

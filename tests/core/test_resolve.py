@@ -171,7 +171,7 @@ def test_canonical_json_is_stable_and_complete() -> None:
     spec = resolve("truncated_normal", [4, 2], seed=7, name="layers.0.w", convention="jax", dtype="bf16")
     text = spec.canonical_json()
     assert text == (
-        '{"algorithm":1,"convention":"jax","derivation":{},"distribution":{"high":0.02,"kind":"truncated_normal",'
+        '{"algorithm":2,"convention":"jax","derivation":{},"distribution":{"high":0.02,"kind":"truncated_normal",'
         '"low":-0.02,"mean":0.0,"std":0.01},"dtype":"bfloat16","fan_in":null,"fan_out":null,"gain":null,'
         '"name":"layers.0.w","scheme":"truncated_normal","seed":7,"shape":[4,2]}'
     )
@@ -185,6 +185,9 @@ def test_names_are_nfc_normalized() -> None:
 ERRORS: list[tuple[str, Any, dict[str, Any], type[TensorinitError], str | None]] = [
     # scheme, shape, kwargs, error type, parameter named
     ("he_normall", [2, 2], {}, UnknownSchemeError, "scheme"),
+    ("he_normal", [2, 2], {"algorithm": 1}, InvalidParameterError, "algorithm"),
+    ("he_normal", [2, 2], {"algorithm": 3}, InvalidParameterError, "algorithm"),
+    ("he_normal", [2, 2], {"algorithm": True}, InvalidParameterError, "algorithm"),
     ("orthogonal", [5], {}, InvalidShapeError, "shape"),
     ("orthogonal", [], {"convention": "keras"}, InvalidShapeError, "shape"),
     ("dirac", [4, 4], {}, InvalidShapeError, "shape"),

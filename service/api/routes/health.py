@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from service import __version__
-from service.core import ALGORITHM_VERSION
+from service.core import ALGORITHM_VERSION, ALGORITHMS
 
 router = APIRouter(tags=["health"])
 
@@ -37,6 +37,7 @@ async def version(request: Request) -> dict[str, Any]:
     return {
         "service": __version__,
         "algorithm": ALGORITHM_VERSION,
+        "algorithms": sorted(ALGORITHMS),
         "numpy": np.__version__,
         "python": platform.python_version(),
         "limits": request.app.state.settings.public_limits(),

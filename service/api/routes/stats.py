@@ -110,7 +110,7 @@ async def _answer(request: Request, prepared: Prepared, bins: int, text: bool) -
     finally:
         halt.set()
     body = {
-        "algorithm": ALGORITHM_VERSION,
+        "algorithm": prepared.specs[0].algorithm if prepared.specs else ALGORITHM_VERSION,
         "etag": prepared.etag,
         "tensors": {s.name: _entry(s, r) for s, r in zip(prepared.specs, results, strict=True)},
     }

@@ -1,0 +1,521 @@
+"""Algorithm 2's elementwise kernels: Philox4x32-10 words turned into numbers, in numba.
+
+Hand-written because no library gives bytes that are the same on every CPU: numpy's
+samplers are fixed per build only (and FMA-contracted on some architectures), its
+transcendental ufuncs take different SIMD paths on AVX2 and AVX-512, and libm differs
+between systems. Everything here uses only IEEE-754 basic operations (+ − × ÷ √,
+conversions, integer and bit operations) in a fixed order, compiled without
+``fastmath``, so LLVM neither reassociates nor contracts to FMA: the bits do not depend
+on vector width or compiler target. docs/algorithm.md states every step; the slow
+numpy twin in tests/core/test_algorithm_doc.py reproduces them from the document.
+
+Word stream: ``W[n]`` is word ``n % 4`` of Philox4x32-10 (Salmon et al., SC'11) at
+counter ``(c & 0xffffffff, c >> 32, nonce0, nonce1)`` with ``c = n // 4`` and key
+``(key0, key1)``. Element ``e`` of a tensor reads fixed words of that stream (see each
+kernel), so any element range, slice or thread split gives the same numbers.
+
+Transcendentals: ``log`` is fdlibm's ``__ieee754_log`` (Sun Microsystems, 1993)
+on an exact bit-level decomposition, ``sin``/``cos`` are fdlibm's ``__kernel_sin`` and
+``__kernel_cos`` on ``(0, π/4)`` with the octant taken exactly from the integer
+angle, and the normal quantile is Wichura's AS 241 (Applied Statistics 37, 1988),
+branch-free so that the loop vectorizes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+_JIT: dict[str, Any] = {"nogil": True, "cache": True, "error_model": "numpy"}
+
+CHUNK_GROUPS = 512  # Philox groups drawn per pass into a scratch buffer that stays in L1 (not part of the algorithm)
+
+_M0 = np.uint64(0xD2511F53)
+_M1 = np.uint64(0xCD9E8D57)
+_W0 = np.uint64(0x9E3779B9)
+_W1 = np.uint64(0xBB67AE85)
+_LO = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+
+
+@intrinsic
+def _f64_bits(typingctx: Any, x: Any) -> Any:
+    """The IEEE-754 bit pattern of a float64, as an int64 (no arithmetic: a register move)."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _bits_f64(typingctx: Any, x: Any) -> Any:
+    """The float64 whose IEEE-754 bit pattern is the int64 ``x``."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _f32_bits(typingctx: Any, x: Any) -> Any:
+    """The IEEE-754 bit pattern of a float32, as an int32."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@numba.njit(inline="always", **_JIT)
+def philox_words(words: Any, first: Any, count: Any, key0: Any, key1: Any, nonce0: Any, nonce1: Any) -> None:
+    """``words[4i : 4i+4]`` = Philox4x32-10 at counter ``first + i``, for i < count."""
+    for i in range(count):
+        c = np.uint64(first + i)
+        c0 = c & _LO
+        c1 = c >> _S32
+        c2 = nonce0
+        c3 = nonce1
+        k0 = key0
+        k1 = key1
+        for _ in range(10):
+            p0 = _M0 * c0
+            p1 = _M1 * c2
+            c0, c1, c2, c3 = ((p1 >> _S32) ^ c1 ^ k0) & _LO, p1 & _LO, ((p0 >> _S32) ^ c3 ^ k1) & _LO, p0 & _LO
+            k0 = (k0 + _W0) & _LO
+            k1 = (k1 + _W1) & _LO
+        words[4 * i] = np.uint32(c0)
+        words[4 * i + 1] = np.uint32(c1)
+        words[4 * i + 2] = np.uint32(c2)
+        words[4 * i + 3] = np.uint32(c3)
+
+
+@numba.njit(**_JIT)
+def philox_block(first: int, count: int, key0: int, key1: int, nonce0: int, nonce1: int) -> Any:
+    """4·count words of the stream from counter ``first``: the generator alone, for tests."""
+    words = np.empty(4 * count, np.uint32)
+    philox_words(words, np.int64(first), np.int64(count), np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1))
+    return words
+
+
+# fdlibm e_log.c
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_LG1 = 6.666666666666735130e-01
+_LG2 = 3.999999999940941908e-01
+_LG3 = 2.857142874366239149e-01
+_LG4 = 2.222219843214978396e-01
+_LG5 = 1.818357216161805012e-01
+_LG6 = 1.531383769920937332e-01
+_LG7 = 1.479819860511658591e-01
+_MANT = np.int64(0x000FFFFFFFFFFFFF)
+_SQRT2_MANT = np.int64(0x6A09E667F3BCD)  # mantissa bits of √2
+
+
+@numba.njit(inline="always", **_JIT)
+def log_pos(x: float) -> float:
+    """ln x for a positive normal float64 (fdlibm's algorithm, branch-free)."""
+    bits = _f64_bits(x)
+    mant = bits & _MANT
+    big = mant > _SQRT2_MANT  # 1.mant > √2: use (1.mant)/2 and one more in the exponent
+    k = (bits >> np.int64(52)) - np.int64(1023) + np.int64(1 if big else 0)
+    m = _bits_f64(mant | (np.int64(0x3FE0000000000000) if big else np.int64(0x3FF0000000000000)))
+    f = m - 1.0
+    dk = fraction(k + np.int64(2048), 40) * 2.0**40 - 2048.0  # float(k), exactly (|k| < 1100)
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
+    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
+    r = t2 + t1
+    hfsq = 0.5 * f * f
+    return dk * _LN2_HI - ((hfsq - (s * (hfsq + r) + dk * _LN2_LO)) - f)
+
+
+# fdlibm k_sin.c / k_cos.c
+_S1 = -1.66666666666666324348e-01
+_S2 = 8.33333333332248946124e-03
+_S3 = -1.98412698298579493134e-04
+_S4 = 2.75573137070700676789e-06
+_S5 = -2.50507602534068634195e-08
+_S6 = 1.58969099521155010221e-10
+_C1 = 4.16666666666666019037e-02
+_C2 = -1.38888888888741095749e-03
+_C3 = 2.48015872894767294178e-05
+_C4 = -2.75573143513906633035e-07
+_C5 = 2.08757232129817482790e-09
+_C6 = -1.13596475577881948265e-11
+_PIO4 = 7.85398163397448278999e-01  # float64 nearest π/4
+
+
+@numba.njit(inline="always", **_JIT)
+def sin_kernel(x: float) -> float:
+    z = x * x
+    v = z * x
+    r = _S2 + z * (_S3 + z * (_S4 + z * (_S5 + z * _S6)))
+    return x + v * (_S1 + z * r)
+
+
+@numba.njit(inline="always", **_JIT)
+def cos_kernel(x: float) -> float:
+    z = x * x
+    r = z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * (_C5 + z * _C6)))))
+    hz = 0.5 * z
+    w = 1.0 - hz
+    return w + (((1.0 - w) - hz) + z * r)
+
+
+@numba.njit(inline="always", **_JIT)
+def cos_sin_turn(octant: Any, frac: Any, frac_bits: int) -> tuple[float, float]:
+    """(cos φ, sin φ) for φ = 2π·(octant + x)/8, x = (frac + ½)/2^frac_bits, octant in 0..7.
+
+    The octant and the reflection of odd octants are integer operations, so the only
+    rounding before the polynomials is t = x·(π/4). With s, c = sin t, cos t: an odd
+    octant swaps them (ψ = π/2 − t'), and the quadrant q = octant >> 1 rotates by q·π/2:
+    cos φ takes s where (octant ^ q) is odd, else c, negated for q in {1, 2}; sin φ takes
+    the other, negated for q in {2, 3}.
+    """
+    o = np.int64(octant)
+    f = np.int64(frac)
+    odd = o & np.int64(1)
+    g = (((np.int64(1) << np.int64(frac_bits)) - np.int64(1)) ^ f) if odd != 0 else f
+    t = (fraction(g, frac_bits) + 0.5 * fraction(np.int64(1), frac_bits)) * _PIO4
+    s = sin_kernel(t)
+    c = cos_kernel(t)
+    q = o >> np.int64(1)
+    swap = ((odd ^ q) & np.int64(1)) != 0
+    cosv = s if swap else c
+    sinv = c if swap else s
+    cneg = ((q + np.int64(1)) & np.int64(2)) != 0
+    sneg = (q & np.int64(2)) != 0
+    return (-cosv if cneg else cosv), (-sinv if sneg else sinv)
+
+
+_TWO_M24 = np.float32(2.0**-24)
+_ONE_BITS = np.int64(0x3FF0000000000000)
+
+
+# Integer → float conversions below go through the bit pattern of a float in [1, 2):
+# x86 before AVX-512 has no vector instruction for unsigned or 64-bit integer
+# conversion, and a scalar one would stop the loop from vectorizing. Each is exact.
+
+
+@numba.njit(inline="always", **_JIT)
+def fraction(m: Any, bits: Any) -> float:
+    """m·2^-bits for an integer 0 ≤ m < 2^bits, bits ≤ 52, exactly."""
+    return _bits_f64(_ONE_BITS | (np.int64(m) << (np.int64(52) - np.int64(bits)))) - 1.0
+
+
+@numba.njit(inline="always", **_JIT)
+def open32(w: Any) -> float:
+    """(w + ½)·2^-32: a uniform on (0, 1) from one word, exact in float64."""
+    return fraction(w, 32) + 2.0**-33
+
+
+@numba.njit(inline="always", **_JIT)
+def bits52(hi: Any, lo: Any) -> Any:
+    """The 52-bit integer (hi << 20) | (lo >> 12) of two words."""
+    return (np.int64(hi) << np.int64(20)) | (np.int64(lo) >> np.int64(12))
+
+
+@numba.njit(inline="always", **_JIT)
+def open52(hi: Any, lo: Any) -> float:
+    """(bits52 + ½)·2^-52: a uniform on (0, 1) from two words, exact in float64."""
+    return fraction(bits52(hi, lo), 52) + 2.0**-53
+
+
+@numba.njit(inline="always", **_JIT)
+def unit53(hi: Any, lo: Any) -> float:
+    """((hi << 21) | (lo >> 11))·2^-53: a uniform on [0, 1) from two words, exactly.
+
+    The top 52 of the 53 bits go through :func:`fraction`, the last is added as 0 or 2^-53.
+    """
+    n = (np.int64(hi) << np.int64(21)) | (np.int64(lo) >> np.int64(11))
+    return fraction(n >> np.int64(1), 52) + (2.0**-53 if (n & np.int64(1)) != 0 else 0.0)
+
+
+# ---------------------------------------------------------------------------- uniform
+
+
+@numba.njit(**_JIT)
+def uniform_f32(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: int, low: float, width: float) -> None:
+    """out[j] = f32(W[e] >> 8)·2^-24 · f32(width) + f32(low), e = start + j, in float32."""
+    n = out.size
+    lo32 = np.float32(low)
+    wd32 = np.float32(width)
+    words = np.empty(4 * CHUNK_GROUPS, np.uint32)
+    k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
+    j = 0
+    while j < n:
+        e = start + j
+        g0 = e >> 2
+        groups = min(CHUNK_GROUPS, ((start + n + 3) >> 2) - g0)
+        philox_words(words, g0, groups, k0, k1, c2, c3)
+        skip = e - 4 * g0
+        m = min(n - j, 4 * groups - skip)
+        for t in range(m):
+            u = np.float32(np.int32(words[skip + t] >> np.uint32(8))) * _TWO_M24
+            out[j + t] = u * wd32 + lo32
+        j += m
+
+
+@numba.njit(**_JIT)
+def uniform_f64(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: int, low: float, width: float) -> None:
+    """out[j] = unit53(W[2e], W[2e+1]) · width + low, e = start + j, in float64."""
+    n = out.size
+    words = np.empty(4 * CHUNK_GROUPS, np.uint32)
+    k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
+    j = 0
+    while j < n:
+        e = start + j
+        g0 = e >> 1
+        groups = min(CHUNK_GROUPS, ((start + n + 1) >> 1) - g0)
+        philox_words(words, g0, groups, k0, k1, c2, c3)
+        skip = e - 2 * g0
+        m = min(n - j, 2 * groups - skip)
+        for t in range(m):
+            p = 2 * (skip + t)
+            out[j + t] = unit53(words[p], words[p + 1]) * width + low
+        j += m
+
+
+# ---------------------------------------------------------------------------- normal (Box–Muller)
+
+
+@numba.njit(inline="always", **_JIT)
+def _radius(u: float) -> float:
+    return np.sqrt(-2.0 * log_pos(u))
+
+
+@numba.njit(inline="always", **_JIT)
+def _scatter_pairs(out: Any, j: int, skip: int, m: int, zc: Any, zs: Any) -> None:
+    """out[j + t] = element skip + t of the chunk, t < m: even elements from zc, odd from zs."""
+    for t in range(m):
+        i = skip + t
+        out[j + t] = zs[i >> 1] if i & 1 else zc[i >> 1]
+
+
+@numba.njit(**_JIT)
+def normal_f32(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: int, mean: float, std: float) -> None:
+    """Box–Muller in float64, rounded once to float32.
+
+    Pair p (elements 2p, 2p+1) reads r = √(−2 ln open32(W[2p])) and the angle word
+    W[2p+1] (octant = top 3 bits, fraction = low 29); element 2p is r·cos φ, 2p+1 is
+    r·sin φ; each is then ``f32(z·std + mean)`` with z·std + mean in float64.
+    """
+    n = out.size
+    words = np.empty(4 * CHUNK_GROUPS, np.uint32)
+    zc = np.empty(2 * CHUNK_GROUPS, np.float32)
+    zs = np.empty(2 * CHUNK_GROUPS, np.float32)
+    k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
+    j = 0
+    while j < n:
+        e = start + j
+        g0 = e >> 2
+        groups = min(CHUNK_GROUPS, ((start + n + 3) >> 2) - g0)
+        philox_words(words, g0, groups, k0, k1, c2, c3)
+        for p in range(2 * groups):
+            r = _radius(open32(words[2 * p]))
+            w = np.uint64(words[2 * p + 1])
+            c, s = cos_sin_turn(w >> np.uint64(29), w & np.uint64(0x1FFFFFFF), np.uint64(29))
+            zc[p] = np.float32(r * c * std + mean)
+            zs[p] = np.float32(r * s * std + mean)
+        skip = e - 4 * g0
+        m = min(n - j, 4 * groups - skip)
+        _scatter_pairs(out, j, skip, m, zc, zs)
+        j += m
+
+
+@numba.njit(**_JIT)
+def normal_f64(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: int, mean: float, std: float) -> None:
+    """Box–Muller with 52-bit uniforms: pair p (elements 2p, 2p+1) is Philox group p.
+
+    r = √(−2 ln open52(W[4p], W[4p+1])); the angle is a = bits52(W[4p+2], W[4p+3]),
+    octant = a >> 49, fraction = a's low 49 bits; element 2p is r·cos φ·std + mean,
+    2p+1 is r·sin φ·std + mean.
+    """
+    n = out.size
+    words = np.empty(4 * CHUNK_GROUPS, np.uint32)
+    zc = np.empty(CHUNK_GROUPS, np.float64)
+    zs = np.empty(CHUNK_GROUPS, np.float64)
+    k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
+    frac_mask = (np.uint64(1) << np.uint64(49)) - np.uint64(1)
+    j = 0
+    while j < n:
+        e = start + j
+        g0 = e >> 1
+        groups = min(CHUNK_GROUPS, ((start + n + 1) >> 1) - g0)
+        philox_words(words, g0, groups, k0, k1, c2, c3)
+        for g in range(groups):
+            r = _radius(open52(words[4 * g], words[4 * g + 1]))
+            a = np.uint64(bits52(words[4 * g + 2], words[4 * g + 3]))
+            c, s = cos_sin_turn(a >> np.uint64(49), a & frac_mask, np.uint64(49))
+            zc[g] = r * c * std + mean
+            zs[g] = r * s * std + mean
+        skip = e - 2 * g0
+        m = min(n - j, 2 * groups - skip)
+        _scatter_pairs(out, j, skip, m, zc, zs)
+        j += m
+
+
+# ---------------------------------------------------------------------------- truncated normal (inverse CDF)
+
+# Wichura AS 241 (PPND16)
+_A = (
+    3.3871328727963666080e0,
+    1.3314166789178437745e2,
+    1.9715909503065514427e3,
+    1.3731693765509461125e4,
+    4.5921953931549871457e4,
+    6.7265770927008700853e4,
+    3.3430575583588128105e4,
+    2.5090809287301226727e3,
+)
+_B = (
+    1.0,
+    4.2313330701600911252e1,
+    6.8718700749205790830e2,
+    5.3941960214247511077e3,
+    2.1213794301586595867e4,
+    3.9307895800092710610e4,
+    2.8729085735721942674e4,
+    5.2264952788528545610e3,
+)
+_C = (
+    1.42343711074968357734e0,
+    4.63033784615654529590e0,
+    5.76949722146069140550e0,
+    3.64784832476320460504e0,
+    1.27045825245236838258e0,
+    2.41780725177450611770e-1,
+    2.27238449892691845833e-2,
+    7.74545014278341407640e-4,
+)
+_D = (
+    1.0,
+    2.05319162663775882187e0,
+    1.67638483018380384940e0,
+    6.89767334985100004550e-1,
+    1.48103976427480074590e-1,
+    1.51986665636164571966e-2,
+    5.47593808499534494600e-4,
+    1.05075007164441684324e-9,
+)
+_E = (
+    6.65790464350110377720e0,
+    5.46378491116411436990e0,
+    1.78482653991729133580e0,
+    2.96560571828504891230e-1,
+    2.65321895265761230930e-2,
+    1.24266094738807843860e-3,
+    2.71155556874348757815e-5,
+    2.01033439929228813265e-7,
+)
+_F = (
+    1.0,
+    5.99832206555887937690e-1,
+    1.36929880922735805310e-1,
+    1.48753612908506148525e-2,
+    7.86869131145613259100e-4,
+    1.84631831751005468180e-5,
+    1.42151175831644588870e-7,
+    2.04426310338993978564e-15,
+)
+
+
+@numba.njit(inline="always", **_JIT)
+def _horner8(c: Any, x: float) -> float:
+    return ((((((c[7] * x + c[6]) * x + c[5]) * x + c[4]) * x + c[3]) * x + c[2]) * x + c[1]) * x + c[0]
+
+
+@numba.njit(inline="always", **_JIT)
+def ndtri_lower(p: float) -> float:
+    """Φ⁻¹(p) for p in (0, 1) by AS 241, branch-free so that the loop vectorizes.
+
+    Every branch's polynomials are evaluated and the right numerator and denominator
+    selected before the one division (the same value AS 241's branches give). The tails
+    use r = √(−ln min(p, 1 − p)); computing p's own tail, not 1 − p, keeps tiny
+    probabilities exact (callers pass upper-tail probabilities as p and negate, so deep
+    upper tails never go through 1 − p).
+    """
+    q = p - 0.5
+    r2 = 0.180625 - q * q
+    tail_p = p if q <= 0.0 else 1.0 - p
+    r = np.sqrt(-log_pos(tail_p))
+    near = r <= 5.0
+    rn = r - 1.6
+    rf = r - 5.0
+    num = _horner8(_C, rn) if near else _horner8(_E, rf)
+    den = _horner8(_D, rn) if near else _horner8(_F, rf)
+    num = -num if q < 0.0 else num
+    central = abs(q) <= 0.425
+    top = q * _horner8(_A, r2) if central else num
+    bottom = _horner8(_B, r2) if central else den
+    return top / bottom
+
+
+@numba.njit(inline="always", **_JIT)
+def _trunc_value(u: float, p0: float, dp: float, flip: float, mean: float, std: float, low: float, high: float) -> float:
+    z = flip * ndtri_lower(p0 + u * dp)
+    x = z * std + mean
+    return min(max(x, low), high)
+
+
+@numba.njit(**_JIT)
+def truncnorm_f32(
+    out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: int, p0: float, dp: float, flip: float, mean: float, std: float, low: float, high: float
+) -> None:
+    """out[j] = f32(clip(flip·Φ⁻¹(p0 + open32(W[e])·dp)·std + mean, low, high)), computed in float64."""
+    n = out.size
+    words = np.empty(4 * CHUNK_GROUPS, np.uint32)
+    k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
+    j = 0
+    while j < n:
+        e = start + j
+        g0 = e >> 2
+        groups = min(CHUNK_GROUPS, ((start + n + 3) >> 2) - g0)
+        philox_words(words, g0, groups, k0, k1, c2, c3)
+        skip = e - 4 * g0
+        m = min(n - j, 4 * groups - skip)
+        for t in range(m):
+            out[j + t] = np.float32(_trunc_value(open32(words[skip + t]), p0, dp, flip, mean, std, low, high))
+        j += m
+
+
+@numba.njit(**_JIT)
+def truncnorm_f64(
+    out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: int, p0: float, dp: float, flip: float, mean: float, std: float, low: float, high: float
+) -> None:
+    """out[j] = clip(flip·Φ⁻¹(p0 + open52(W[2e], W[2e+1])·dp)·std + mean, low, high)."""
+    n = out.size
+    words = np.empty(4 * CHUNK_GROUPS, np.uint32)
+    k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
+    j = 0
+    while j < n:
+        e = start + j
+        g0 = e >> 1
+        groups = min(CHUNK_GROUPS, ((start + n + 1) >> 1) - g0)
+        philox_words(words, g0, groups, k0, k1, c2, c3)
+        skip = e - 2 * g0
+        m = min(n - j, 2 * groups - skip)
+        for t in range(m):
+            p = 2 * (skip + t)
+            out[j + t] = _trunc_value(open52(words[p], words[p + 1]), p0, dp, flip, mean, std, low, high)
+        j += m
+
+
+# ---------------------------------------------------------------------------- 16-bit outputs
+
+
+@numba.njit(**_JIT)
+def round_bf16(src: Any, dst: Any) -> None:
+    """dst = bfloat16 bits of float32 src, round to nearest even (finite inputs)."""
+    for i in range(src.size):
+        b = np.uint32(_f32_bits(src[i]))
+        dst[i] = np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
