@@ -17,10 +17,10 @@ RUN pip install . && rm -rf /root/.cache
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin tensorinit
 
 # Algorithm 2's numba kernels compile once here, into a cache the service then loads
-# in a second instead of compiling for ~20 s at every start. Compiled for a generic
-# x86-64 CPU so the image runs on any host; the bytes are the same either way.
-ENV NUMBA_CACHE_DIR=/app/.numba-cache \
-    NUMBA_CPU_NAME=generic
+# in a second instead of compiling at every start. numba keys its cache by CPU: a host
+# unlike the build machine compiles once at start (readiness waits for it); the bytes
+# are the same either way.
+ENV NUMBA_CACHE_DIR=/app/.numba-cache
 RUN python -c "from service.core.algorithms import warm_up; warm_up()" && chown -R tensorinit /app/.numba-cache
 USER tensorinit
 
