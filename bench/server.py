@@ -58,8 +58,8 @@ def bare_app() -> Starlette:
 
     /floor?seed=N is the floor of any Python handler for the small case: the same
     bytes as ``GET /init?scheme=he_uniform&shape=64,64&seed=N`` (checked in the run),
-    made with nothing but the irreducible work of algorithm v1 (the stream key, the
-    block generator, the draws and the scaling) and a header prepared at start.
+    made with nothing but the irreducible work of algorithm 2 (the stream key and the
+    uniform kernel) and a header prepared at start.
     """
     blob = bytes(SIZE)
     floor = _floor()
@@ -87,7 +87,7 @@ def _floor() -> Callable[[int], bytes]:
     """seed → the safetensors file of 64×64 he_uniform, by the engine's primitives only."""
     from service.api.resolution import metadata_json
     from service.core import BLOCK_ELEMENTS, resolve
-    from service.core.sampling import block_rng, stream_key
+    from service.core.algorithms.v2 import kernels, philox_key, stream_key
     from service.core.spec import Uniform
     from service.core.streams import Tensor
     from service.safetensors_stream import Plan
@@ -97,14 +97,13 @@ def _floor() -> Callable[[int], bytes]:
     assert spec.numel <= BLOCK_ELEMENTS
     header = Plan([Tensor(spec)], {"tensorinit": metadata_json([spec])}).header_json.decode()
     before, _, after = header.partition('\\"seed\\":0,')
-    low, width = np.float32(spec.distribution.low), np.float32(spec.distribution.high - spec.distribution.low)
+    low, width = spec.distribution.low, spec.distribution.high - spec.distribution.low
 
     def make(seed: int) -> bytes:
         text = f'{before}\\"seed\\":{seed},{after}'.encode()
         text += b" " * (-len(text) % 8)
-        values = block_rng(stream_key(seed, spec.name), 0).random(spec.numel, dtype=np.float32)
-        values *= width
-        values += low
+        values = np.empty(spec.numel, np.float32)
+        kernels.uniform_f32(values, 0, *philox_key(stream_key(seed, spec.name)), low, width)
         return b"".join((len(text).to_bytes(8, "little"), text, values.data))
 
     return make

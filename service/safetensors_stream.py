@@ -91,7 +91,7 @@ class Plan:
         for t in ordered:
             header[t.spec.name] = {
                 "dtype": t.spec.safetensors_dtype,
-                "shape": list(t.spec.shape),
+                "shape": list(t.spec.out_shape),
                 "data_offsets": [offset, offset + t.nbytes],
             }
             offset += t.nbytes

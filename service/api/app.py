@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +33,9 @@ Every error is `application/problem+json` (RFC 9457). Limits are in `/version` a
 
 def _warm(loop: asyncio.AbstractEventLoop, app: FastAPI) -> None:
     warm_up()
-    loop.call_soon_threadsafe(setattr, app.state, "ready", True)
+    # The loop has closed if the app stopped before its kernels were ready: nothing to tell then.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(setattr, app.state, "ready", True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

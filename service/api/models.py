@@ -43,6 +43,7 @@ COMMON_ALLOWED: dict[str, str] = {
     "batch_axes": "a list of axis indices (negative counts from the end)",
     "tensors": "an object mapping tensor names to tensor requests",
     "bins": "a positive integer (histogram bins, /stats only)",
+    "slice": "numpy basic-slice syntax per axis, e.g. '0:2048,:' (or a list of items such as ['0:2048', ':']); step ≥ 1",
     "algorithm": "one of " + ", ".join(str(v) for v in sorted(ALGORITHMS)) + " (default: the newest)",
 }
 BATCH_FIELDS = ("seed", "dtype", "convention", "algorithm", "tensors")
@@ -69,6 +70,11 @@ class TensorBase(_Strict):
         None, description="default torch: sets weight layout (fans) and defaults", json_schema_extra={"enum": list(CONVENTIONS)}
     )
     algorithm: Integer | None = Field(None, description="generation algorithm version; default the newest", json_schema_extra=ALGORITHM_ENUM)
+    slice: str | list[str] | None = Field(
+        None,
+        description="serve only full[slice] (numpy basic-slice syntax per axis, e.g. '0:2048,:'): the same bytes as that slice of the whole tensor",
+        examples=["0:2048,:"],
+    )
 
 
 def _param_field(p: Param) -> tuple[Any, Any]:
@@ -171,7 +177,7 @@ def allowed_for(scheme: str | None, field: str, *, batch_level: bool = False) ->
         for p in found.params:
             if p.name == field:
                 return p.allowed()
-        known = [p.name for p in found.params] + ["shape", "seed", "dtype", "name", "convention", "algorithm"]
+        known = [p.name for p in found.params] + ["shape", "seed", "dtype", "name", "convention", "algorithm", "slice"]
         if found.uses_fans:
             known += ["in_axes", "out_axes", "batch_axes"]
         others = sorted(s.name for s in SCHEMES.values() if any(p.name == field for p in s.params))

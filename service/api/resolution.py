@@ -40,7 +40,7 @@ from .models import INIT_ADAPTER, BatchRequest, TensorBase
 from .problems import ProblemError, from_engine, from_pydantic
 from .settings import Settings
 
-TENSOR_FIELDS = frozenset({"scheme", "shape", "seed", "dtype", "name", "convention", "algorithm", "in_axes", "out_axes", "batch_axes"})
+TENSOR_FIELDS = frozenset({"scheme", "shape", "seed", "dtype", "name", "convention", "algorithm", "slice", "in_axes", "out_axes", "batch_axes"})
 LIST_FIELDS = frozenset({"shape", "in_axes", "out_axes", "batch_axes"})
 DEFAULT_BINS = 64
 
@@ -152,7 +152,7 @@ def _resolve_one(model: TensorBase, settings: Settings, *, name: str | None, def
     options.update(
         {
             k: fields[k]
-            for k in ("seed", "dtype", "convention", "algorithm", "in_axes", "out_axes", "batch_axes")
+            for k in ("seed", "dtype", "convention", "algorithm", "slice", "in_axes", "out_axes", "batch_axes")
             if k in given and fields[k] is not None
         }
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any, Literal
 
@@ -161,10 +161,30 @@ class ResolvedSpec:
     # truncation correction...): informative, already folded into ``distribution``.
     derivation: tuple[tuple[str, Any], ...] = field(default=())
     algorithm: int = ALGORITHM_VERSION
+    # The part of the tensor served, one normalized (start, stop, step) per axis of
+    # ``shape`` (service.core.slices); None is the whole tensor. The bytes are those of
+    # ``full[slice]``: ``shape``, the fans and the distribution are the full tensor's.
+    slice: tuple[tuple[int, int, int], ...] | None = None
+
+    @cached_property
+    def out_shape(self) -> tuple[int, ...]:
+        """The shape of the served array: ``shape``, or the slice's shape."""
+        if self.slice is None:
+            return self.shape
+        return tuple(len(range(*s)) for s in self.slice)
+
+    @property
+    def full_numel(self) -> int:
+        return math.prod(self.shape)
 
     @property
     def numel(self) -> int:
-        return math.prod(self.shape)
+        """Elements served (of the slice, if there is one)."""
+        return math.prod(self.out_shape)
+
+    def unsliced(self) -> ResolvedSpec:
+        """The whole tensor's spec (this one without its slice)."""
+        return self if self.slice is None else replace(self, slice=None)
 
     @property
     def np_dtype(self) -> np.dtype[Any]:
@@ -195,6 +215,7 @@ class ResolvedSpec:
         state.update(self.__dict__)
         state["seed"] = seed
         state.pop("_digest", None)
+        state.pop("out_shape", None)
         return twin
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,6 +227,7 @@ class ResolvedSpec:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["shape"] = list(self.shape)
         d["derivation"] = dict(self.derivation)
+        d["slice"] = None if self.slice is None else [list(s) for s in self.slice]
         d["distribution"] = {
             f.name: list(value) if isinstance(value := getattr(self.distribution, f.name), tuple) else value
             for f in fields(self.distribution)

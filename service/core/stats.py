@@ -79,7 +79,8 @@ def theory(spec: ResolvedSpec) -> Theory:
         shift = (pa - pb) / z
         var = 1.0 + (a * pa - b * pb) / z - shift * shift
         return Theory(dist.mean + dist.std * shift, dist.std * math.sqrt(max(var, 0.0)), dist.low, dist.high, True)
-    n = spec.numel
+    # The structured schemes' numbers below describe the whole tensor, also for a slice of it.
+    n = spec.full_numel
     if isinstance(dist, Sparse):
         rows = spec.shape[0]
         keep = (rows - dist.zeros_per_column) / rows if rows else 0.0
@@ -289,7 +290,7 @@ def compute_stats(
         joined = np.concatenate(sample)
         d, p = ks_test(spec, joined)
         result["ks"] = {"statistic": d, "pvalue": p, "sample_size": int(joined.size), "stride": stride}
-    if isinstance(spec.distribution, Orthogonal) and spec.numel:
+    if isinstance(spec.distribution, Orthogonal) and spec.numel and spec.slice is None:
         result["orthogonality_error"] = orthogonality_error(spec)
     result["theory"] = th.to_dict()
     return result

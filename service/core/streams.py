@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from . import algorithms
+from .slices import Geometry
 from .spec import (
     INDEXED,
     MATERIALIZED,
@@ -80,13 +81,13 @@ def inner_executor() -> ThreadPoolExecutor:
         return _inner
 
 
-def fill_elementwise(spec: ResolvedSpec, key: int, index: int, out: Array) -> None:
-    """Write chunk ``index`` of an elementwise distribution into ``out`` (output dtype)."""
+def fill_elementwise(spec: ResolvedSpec, key: int, start: int, out: Array) -> None:
+    """Write full-tensor elements [start, start + len(out)) of an elementwise distribution into ``out`` (output dtype)."""
     dist = spec.distribution
     if isinstance(dist, Constant):
         out.fill(spec.compute_dtype.type(dist.value))
         return
-    algorithms.get(spec.algorithm).fill(spec, key, index * BLOCK_ELEMENTS, out)
+    algorithms.get(spec.algorithm).fill(spec, key, start, out)
 
 
 def stream_key(spec: ResolvedSpec, label: str = "values") -> int:
@@ -206,6 +207,11 @@ class Tensor:
         dist = spec.distribution
         self._kind = "materialized" if isinstance(dist, MATERIALIZED) else "index" if isinstance(dist, INDEXED) else "elementwise"
         self._matrix_lock = threading.Lock()
+        self._geometry = None if spec.slice is None else Geometry(spec.shape, spec.slice)
+
+    def _full(self) -> Array:
+        """A materialized kind's whole flat tensor (cached once for every slice of it)."""
+        return MATERIALIZED_CACHE.get(self.spec.unsliced())
 
     def reseeded(self, spec: ResolvedSpec) -> Tensor:
         """This tensor's twin for ``spec``, which differs from this one's spec in the seed only.
@@ -215,7 +221,14 @@ class Tensor:
         Index-built kinds that hold a matrix drawn from the key are built anew.
         """
         mine = self.spec
-        if (spec.distribution, spec.shape, spec.dtype, spec.name) != (mine.distribution, mine.shape, mine.dtype, mine.name):
+        if (spec.distribution, spec.shape, spec.dtype, spec.name, spec.slice, spec.algorithm) != (
+            mine.distribution,
+            mine.shape,
+            mine.dtype,
+            mine.name,
+            mine.slice,
+            mine.algorithm,
+        ):
             raise ValueError("reseeded(): the specs differ in more than the seed")
         if isinstance(spec.distribution, DeltaOrthogonal):  # its matrix is drawn from the key
             return Tensor(spec)
@@ -246,10 +259,15 @@ class Tensor:
     def fill_block(self, index: int, out: Array) -> None:
         """Write block ``index`` into ``out``, a contiguous 1-D array of the output dtype."""
         lo, hi = self.block_bounds(index)
+        geometry = self._geometry
         if self._kind == "elementwise":
-            fill_elementwise(self.spec, self._key, index, out)
+            if geometry is None:
+                fill_elementwise(self.spec, self._key, lo, out)
+            else:  # one kernel call per stretch contiguous in the full tensor
+                for full, at, n in geometry.pieces(lo, hi):
+                    fill_elementwise(self.spec, self._key, full, out[at : at + n])
         elif self._kind == "materialized":
-            out[...] = MATERIALIZED_CACHE.get(self.spec)[lo:hi]
+            out[...] = self._full()[lo:hi] if geometry is None else self._full()[geometry.full_indices(lo, hi)]
         else:
             out[...] = self._by_index(lo, hi)
 
@@ -262,7 +280,7 @@ class Tensor:
 
     def _by_index(self, lo: int, hi: int) -> Array:
         spec, dist = self.spec, self.spec.distribution
-        idx = np.arange(lo, hi, dtype=np.int64)
+        idx = np.arange(lo, hi, dtype=np.int64) if self._geometry is None else self._geometry.full_indices(lo, hi)
         values = np.zeros(hi - lo, spec.compute_dtype)
         if isinstance(dist, Identity):
             rows, cols = spec.shape[-2], spec.shape[-1]
@@ -349,24 +367,32 @@ class Tensor:
             pos = hi
             yield raw[max(start - lo, 0) : len(raw) - max(hi - stop, 0)]
 
-    def array(self, *, executor: Executor | None = None) -> Array:
-        """The whole tensor with its shape; blocks are filled in parallel on ``executor``."""
-        out = np.empty(self.numel, self.dtype)
+    def array(self, *, executor: Executor | None = None, out: Array | None = None) -> Array:
+        """The whole tensor with its shape; chunks are filled in parallel on ``executor``.
+
+        ``out``, if given, is a C-contiguous array of the output dtype and size to fill in
+        place (how a module re-initializes its parameters); it is returned reshaped.
+        """
+        if out is None:
+            out = np.empty(self.numel, self.dtype)
+        elif out.dtype != self.dtype or out.size != self.numel or not out.flags.c_contiguous:
+            raise ValueError(f"out: a C-contiguous {self.dtype} array of {self.numel} elements is needed")
+        flat = out.reshape(-1)
         if self._kind == "materialized":
-            out[...] = MATERIALIZED_CACHE.get(self.spec)
-            return out.reshape(self.spec.shape)
+            flat[...] = self._full() if self._geometry is None else self._full()[self._geometry.full_indices(0, self.numel)]
+            return flat.reshape(self.spec.out_shape)
         pool = executor or default_executor()
 
         def fill(index: int) -> None:
             lo, hi = self.block_bounds(index)
-            self.fill_block(index, out[lo:hi])
+            self.fill_block(index, flat[lo:hi])
 
         if self.block_count <= 1:
             for index in range(self.block_count):
                 fill(index)
         else:
             list(pool.map(fill, range(self.block_count)))
-        return out.reshape(self.spec.shape)
+        return flat.reshape(self.spec.out_shape)
 
 
 def generate(spec: ResolvedSpec) -> Array:

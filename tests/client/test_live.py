@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from tensorinit import AsyncClient, AuthenticationError, Client, NoMatchingRuleError, NotFound, Stats, ValidationError
 
-from service.core import generate, resolve
+from service.core import ALGORITHM_VERSION, generate, resolve
 
 from .conftest import API_KEY
 
@@ -126,7 +126,7 @@ def test_init_module_skips_integer_buffers(client: Client) -> None:
 
 def test_stats_is_typed_and_matches_the_body(client: Client) -> None:
     stats = client.stats("he_normal", (256, 128), seed=3, bins=16)
-    assert isinstance(stats, Stats) and stats.algorithm == 1
+    assert isinstance(stats, Stats) and stats.algorithm == ALGORITHM_VERSION
     weight = stats["weight"]
     assert weight.spec["fan_in"] == 128 and weight.theory.std == pytest.approx(0.125)
     assert weight.empirical.count == 256 * 128 and weight.empirical.histogram is not None
@@ -144,7 +144,7 @@ def test_schemes_and_version(client: Client) -> None:
     assert client.schemes("kaiming_normal")["name"] == "he_normal"
     with pytest.raises(NotFound):
         client.schemes("no_such_scheme")
-    assert client.version()["algorithm"] == 1
+    assert client.version()["algorithm"] == ALGORITHM_VERSION
 
 
 def test_validation_errors_carry_field_paths(client: Client) -> None:
@@ -187,7 +187,7 @@ async def test_async_twin_covers_every_method(live_url: str, tmp_path: Path) -> 
         assert stats["b"].empirical.max == 0
         assert (await client.schemes())["schemes"]
         assert (await client.schemes("xavier_uniform"))["name"] == "glorot_uniform"
-        assert (await client.version())["algorithm"] == 1
+        assert (await client.version())["algorithm"] == ALGORITHM_VERSION
         path = await client.download({"scheme": "ones", "shape": [5], "name": "o"}, tmp_path / "o.safetensors", verify=True)
         with safe_open(str(path), framework="np") as f:
             assert f.get_tensor("o").tolist() == [1.0] * 5

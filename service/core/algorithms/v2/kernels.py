@@ -74,22 +74,29 @@ def _f32_bits(typingctx: Any, x: Any) -> Any:
 
 
 @numba.njit(inline="always", **_JIT)
+def philox4(c: Any, key0: Any, key1: Any, nonce0: Any, nonce1: Any) -> tuple[Any, Any, Any, Any]:
+    """The four words of Philox4x32-10 at counter (c mod 2^32, c div 2^32, nonce0, nonce1), as uint64s."""
+    c = np.uint64(c)
+    c0 = c & _LO
+    c1 = c >> _S32
+    c2 = nonce0
+    c3 = nonce1
+    k0 = key0
+    k1 = key1
+    for _ in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        c0, c1, c2, c3 = ((p1 >> _S32) ^ c1 ^ k0) & _LO, p1 & _LO, ((p0 >> _S32) ^ c3 ^ k1) & _LO, p0 & _LO
+        k0 = (k0 + _W0) & _LO
+        k1 = (k1 + _W1) & _LO
+    return c0, c1, c2, c3
+
+
+@numba.njit(inline="always", **_JIT)
 def philox_words(words: Any, first: Any, count: Any, key0: Any, key1: Any, nonce0: Any, nonce1: Any) -> None:
     """``words[4i : 4i+4]`` = Philox4x32-10 at counter ``first + i``, for i < count."""
     for i in range(count):
-        c = np.uint64(first + i)
-        c0 = c & _LO
-        c1 = c >> _S32
-        c2 = nonce0
-        c3 = nonce1
-        k0 = key0
-        k1 = key1
-        for _ in range(10):
-            p0 = _M0 * c0
-            p1 = _M1 * c2
-            c0, c1, c2, c3 = ((p1 >> _S32) ^ c1 ^ k0) & _LO, p1 & _LO, ((p0 >> _S32) ^ c3 ^ k1) & _LO, p0 & _LO
-            k0 = (k0 + _W0) & _LO
-            k1 = (k1 + _W1) & _LO
+        c0, c1, c2, c3 = philox4(first + i, key0, key1, nonce0, nonce1)
         words[4 * i] = np.uint32(c0)
         words[4 * i + 1] = np.uint32(c1)
         words[4 * i + 2] = np.uint32(c2)
