@@ -69,7 +69,9 @@ class TensorBase(_Strict):
     convention: str | None = Field(
         None, description="default torch: sets weight layout (fans) and defaults", json_schema_extra={"enum": list(CONVENTIONS)}
     )
-    algorithm: Integer | None = Field(None, description="generation algorithm version; default the newest", json_schema_extra=ALGORITHM_ENUM)
+    algorithm: Integer | None = Field(
+        None, description="generation algorithm version; default the newest", json_schema_extra=ALGORITHM_ENUM
+    )
     slice: str | list[str] | None = Field(
         None,
         description="serve only full[slice] (numpy basic-slice syntax per axis, e.g. '0:2048,:'): the same bytes as that slice of the whole tensor",

@@ -40,7 +40,9 @@ from .models import INIT_ADAPTER, BatchRequest, TensorBase
 from .problems import ProblemError, from_engine, from_pydantic
 from .settings import Settings
 
-TENSOR_FIELDS = frozenset({"scheme", "shape", "seed", "dtype", "name", "convention", "algorithm", "slice", "in_axes", "out_axes", "batch_axes"})
+TENSOR_FIELDS = frozenset(
+    {"scheme", "shape", "seed", "dtype", "name", "convention", "algorithm", "slice", "in_axes", "out_axes", "batch_axes"}
+)
 LIST_FIELDS = frozenset({"shape", "in_axes", "out_axes", "batch_axes"})
 DEFAULT_BINS = 64
 

@@ -18,6 +18,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from .algorithms import check_algorithm
 from .errors import (
     InvalidParameterError,
     InvalidShapeError,
@@ -26,10 +27,9 @@ from .errors import (
     UnknownParameterError,
     UnknownSchemeError,
 )
-from .algorithms import check_algorithm
-from .slices import check_slice
 from .fans import CONVENTIONS, NONLINEARITIES, Fans, calculate_gain, check_convention, compute_fans
 from .sampling import normal_mass
+from .slices import check_slice
 from .spec import (
     ALGORITHM_VERSION,
     DTYPE_ALIASES,
@@ -789,7 +789,7 @@ def resolve(
     batch_axes: Sequence[int] | None = None,
     limits: Limits | None = None,
     algorithm: int | None = None,
-    slice: object = None,  # noqa: A002 - the request's own word
+    slice: object = None,
 ) -> ResolvedSpec:
     """Validate a request and make every number explicit.
 

@@ -25,7 +25,9 @@ from .errors import InvalidParameterError
 
 Slice = tuple[tuple[int, int, int], ...]
 _PART = re.compile(r"^\s*([+-]?[0-9]+)?\s*$")
-ALLOWED = "numpy basic-slice syntax per axis: 'start:stop[:step]' items separated by commas (e.g. '0:2048,:'), or a list of such items; step ≥ 1"
+ALLOWED = (
+    "numpy basic-slice syntax per axis: 'start:stop[:step]' items separated by commas (e.g. '0:2048,:'), or a list of such items; step ≥ 1"
+)
 
 
 def _bound(text: str, where: str, value: object) -> int | None:
@@ -54,7 +56,7 @@ def check_slice(value: object, shape: tuple[int, ...]) -> Slice | None:
             raise InvalidParameterError("slice", value, f"{ALLOWED} (item {axis} is not a string)")
         parts = item.split(":")
         if len(parts) not in (2, 3):
-            hint = f"; for one index i write 'i:i+1'" if len(parts) == 1 else ""
+            hint = "; for one index i write 'i:i+1'" if len(parts) == 1 else ""
             raise InvalidParameterError("slice", value, f"{ALLOWED} (item {axis}: {item.strip()!r}{hint})")
         start, stop = _bound(parts[0], f"item {axis}", value), _bound(parts[1], f"item {axis}", value)
         step = _bound(parts[2], f"item {axis}", value) if len(parts) == 3 else None

@@ -203,3 +203,25 @@ def test_api_key_is_sent_and_a_wrong_one_is_an_authentication_error(keyed_url: s
     with Client(keyed_url, api_key="wrong", max_retries=0) as client, pytest.raises(AuthenticationError) as info:
         client.version()
     assert info.value.status_code == 401
+
+
+def test_init_with_a_slice_is_that_slice_of_the_whole(client: Client) -> None:
+    whole = client.init("he_normal", (64, 32), seed=4)
+    part = client.init("he_normal", (64, 32), seed=4, slice="16:32,:", verify=True)
+    assert part.shape == (16, 32) and part.tobytes() == whole[16:32].tobytes()
+
+
+def test_two_ranks_fill_their_shards_and_together_hold_the_unsharded_module(client: Client) -> None:
+    """A tensor-parallel pair: each rank's Linear holds half the rows of fc.weight (a row-sharded layer)."""
+    rules = [("*.weight", "he_uniform"), ("*.bias", "zeros")]
+    whole = torch.nn.Linear(16, 8)
+    client.init_module(whole, rules, seed=9)
+    halves = []
+    for rank in range(2):
+        local = torch.nn.Linear(16, 4)  # 4 of the 8 output rows
+        shard = {"weight": ((8, 16), f"{4 * rank}:{4 * rank + 4},:"), "bias": ((8,), f"{4 * rank}:{4 * rank + 4}")}
+        assert client.init_module(local, rules, seed=9, shard=shard) == ["weight", "bias"]
+        halves.append(local.weight.detach())
+    assert torch_bytes(torch.cat(halves)) == torch_bytes(whole.weight)
+    with pytest.raises(ValueError, match="does not have"):
+        client.init_module(whole, rules, shard={"missing": ((1,), ":")})

@@ -129,8 +129,10 @@ class Client(BaseClient):
     ) -> Any:
         """One tensor, e.g. ``client.init("he_normal", (256, 128), seed=1, mode="fan_out")``.
 
-        Scheme parameters (``gain``, ``mode``, ``std``, ``in_axes`` ...) are keywords.
-        ``framework`` is ``"numpy"`` (bfloat16 as ``ml_dtypes.bfloat16``), ``"torch"``
+        Scheme parameters (``gain``, ``mode``, ``std``, ``in_axes`` ...) are keywords, and
+        so are the request's other fields: ``slice="0:2048,:"`` returns only that part of
+        the tensor (the same bytes as slicing the whole one), ``algorithm=2`` pins the
+        generation algorithm. ``framework`` is ``"numpy"`` (bfloat16 as ``ml_dtypes.bfloat16``), ``"torch"``
         (``torch.bfloat16``) or ``"jax"``. ``verify=True`` also checks the bytes' sha256
         against ``/stats`` (one more request, which recomputes the tensor server-side).
         """
@@ -259,16 +261,19 @@ class Client(BaseClient):
         convention: str = "torch",
         buffers: bool = True,
         verify: bool = False,
+        shard: _torch.Shard | None = None,
     ) -> list[str]:
         """Fill ``module``'s floating-point parameters (and buffers) in place; returns the names set.
 
         One request for the whole module. Each tensor is served in its own dtype and copied
         under ``torch.no_grad()``, so dtype, device and identity are preserved. Integer
         buffers (BatchNorm's ``num_batches_tracked``) are skipped: no scheme makes integers.
+        ``shard`` maps a name to (full shape, slice) when this process holds only a piece
+        (a tensor-parallel rank's rows, a DTensor's local shard): the rules see the full
+        shape (so fans are the full tensor's) and the piece is ``full[slice]``'s bytes.
         """
         found = _torch.targets(module, buffers=buffers)
-        shapes = {name: tuple(t.shape) for name, t in found.items()}
-        tensors = _rules.batch(shapes, rules, {name: _torch.served_dtype(t) for name, t in found.items()})
+        tensors = _torch.batch_tensors(found, rules, shard)
         values = self.init_many(tensors, seed=seed, convention=convention, framework="torch", verify=verify)
         return _torch.fill(found, values)
 

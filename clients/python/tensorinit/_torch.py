@@ -16,7 +16,7 @@ built on the meta device is refused: ``to_empty(device=...)`` it first, then fil
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -39,6 +39,31 @@ def targets(module: torch.nn.Module, *, buffers: bool = True) -> dict[str, torch
         if tensor.dtype.is_floating_point:
             out[name] = tensor
     return out
+
+
+Shard = Mapping[str, tuple[Sequence[int], str | Sequence[str]]]
+"""name → (the full tensor's shape, the slice this process holds, e.g. ``"0:2048,:"``)."""
+
+
+def batch_tensors(found: Mapping[str, torch.Tensor], rules: Any, shard: Shard | None) -> dict[str, dict[str, Any]]:
+    """The batch request for ``found``: sharded names ask for ``full[slice]`` of their full shape.
+
+    The served bytes of a shard equal that slice of the whole tensor, so every rank of a
+    tensor-parallel or FSDP job fills its local piece and together they hold exactly
+    the tensor one unsharded process would get.
+    """
+    from . import _rules  # noqa: PLC0415 -- keeps this module's import light
+
+    shard = dict(shard or {})
+    unknown = sorted(set(shard) - set(found))
+    if unknown:
+        raise ValueError(f"shard names tensors the module does not have: {unknown}")
+    shapes = {name: tuple(shard[name][0]) if name in shard else tuple(t.shape) for name, t in found.items()}
+    tensors = _rules.batch(shapes, rules, {name: served_dtype(t) for name, t in found.items()})
+    for name, (_, part) in shard.items():
+        if name in tensors:
+            tensors[name]["slice"] = part if isinstance(part, str) else list(part)
+    return tensors
 
 
 def served_dtype(tensor: torch.Tensor) -> str:
