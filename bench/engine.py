@@ -306,7 +306,9 @@ def main() -> None:
     print(format_table(results))
     counted = [r for r in results if r.case.counted]
     print(f"{sum(r.passed for r in counted)}/{len(counted)} targets met")
-    print("kernels: numba " + importlib.import_module("numba").__version__ + ", NUMBA_CPU_NAME=" + os.environ.get("NUMBA_CPU_NAME", "(host)"))
+    print(
+        "kernels: numba " + importlib.import_module("numba").__version__ + ", NUMBA_CPU_NAME=" + os.environ.get("NUMBA_CPU_NAME", "(host)")
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,7 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
-from service.core import ResolvedSpec, Tensor, default_executor, generate, resolve
-from service.core import BLOCK_ELEMENTS
+from service.core import BLOCK_ELEMENTS, ResolvedSpec, Tensor, default_executor, generate, resolve
 from service.safetensors_stream import Counters, Plan, stream
 
 META = {"tensorinit": json.dumps({"algorithm": 1, "note": 'é "quoted" \\ back'}, ensure_ascii=False)}

@@ -43,29 +43,32 @@ def test_the_key_is_the_digest_words_and_names_are_utf8() -> None:
     assert stream_key(0, "名前") != stream_key(0, "名前 ")
 
 
-@numba.njit
-def _logs(x: Array) -> Array:  # pragma: no cover - compiled
+def _py_logs(x: Array) -> Array:
     out = np.empty_like(x)
     for i in range(x.size):
         out[i] = kernels.log_pos(x[i])
     return out
 
 
-@numba.njit
-def _ndtri(x: Array) -> Array:  # pragma: no cover - compiled
+def _py_ndtri(x: Array) -> Array:
     out = np.empty_like(x)
     for i in range(x.size):
         out[i] = kernels.ndtri_lower(x[i])
     return out
 
 
-@numba.njit
-def _turns(octants: Array, fractions: Array, bits: int) -> tuple[Array, Array]:  # pragma: no cover - compiled
+def _py_turns(octants: Array, fractions: Array, bits: int) -> tuple[Array, Array]:
     c = np.empty(octants.size)
     s = np.empty(octants.size)
     for i in range(octants.size):
         c[i], s[i] = kernels.cos_sin_turn(octants[i], fractions[i], bits)
     return c, s
+
+
+# The kernels' inline helpers, compiled into loops here (numba's dispatchers are untyped for mypy).
+_logs: Any = numba.njit(_py_logs)
+_ndtri: Any = numba.njit(_py_ndtri)
+_turns: Any = numba.njit(_py_turns)
 
 
 def test_log_is_within_one_ulp_of_the_correctly_rounded_log() -> None:
@@ -116,7 +119,9 @@ def test_normal_tail_probabilities_match_on_1e8_draws(dtype: str, total: int) ->
         assert abs(count - total * p) < 5 * sd + 1, (threshold, count, total * p)
 
 
-@pytest.mark.parametrize(("dtype", "reach"), [("float32", math.sqrt(-2 * math.log(2.0**-33))), ("float64", math.sqrt(-2 * math.log(2.0**-53)))])
+@pytest.mark.parametrize(
+    ("dtype", "reach"), [("float32", math.sqrt(-2 * math.log(2.0**-33))), ("float64", math.sqrt(-2 * math.log(2.0**-53)))]
+)
 def test_the_largest_reachable_z_is_as_documented(dtype: str, reach: float) -> None:
     """The smallest uniform gives the largest radius: 6.77σ (32-bit words) and 8.57σ (52-bit)."""
     assert reach > (5.7 if dtype == "float32" else 8.0)
@@ -138,10 +143,19 @@ def test_adjacent_elements_are_independent(offset: int, dtype: str) -> None:
 
 @pytest.mark.parametrize(
     ("lower", "upper", "dtype"),
-    [(10.0, 12.0, "float64"), (10.0, 12.0, "float32"), (-12.0, -10.0, "float64"), (6.0, 30.0, "float64"), (-3.2, -3.0, "float32"), (-2.0, 2.0, "float64")],
+    [
+        (10.0, 12.0, "float64"),
+        (10.0, 12.0, "float32"),
+        (-12.0, -10.0, "float64"),
+        (6.0, 30.0, "float64"),
+        (-3.2, -3.0, "float32"),
+        (-2.0, 2.0, "float64"),
+    ],
 )
 def test_truncated_normal_far_in_a_tail_has_the_exact_law(lower: float, upper: float, dtype: str) -> None:
-    spec = resolve("truncated_normal", [1 << 18], dtype=dtype, convention="jax", seed=3, params={"std": 1.0, "lower": lower, "upper": upper})
+    spec = resolve(
+        "truncated_normal", [1 << 18], dtype=dtype, convention="jax", seed=3, params={"std": 1.0, "lower": lower, "upper": upper}
+    )
     x = Tensor(spec).read().astype(np.float64)
     assert x.min() >= lower and x.max() <= upper
     law = scipy.stats.truncnorm(lower, upper)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ...spec import Normal, ResolvedSpec, Sparse, TruncatedNormal, Uniform
 from . import kernels, tails
+from .householder import orthogonal_q
 
 VERSION = 2
 KEY_DOMAIN = b"tensorinit:v2\x00"
@@ -135,8 +136,6 @@ def orthogonal_matrix(key: int, rows: int, cols: int, gain: float, executor: Exe
     big, small = max(rows, cols), min(rows, cols)
     if big * small == 0:
         return np.zeros((rows, cols), np.float64)
-    from .householder import orthogonal_q  # TEMP until the module lands
-
     a = standard_normals(key, big * small, executor).reshape(big, small)
     q, signs = orthogonal_q(a, executor=executor)
     scale = signs * gain
@@ -153,9 +152,9 @@ def sparse_matrix(spec: ResolvedSpec, dist: Sparse, executor: Executor | None = 
     """
     rows, cols = spec.shape
     count = rows * cols
-    values = np.empty(count, np.float64)
-    kernels.normal_f64(values, 0, *philox_key(stream_key(spec.seed, spec.name)), 0.0, float(dist.std))
-    values = values.reshape(rows, cols)
+    flat = np.empty(count, np.float64)
+    kernels.normal_f64(flat, 0, *philox_key(stream_key(spec.seed, spec.name)), 0.0, float(dist.std))
+    values = flat.reshape(rows, cols)
     if dist.zeros_per_column and count:
         k0, k1, n0, n1 = philox_key(stream_key(spec.seed, spec.name, "mask"))
         w = kernels.philox_block(0, (count + 1) // 2, k0, k1, n0, n1)[: 2 * count].astype(np.uint64)
@@ -168,14 +167,14 @@ def sparse_matrix(spec: ResolvedSpec, dist: Sparse, executor: Executor | None = 
 def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel for the argument types the engine passes."""
     key = philox_key(stream_key(0, "warm-up"))
-    for dtype in (np.float32, np.float64):
+    for dtype, (uniform, normal, truncnorm) in (
+        (np.float32, (kernels.uniform_f32, kernels.normal_f32, kernels.truncnorm_f32)),
+        (np.float64, (kernels.uniform_f64, kernels.normal_f64, kernels.truncnorm_f64)),
+    ):
         out = np.empty(8, dtype)
-        kernel = {np.float32: (kernels.uniform_f32, kernels.normal_f32, kernels.truncnorm_f32)}.get(
-            dtype, (kernels.uniform_f64, kernels.normal_f64, kernels.truncnorm_f64)
-        )
-        kernel[0](out, 1, *key, -1.0, 2.0)
-        kernel[1](out, 1, *key, 0.0, 1.0)
-        kernel[2](out, 1, *key, 0.1, 0.8, 1.0, 0.0, 1.0, -2.0, 2.0)
+        uniform(out, 1, *key, -1.0, 2.0)
+        normal(out, 1, *key, 0.0, 1.0)
+        truncnorm(out, 1, *key, 0.1, 0.8, 1.0, 0.0, 1.0, -2.0, 2.0)
     kernels.round_bf16(np.zeros(4, np.float32), np.zeros(4, np.uint16))
     kernels.philox_block(0, 1, *key)
     orthogonal_matrix(stream_key(0, "warm-up"), 3, 2, 1.0)
