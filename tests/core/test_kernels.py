@@ -50,6 +50,13 @@ def _py_logs(x: Array) -> Array:
     return out
 
 
+def _py_logs_f32(x: Array) -> Array:
+    out = np.empty_like(x)
+    for i in range(x.size):
+        out[i] = kernels.log_pos_f32(x[i])
+    return out
+
+
 def _py_ndtri(x: Array) -> Array:
     out = np.empty_like(x)
     for i in range(x.size):
@@ -65,9 +72,19 @@ def _py_turns(octants: Array, fractions: Array, bits: int) -> tuple[Array, Array
     return c, s
 
 
+def _py_turns_f32(words: Array) -> tuple[Array, Array]:
+    c = np.empty(words.size, np.float32)
+    s = np.empty(words.size, np.float32)
+    for i in range(words.size):
+        c[i], s[i] = kernels.cos_sin_turn_f32(words[i])
+    return c, s
+
+
 # The kernels' inline helpers, compiled into loops here (numba's dispatchers are untyped for mypy).
 _logs: Any = numba.njit(_py_logs)
 _ndtri: Any = numba.njit(_py_ndtri)
+_logs_f32: Any = numba.njit(_py_logs_f32)
+_turns_f32: Any = numba.njit(_py_turns_f32)
 _turns: Any = numba.njit(_py_turns)
 
 
@@ -76,6 +93,15 @@ def test_log_is_within_one_ulp_of_the_correctly_rounded_log() -> None:
     exact = np.array([math.log(v) for v in x])  # glibc's log is correctly rounded to < 1 ulp: a fine yardstick
     ulps = np.abs(_logs(x) - exact) / np.spacing(np.abs(exact) + (exact == 0))
     assert ulps.max() <= 1.0
+
+
+def test_float32_log_is_within_one_float32_ulp() -> None:
+    x = np.concatenate([np.random.default_rng(3).random(200_000), 2.0 ** -np.arange(1.0, 126.0)]).astype(np.float32)
+    x = x[x > 0]
+    exact = np.log(x.astype(np.float64))
+    got = _logs_f32(x).astype(np.float64)
+    ulps = np.abs(got - exact) / np.spacing(np.abs(exact).astype(np.float32) + np.float32(exact == 0)).astype(np.float64)
+    assert ulps.max() <= 1.5
 
 
 def test_ndtri_matches_scipy_across_both_tails() -> None:
@@ -92,6 +118,13 @@ def test_cos_sin_turn_covers_the_circle_accurately(bits: int) -> None:
     c, s = _turns(octants, fractions, bits)
     phi = 2 * np.pi * (octants + (fractions + 0.5) / 2.0**bits) / 8
     assert np.max(np.abs(c - np.cos(phi))) < 4e-16 * 4 and np.max(np.abs(s - np.sin(phi))) < 4e-16 * 4
+
+
+def test_float32_cos_sin_turn_covers_the_circle() -> None:
+    words = np.random.default_rng(4).integers(0, 2**32, 200_000, dtype=np.uint32)
+    c, s = _turns_f32(words)
+    phi = 2 * np.pi * ((words >> 29) + (((words >> 9) & 0xFFFFF) + 0.5) / 2.0**20) / 8
+    assert np.max(np.abs(c - np.cos(phi))) < 3e-7 and np.max(np.abs(s - np.sin(phi))) < 3e-7
 
 
 @pytest.mark.parametrize("x", [-8.0, -1.0, 0.0, 0.3, 1.0, 2.4999, 2.5, 3.0, 6.0, 10.0, 20.0, 37.0])

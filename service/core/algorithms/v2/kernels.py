@@ -303,20 +303,109 @@ def _radius(u: float) -> float:
 @numba.njit(inline="always", **_JIT)
 def _scatter_pairs(out: Any, j: int, skip: int, m: int, zc: Any, zs: Any) -> None:
     """out[j + t] = element skip + t of the chunk, t < m: even elements from zc, odd from zs."""
-    for t in range(m):
-        i = skip + t
-        out[j + t] = zs[i >> 1] if i & 1 else zc[i >> 1]
+    t = 0
+    if skip & 1:  # a leading odd element: its pair's even half lies before the range
+        out[j] = zs[skip >> 1]
+        t = 1
+    q0 = (skip + t) >> 1
+    pairs = (m - t) >> 1
+    for q in range(pairs):  # a plain two-way interleave, which vectorizes
+        out[j + t + 2 * q] = zc[q0 + q]
+        out[j + t + 2 * q + 1] = zs[q0 + q]
+    if (m - t) & 1:  # a trailing even element
+        out[j + m - 1] = zc[q0 + pairs]
+
+
+@intrinsic
+def _bits_f32(typingctx: Any, x: Any) -> Any:
+    """The float32 whose IEEE-754 bit pattern is the int32 ``x``."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+# fdlibm (FreeBSD msun) e_logf.c, and Taylor coefficients for sin/cos on (0, π/4) rounded
+# to float32 (their truncation error there is below half a float32 ulp).
+_F = np.float32
+_LN2_HI_F = _F(6.9313812256e-01)  # 0x3f317180
+_LN2_LO_F = _F(9.0580006145e-06)  # 0x3717f7d1
+_LG1_F = _F(0xAAAAAA * 2.0**-24)
+_LG2_F = _F(0xCCCE13 * 2.0**-25)
+_LG3_F = _F(0x91E9EE * 2.0**-25)
+_LG4_F = _F(0xF89E26 * 2.0**-26)
+_SIN_F = (_F(-1 / 6), _F(1 / 120), _F(-1 / 5040), _F(1 / 362880))
+_COS_F = (_F(-0.5), _F(1 / 24), _F(-1 / 720), _F(1 / 40320))
+_PIO4_F = _F(0.785398163397448309616)
+_HALF_F = _F(0.5)
+_ONE_F = _F(1.0)
+_TWO_F = _F(2.0)
+_MTWO_F = _F(-2.0)
+_TWO_M23_F = _F(2.0**-23)
+_TWO_M24_F = _F(2.0**-24)
+_TWO_M20_F = _F(2.0**-20)
+_TWO_M21_F = _F(2.0**-21)
+_MANT_F = np.int32(0x7FFFFF)
+_SQRT2_MANT_F = np.int32(0x3504F3)  # mantissa bits of √2 in float32
+
+
+@numba.njit(inline="always", **_JIT)
+def log_pos_f32(x: Any) -> Any:
+    """ln x for a positive normal float32, in float32 (fdlibm's logf, branch-free)."""
+    bits = _f32_bits(x)
+    mant = bits & _MANT_F
+    big = mant > _SQRT2_MANT_F
+    k = (bits >> np.int32(23)) - np.int32(127) + (np.int32(1) if big else np.int32(0))
+    m = _bits_f32(mant | (np.int32(0x3F000000) if big else np.int32(0x3F800000)))
+    f = m - _ONE_F
+    dk = np.float32(k)
+    s = f / (_TWO_F + f)
+    z = s * s
+    w = z * z
+    t1 = w * (_LG2_F + w * _LG4_F)
+    t2 = z * (_LG1_F + w * _LG3_F)
+    r = t2 + t1
+    hfsq = _HALF_F * f * f
+    return dk * _LN2_HI_F - ((hfsq - (s * (hfsq + r) + dk * _LN2_LO_F)) - f)
+
+
+@numba.njit(inline="always", **_JIT)
+def cos_sin_turn_f32(w: Any) -> tuple[Any, Any]:
+    """(cos φ, sin φ) in float32 for an angle word w: octant = w >> 29, fraction = (w >> 9) & (2^20 − 1).
+
+    As :func:`cos_sin_turn`, with t = ((g·2^-20 + 2^-21)·f32(π/4)) and degree-9/8 Taylor
+    polynomials in float32: sin t = t + (t·z)·(S1 + z·(S2 + z·(S3 + z·S4))),
+    cos t = 1 + z·(C1 + z·(C2 + z·(C3 + z·C4))), z = t·t.
+    """
+    o = np.int32(w >> np.uint32(29))
+    frac = np.int32((w >> np.uint32(9)) & np.uint32(0xFFFFF))
+    odd = o & np.int32(1)
+    g = (np.int32(0xFFFFF) ^ frac) if odd != 0 else frac
+    t = (np.float32(g) * _TWO_M20_F + _TWO_M21_F) * _PIO4_F
+    z = t * t
+    s = t + (t * z) * (_SIN_F[0] + z * (_SIN_F[1] + z * (_SIN_F[2] + z * _SIN_F[3])))
+    c = _ONE_F + z * (_COS_F[0] + z * (_COS_F[1] + z * (_COS_F[2] + z * _COS_F[3])))
+    q = o >> np.int32(1)
+    swap = ((odd ^ q) & np.int32(1)) != 0
+    cosv = s if swap else c
+    sinv = c if swap else s
+    cneg = ((q + np.int32(1)) & np.int32(2)) != 0
+    sneg = (q & np.int32(2)) != 0
+    return (-cosv if cneg else cosv), (-sinv if sneg else sinv)
 
 
 @numba.njit(**_JIT)
 def normal_f32(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: int, mean: float, std: float) -> None:
-    """Box–Muller in float64, rounded once to float32.
+    """Box–Muller entirely in float32 (8 lanes per AVX2 register).
 
-    Pair p (elements 2p, 2p+1) reads r = √(−2 ln open32(W[2p])) and the angle word
-    W[2p+1] (octant = top 3 bits, fraction = low 29); element 2p is r·cos φ, 2p+1 is
-    r·sin φ; each is then ``f32(z·std + mean)`` with z·std + mean in float64.
+    Pair p (elements 2p, 2p+1): u = ((W[2p] >> 9)·2^-23 + 2^-24) in (0, 1), exact;
+    r = √(−2·ln u) (float32 log); (c, s) = :func:`cos_sin_turn_f32` (W[2p+1]);
+    element 2p = (r·c)·f32(std) + f32(mean), element 2p+1 = (r·s)·f32(std) + f32(mean).
     """
     n = out.size
+    std32 = np.float32(std)
+    mean32 = np.float32(mean)
     words = np.empty(4 * CHUNK_GROUPS, np.uint32)
     zc = np.empty(2 * CHUNK_GROUPS, np.float32)
     zs = np.empty(2 * CHUNK_GROUPS, np.float32)
@@ -328,11 +417,11 @@ def normal_f32(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: 
         groups = min(CHUNK_GROUPS, ((start + n + 3) >> 2) - g0)
         philox_words(words, g0, groups, k0, k1, c2, c3)
         for p in range(2 * groups):
-            r = _radius(open32(words[2 * p]))
-            w = np.uint64(words[2 * p + 1])
-            c, s = cos_sin_turn(w >> np.uint64(29), w & np.uint64(0x1FFFFFFF), np.uint64(29))
-            zc[p] = np.float32(r * c * std + mean)
-            zs[p] = np.float32(r * s * std + mean)
+            u = np.float32(np.int32(words[2 * p] >> np.uint32(9))) * _TWO_M23_F + _TWO_M24_F
+            r = np.sqrt(_MTWO_F * log_pos_f32(u))
+            c, s = cos_sin_turn_f32(words[2 * p + 1])
+            zc[p] = (r * c) * std32 + mean32
+            zs[p] = (r * s) * std32 + mean32
         skip = e - 4 * g0
         m = min(n - j, 4 * groups - skip)
         _scatter_pairs(out, j, skip, m, zc, zs)
