@@ -38,6 +38,7 @@ from service.core import Tensor, generate, resolve
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.floating[Any]]
 Bytes = npt.NDArray[np.uint8]
 Key = tuple[int, int, int, int]  # key0, key1, nonce0, nonce1
@@ -105,7 +106,7 @@ def unit53(a: U64, b: U64) -> F64:
     return ((a << np.uint64(21)) | (b >> np.uint64(11))).astype(np.float64) * 2.0**-53
 
 
-def unit24(w: U64) -> npt.NDArray[np.float32]:
+def unit24(w: U64) -> F32:
     return (w >> np.uint64(8)).astype(np.float32) * np.float32(2.0**-24)
 
 
@@ -179,17 +180,61 @@ def cos_kernel(t: F64) -> F64:
     return result
 
 
-def cos_sin_turn(o: U64, f: U64, bits: int) -> tuple[F64, F64]:
-    """§6: cos and sin of 2π·(o + (f + ½)/2^F)/8 from a kernel argument in (0, π/4)."""
-    g = np.where((o & np.uint64(1)) == 1, np.uint64(2**bits - 1) ^ f, f)
-    t = (g.astype(np.float64) * 2.0**-bits + 2.0**-bits / 2) * PIO4
-    s, c = sin_kernel(t), cos_kernel(t)
+def octant_rule(o: U64, s: Floats, c: Floats) -> tuple[Floats, Floats]:
+    """§6 cos_sin_turn, last step: (cos φ, sin φ) from the kernel's (sin t, cos t) and the octant."""
     q = o >> np.uint64(1)
     swap = ((o ^ q) & np.uint64(1)) == 1
     big_c, big_s = np.where(swap, s, c), np.where(swap, c, s)
-    cos_phi = np.where((q == 1) | (q == 2), -big_c, big_c)
-    sin_phi = np.where((q == 2) | (q == 3), -big_s, big_s)
-    return cos_phi, sin_phi
+    return np.where((q == 1) | (q == 2), -big_c, big_c), np.where((q == 2) | (q == 3), -big_s, big_s)
+
+
+def cos_sin_turn(o: U64, f: U64, bits: int) -> tuple[Floats, Floats]:
+    """§6: cos and sin of 2π·(o + (f + ½)/2^F)/8 from a kernel argument in (0, π/4), float64."""
+    g = np.where((o & np.uint64(1)) == 1, np.uint64(2**bits - 1) ^ f, f)
+    t = (g.astype(np.float64) * 2.0**-bits + 2.0**-bits / 2) * PIO4
+    return octant_rule(o, sin_kernel(t), cos_kernel(t))
+
+
+# The float32 functions (§6 lnf, cos_sin_turn_f32): every operation on float32 operands.
+f32 = np.float32
+LGF1, LGF2, LGF3, LGF4 = (
+    f32(mantissa * 2.0**-shift) for mantissa, shift in ((0xAAAAAA, 24), (0xCCCE13, 25), (0x91E9EE, 25), (0xF89E26, 26))
+)
+LN2_HI_F, LN2_LO_F = np.array([0x3F317180, 0x3717F7D1], dtype="<u4").view(np.float32)
+SF1, SF2, SF3, SF4 = (f32(-1 / 6), f32(1 / 120), f32(-1 / 5040), f32(1 / 362880))
+CF1, CF2, CF3, CF4 = (f32(-1 / 2), f32(1 / 24), f32(-1 / 720), f32(1 / 40320))
+
+
+def lnf(x: F32) -> F32:
+    """§6: fdlibm's e_logf.c for positive normal float32, without its special cases."""
+    b = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    m = b & np.uint32(0x7FFFFF)
+    big = m > np.uint32(0x3504F3)
+    k = (b >> np.uint32(23)).astype(np.int32) - 127 + big.astype(np.int32)
+    y = (m | np.where(big, np.uint32(0x3F000000), np.uint32(0x3F800000))).view(np.float32)
+    f = y - f32(1)
+    dk = k.astype(np.float32)
+    s = f / (f32(2) + f)
+    z = s * s
+    w = z * z
+    t1 = w * (LGF2 + w * LGF4)
+    t2 = z * (LGF1 + w * LGF3)
+    r = t2 + t1
+    hfsq = (f32(0.5) * f) * f
+    result: F32 = dk * LN2_HI_F - ((hfsq - (s * (hfsq + r) + dk * LN2_LO_F)) - f)
+    return result
+
+
+def cos_sin_turn_f32(w: U64) -> tuple[Floats, Floats]:
+    """§6: octant from bits 29–31 of the word, a 20-bit fraction from bits 9–28, degree-4 Taylor kernels."""
+    o = w >> np.uint64(29)
+    f = (w >> np.uint64(9)) & np.uint64(2**20 - 1)
+    g = np.where((o & np.uint64(1)) == 1, np.uint64(2**20 - 1) ^ f, f)
+    t = (g.astype(np.float32) * f32(2**-20) + f32(2**-21)) * f32(math.pi / 4)
+    z = t * t
+    sin_t = t + (t * z) * (SF1 + z * (SF2 + z * (SF3 + z * SF4)))
+    cos_t = f32(1) + z * (CF1 + z * (CF2 + z * (CF3 + z * CF4)))
+    return octant_rule(o, sin_t, cos_t)
 
 
 # AS 241 (Wichura 1988, PPND16) coefficients c0..c7. docs/algorithm.md does not list them
@@ -326,25 +371,20 @@ def uniform(dist: dict[str, Any], key: Key, e: U64, cdt: type[np.floating[Any]])
     return unit53(words(key, 2 * e), words(key, 2 * e + 1)) * (high - low) + low
 
 
-def standard_pairs(key: Key, p: U64, cdt: type[np.floating[Any]]) -> tuple[F64, F64, F64]:
-    """§4 normal: the radius and the (cos, sin) of the angle of pair ``p``."""
+def normal(dist: dict[str, Any], key: Key, e: U64, cdt: type[np.floating[Any]]) -> Floats:
+    """§4 Box–Muller: pair ``p = e // 2``; element 2p takes the cosine, 2p+1 the sine."""
+    mean, std = float(dist["mean"]), float(dist["std"])
+    p = e >> np.uint64(1)
     if cdt is np.float32:
-        a = words(key, 2 * p + 1)
-        r = np.sqrt(-2.0 * ln(open32(words(key, 2 * p))))
-        o, f, bits = a >> np.uint64(29), a & np.uint64(2**29 - 1), 29
+        u = (words(key, 2 * p) >> np.uint64(9)).astype(np.float32) * f32(2**-23) + f32(2**-24)
+        r: Floats = np.sqrt(f32(-2) * lnf(u))
+        c, s = cos_sin_turn_f32(words(key, 2 * p + 1))
+        first, second = (r * c) * f32(std) + f32(mean), (r * s) * f32(std) + f32(mean)
     else:
         r = np.sqrt(-2.0 * ln(open52(words(key, 4 * p), words(key, 4 * p + 1))))
         a = bits52(words(key, 4 * p + 2), words(key, 4 * p + 3))
-        o, f, bits = a >> np.uint64(49), a & np.uint64(2**49 - 1), 49
-    c, s = cos_sin_turn(o, f, bits)
-    return r, c, s
-
-
-def normal(dist: dict[str, Any], key: Key, e: U64, cdt: type[np.floating[Any]]) -> Floats:
-    mean, std = float(dist["mean"]), float(dist["std"])
-    r, c, s = standard_pairs(key, e >> np.uint64(1), cdt)
-    first = (r * c) * std + mean
-    second = (r * s) * std + mean
+        c, s = cos_sin_turn(a >> np.uint64(49), a & np.uint64(2**49 - 1), 49)
+        first, second = (r * c) * std + mean, (r * s) * std + mean
     return np.where((e & np.uint64(1)) == 0, first, second).astype(cdt)
 
 
