@@ -328,24 +328,24 @@ def _bits_f32(typingctx: Any, x: Any) -> Any:
 
 # fdlibm (FreeBSD msun) e_logf.c, and Taylor coefficients for sin/cos on (0, π/4) rounded
 # to float32 (their truncation error there is below half a float32 ulp).
-_F = np.float32
-_LN2_HI_F = _F(6.9313812256e-01)  # 0x3f317180
-_LN2_LO_F = _F(9.0580006145e-06)  # 0x3717f7d1
-_LG1_F = _F(0xAAAAAA * 2.0**-24)
-_LG2_F = _F(0xCCCE13 * 2.0**-25)
-_LG3_F = _F(0x91E9EE * 2.0**-25)
-_LG4_F = _F(0xF89E26 * 2.0**-26)
-_SIN_F = (_F(-1 / 6), _F(1 / 120), _F(-1 / 5040), _F(1 / 362880))
-_COS_F = (_F(-0.5), _F(1 / 24), _F(-1 / 720), _F(1 / 40320))
-_PIO4_F = _F(0.785398163397448309616)
-_HALF_F = _F(0.5)
-_ONE_F = _F(1.0)
-_TWO_F = _F(2.0)
-_MTWO_F = _F(-2.0)
-_TWO_M23_F = _F(2.0**-23)
-_TWO_M24_F = _F(2.0**-24)
-_TWO_M20_F = _F(2.0**-20)
-_TWO_M21_F = _F(2.0**-21)
+_f32 = np.float32
+_LN2_HI_F = _f32(6.9313812256e-01)  # 0x3f317180
+_LN2_LO_F = _f32(9.0580006145e-06)  # 0x3717f7d1
+_LG1_F = _f32(0xAAAAAA * 2.0**-24)
+_LG2_F = _f32(0xCCCE13 * 2.0**-25)
+_LG3_F = _f32(0x91E9EE * 2.0**-25)
+_LG4_F = _f32(0xF89E26 * 2.0**-26)
+_SIN_F = (_f32(-1 / 6), _f32(1 / 120), _f32(-1 / 5040), _f32(1 / 362880))
+_COS_F = (_f32(-0.5), _f32(1 / 24), _f32(-1 / 720), _f32(1 / 40320))
+_PIO4_F = _f32(0.785398163397448309616)
+_HALF_F = _f32(0.5)
+_ONE_F = _f32(1.0)
+_TWO_F = _f32(2.0)
+_MTWO_F = _f32(-2.0)
+_TWO_M23_F = _f32(2.0**-23)
+_TWO_M24_F = _f32(2.0**-24)
+_TWO_M20_F = _f32(2.0**-20)
+_TWO_M21_F = _f32(2.0**-21)
 _MANT_F = np.int32(0x7FFFFF)
 _SQRT2_MANT_F = np.int32(0x3504F3)  # mantissa bits of √2 in float32
 
