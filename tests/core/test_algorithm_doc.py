@@ -1,32 +1,36 @@
 """docs/algorithm.md (algorithm version 2) is complete: a slow reference built from the document alone.
 
-Everything below the "reference" banner is written from docs/algorithm.md and nothing
-else: plain numpy with basic elementwise operations only (``+ - * / sqrt``, comparisons,
-integer and bit operations, ``np.where``, dtype conversions), no libm (no ``np.log``,
-``np.exp``, ``np.sin``, ``np.cos``, ``math.exp``, ``math.erfc``), no scipy, no numba,
-and nothing from ``service/core/algorithms`` (the implementation under test). The engine
-is used only to resolve a request into its spec (``resolve``) and to produce the bytes
-compared against (``Tensor(spec).read`` and ``generate``).
+Everything above the "tests" banner is written from docs/algorithm.md (and, for §10,
+docs/_householder_section.md until it is merged) and nothing else: plain numpy with basic
+elementwise operations only (``+ - * / sqrt``, comparisons, integer and bit operations,
+``np.where``, dtype conversions), no libm (no ``np.log``, ``np.exp``, ``np.sin``,
+``np.cos``, ``math.exp``, ``math.erfc``), no BLAS (no ``@``, no ``np.sum``: every sum is
+a loop in the document's order), no scipy, no numba, and nothing from
+``service/core/algorithms`` (the implementation under test). The engine is used only to
+resolve a request into its spec (``resolve``) and to produce the bytes compared against
+(``Tensor(spec).read`` for element ranges, ``generate`` for whole tensors).
 
-What it proves, if it passes: for every distribution kind of the document's sections
-2–9 (uniform, normal, truncated normal in both tails and straddling, constant, identity,
-dirac, sparse, and orthogonal / delta-orthogonal when §10 is written) and every output
-dtype (float32, float64, float16, bfloat16), the document's recipe reproduces the served
-bytes exactly (``np.array_equal`` on the raw bytes) at the start of a tensor, at ranges
-starting at element indices 4k+1, 4k+2 and 4k+3 (Philox groups hold four words, normal
-pairs two elements), deep inside a tensor of more than 2^18 elements, and up to the last
-element of a tensor with an odd element count. Also: the Philox4x32-10 reference
-matches Random123's three known-answer vectors.
+What it proves, if it passes: for every distribution kind of the document (uniform,
+normal, truncated normal in the upper tail, the lower tail, far out and straddling,
+constant, identity, dirac, delta-orthogonal, sparse, orthogonal) and every output dtype
+(float32, float64, float16, bfloat16), the document's recipe reproduces the served bytes
+exactly (``np.array_equal`` on the raw bytes): at the start of a tensor, at ranges that
+start at element indices 4k+1, 4k+2 and 4k+3 (Philox groups hold four words, normal
+pairs two elements), deep inside tensors of more than 2^18 elements, up to the last
+element of tensors with an odd element count, and near the 2^31-element limit; and the
+materialized kinds whole. Also: the Philox4x32-10 reference matches Random123's three
+known-answer vectors, and the AS 241 coefficients (which the document does not list)
+pass the paper's transcription checks.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,10 +47,8 @@ Floats = npt.NDArray[np.floating[Any]]
 Bytes = npt.NDArray[np.uint8]
 Key = tuple[int, int, int, int]  # key0, key1, nonce0, nonce1
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-
 # ------------------------------------------------------------------------------------
-# The reference, from docs/algorithm.md only.
+# The reference, from docs/algorithm.md (and docs/_householder_section.md for §10) only.
 # ------------------------------------------------------------------------------------
 
 MASK32 = np.uint64(0xFFFFFFFF)
@@ -488,9 +490,74 @@ def sparse(spec: dict[str, Any]) -> F64:
     return result
 
 
+@functools.cache
 def orthogonal_matrix(key: Key, rows: int, cols: int, gain: float) -> F64:
-    """§9/§10: the (rows, cols) orthogonal matrix times gain; §10 is written in docs/_householder_section.md."""
-    raise NotImplementedError("§10 (the Householder construction) is not written yet")
+    """§9: ``Q·diag(d·gain)`` of the (big, small) normal matrix, transposed when rows < cols."""
+    big, small = max(rows, cols), min(rows, cols)
+    q, d = householder(standard_normal64(key, big * small).reshape(big, small))
+    m = q * (d * gain)[None, :]
+    result: F64 = m.T if rows < cols else m
+    result.flags.writeable = False  # cached: shared by every call
+    return result
+
+
+# §10 Orthogonal Q from directly drawn Householder vectors (written in docs/_householder_section.md,
+# to be merged into docs/algorithm.md §10).
+# Every Σ is a Python loop over its index in the written order; the loops are vectorized
+# only across the *other* indices (elementwise products and sums, never np.sum / matmul).
+NB = 64
+
+
+def householder(a: F64) -> tuple[F64, F64]:
+    """§10: ``(Q, d)`` for ``A`` of shape (m, n), m ≥ n: Stewart's reflectors, dlarft's T, blocked dorgqr."""
+    m, n = a.shape
+    tau, w, d = np.zeros(n), np.zeros(n), np.ones(n)
+    for k in range(n):  # step 1: one reflector per column, A itself never updated
+        alpha = float(a[k, k])
+        s = 0.0
+        for i in range(k + 1, m):
+            s = s + float(a[i, k]) * float(a[i, k])
+        xi = math.sqrt(s)
+        if xi == 0:
+            beta = alpha
+        else:
+            nrm = math.sqrt(alpha * alpha + xi * xi)
+            beta = nrm if alpha < 0 else -nrm
+            tau[k] = (beta - alpha) / beta
+            w[k] = 1.0 / (alpha - beta)
+        d[k] = -1.0 if beta < 0 else 1.0
+    q = np.eye(m, n)
+    for block in reversed(range(-(-n // NB))):  # steps 2 and 3, last block first
+        j = NB * block
+        b, r = min(NB, n - j), m - j
+        v = np.zeros((r, b))
+        for p in range(b):
+            v[p, p] = 1.0
+            if tau[j + p] != 0:
+                v[p + 1 :, p] = a[j + p + 1 :, j + p] * w[j + p]
+        g = np.zeros((b, b))
+        for i in range(r):
+            g = g + v[i][:, None] * v[i][None, :]
+        t = np.zeros((b, b))
+        for col in range(b):
+            t[col, col] = tau[j + col]
+            z = (-tau[j + col]) * g[:col, col]
+            acc = np.zeros(col)
+            for s_index in range(col):
+                acc = acc + t[:col, s_index] * z[s_index]
+            t[:col, col] = acc
+        c = q[j:, j:].copy()
+        wt = np.zeros((b, n - j))
+        for i in range(r):
+            wt = wt + v[i][:, None] * c[i][None, :]
+        wt2 = np.zeros((b, n - j))
+        for s_index in range(b):
+            wt2 = wt2 + t[:, s_index][:, None] * wt[s_index][None, :]
+        x = c
+        for p in range(b):
+            x = x - v[:, p][:, None] * wt2[p][None, :]
+        q[j:, j:] = x
+    return q, d
 
 
 def orthogonal(spec: dict[str, Any]) -> F64:
@@ -652,6 +719,8 @@ STREAM_CASES = [
     Case("truncated-narrow-lower-jax--3.2..-3", "truncated_normal", BIG, "truncated_normal", "jax", {"lower": -3.2, "upper": -3.0}),
     Case("truncated-far-lower-haiku--12..-10", "truncated_normal", BIG, "truncated_normal", "haiku", {"lower": -12.0, "upper": -10.0}),
     Case("truncated-extreme-upper-jax-30..31", "truncated_normal", BIG, "truncated_normal", "jax", {"lower": 30.0, "upper": 31.0}),
+    # Q(38) is subnormal (§7's exp below 2^-1022): the far edge of what resolution accepts.
+    Case("truncated-extreme-upper-jax-35..38", "truncated_normal", BIG, "truncated_normal", "jax", {"lower": 35.0, "upper": 38.0}),
     Case("truncated-straddle-to-4-jax--1..4", "truncated_normal", BIG, "truncated_normal", "jax", {"lower": -1.0, "upper": 4.0}),
     Case("truncated-upper-from-0-keras", "truncated_normal", BIG, "truncated_normal", "keras", {"lower": 0.0, "upper": 1.0}),
     Case("truncated-lower-to-0-torch", "truncated_normal", BIG, "truncated_normal", params={"lower": -0.5, "upper": 0.0}),
@@ -662,6 +731,8 @@ STREAM_CASES = [
     Case("identity-batched-haiku-gain0.3", "identity", (7, 123, 305), "identity", "haiku", {"gain": 0.3}),
     Case("dirac-torch-groups3", "dirac", (129, 127, 5, 5), "dirac", params={"groups": 3}),
     Case("dirac-keras-conv1d", "dirac", (7, 211, 183), "dirac", "keras"),
+    Case("delta_orthogonal-jax-97x111", "delta_orthogonal", (5, 5, 97, 111), "delta_orthogonal", "jax"),
+    Case("delta_orthogonal-torch-gain2", "delta_orthogonal", (111, 97, 5, 5), "delta_orthogonal", params={"gain": 2.0}),
     # The key: the largest seed with a name given decomposed (u + U+0308) that resolution NFC-normalizes; a non-ASCII name.
     Case("key-max-seed-nfc-name", "he_uniform", BIG, "uniform", seed=2**64 - 1, name="encoder.Schichtu\u0308.weight"),
     Case("key-seed0-utf8-name", "normal", BIG, "normal", seed=0, name="层.权重"),
@@ -715,6 +786,15 @@ WHOLE_CASES = [
     Case("identity-rect", "identity", (5, 9), "identity", params={"gain": 2.5}),
     Case("dirac-torch-groups2", "dirac", (16, 8, 3, 3), "dirac", params={"groups": 2}),
     Case("dirac-keras", "dirac", (3, 3, 8, 16), "dirac", "keras"),
+    Case("orthogonal-torch-96x64", "orthogonal", (96, 64), "orthogonal"),
+    Case("orthogonal-torch-64x96", "orthogonal", (64, 96), "orthogonal"),
+    Case("orthogonal-keras-96x64", "orthogonal", (96, 64), "orthogonal", "keras"),
+    Case("orthogonal-keras-64x96", "orthogonal", (64, 96), "orthogonal", "keras"),
+    Case("orthogonal-torch-3-blocks-gain1.7", "orthogonal", (200, 130), "orthogonal", params={"gain": 1.7}),
+    Case("orthogonal-keras-conv-3-blocks", "orthogonal", (3, 3, 16, 150), "orthogonal", "keras"),
+    Case("orthogonal-jax-column_axis0", "orthogonal", (20, 3, 7), "orthogonal", "jax", {"column_axis": 0}),
+    Case("orthogonal-torch-1-column", "orthogonal", (33, 1), "orthogonal"),
+    Case("delta_orthogonal-jax-8x16", "delta_orthogonal", (3, 3, 8, 16), "delta_orthogonal", "jax"),
     Case("normal-3-elements", "normal", (3,), "normal"),
     Case("truncated-upper-tail-5-elements", "truncated_normal", (5,), "truncated_normal", "jax", {"lower": 2.5, "upper": 9.0}),
 ]
