@@ -1,14 +1,15 @@
-"""The service side by side with its anchors, in one run, printed as ratios (issue 3).
+"""The service side by side with its anchors, in one run, printed as ratios (issues 3 and 9).
 
 Run as ``python -m bench.server`` (after ``make``'s venv exists). Everything targets
 127.0.0.1 with bounded request counts. Cases:
 
 * server throughput, curl writing to /dev/null as the client (little client CPU), for
-  256 MiB float32: he_normal vs torch ``kaiming_normal_`` in-process, he_uniform vs
-  torch ``kaiming_uniform_``, zeros vs a bare Starlette app streaming pre-built bytes
-  (the transport ceiling);
-* end to end into a numpy array in this Python process (httpx), sharing the two cores
-  with the server: he_normal vs torch ``kaiming_normal_``;
+  256 MiB float32: he_normal vs torch ``kaiming_normal_`` filling a preallocated tensor
+  in place (issue 9's anchor) and vs our own zeros (the transport ceiling), he_uniform
+  vs ``kaiming_uniform_`` in place and vs our zeros, zeros vs a bare Starlette app
+  streaming pre-built bytes;
+* end to end into a numpy array in this Python process (``tensorinit.Client.init``), sharing the two cores
+  with the server: he_normal vs torch ``kaiming_normal_`` in place;
 * small requests: requests/s, p50 and p99 of 64×64 he_uniform, a new seed per request,
   against a bare Starlette endpoint returning the same number of bytes (curl, parallel,
   keep-alive);
@@ -182,24 +183,26 @@ def paired(ours: Callable[[], float], anchor: Callable[[], float], reps: int) ->
     return min(o for o, _ in rounds), min(a for _, a in rounds), statistics.median(a / o for o, a in rounds)
 
 
+_PREALLOCATED: list[torch.Tensor] = []
+
+
 def torch_seconds(init: Callable[[torch.Tensor], object]) -> float:
+    """torch initializing one preallocated 8192×8192 float32 tensor in place, as a module's reset does."""
+    if not _PREALLOCATED:
+        _PREALLOCATED.append(torch.zeros(8192, 8192))
+    x = _PREALLOCATED[0]
     t0 = time.perf_counter()
-    x = torch.empty(8192, 8192)
     init(x)
     return time.perf_counter() - t0
 
 
-def httpx_numpy_seconds(url: str) -> float:
-    """Download into a preallocated buffer, then view it as the float32 tensor."""
+def client_numpy_seconds(url: str) -> float:
+    """The client's ``init`` into a numpy array (what a training pipeline calls)."""
+    from tensorinit import Client
+
     t0 = time.perf_counter()
-    with httpx.Client(timeout=120) as client, client.stream("GET", url) as r:
-        buf = bytearray(int(r.headers["content-length"]))
-        view, pos = memoryview(buf), 0
-        for chunk in r.iter_raw(4 * MiB):
-            view[pos : pos + len(chunk)] = chunk
-            pos += len(chunk)
-    header = 8 + int.from_bytes(buf[:8], "little")
-    arr = np.frombuffer(buf, dtype=np.float32, offset=header).reshape(8192, 8192)
+    with Client(url, timeout=120) as client:
+        arr = client.init("he_normal", (8192, 8192))
     assert arr.size == SIZE // 4
     return time.perf_counter() - t0
 
@@ -267,31 +270,33 @@ Row = Callable[..., None]
 def throughput(ours_url: str, bare_url: str, reps: int, row: Row) -> None:
     gbps = SIZE / 1e9
     print(f"server throughput, curl → /dev/null, 256 MiB float32 (best of {reps}, rounds interleaved):")
-    for scheme, init, target in (
-        ("he_normal", torch.nn.init.kaiming_normal_, 0.8),
-        ("he_uniform", torch.nn.init.kaiming_uniform_, 1.0),
+    zeros_url = f"{ours_url}/init?scheme=zeros&shape={SHAPE}"
+    for scheme, init, target, zeros_target in (
+        ("he_normal", torch.nn.init.kaiming_normal_, 2.0, None),
+        ("he_uniform", torch.nn.init.kaiming_uniform_, 1.0, 0.7),
     ):
+        url = f"{ours_url}/init?scheme={scheme}&shape={SHAPE}"
         ours, anchor, median = paired(
-            lambda s=scheme: curl_seconds(f"{ours_url}/init?scheme={s}&shape={SHAPE}"),  # type: ignore[misc]
+            lambda u=url: curl_seconds(u),  # type: ignore[misc]
             lambda i=init: torch_seconds(i),  # type: ignore[misc]
             reps,
         )
-        row(f"GET /init {scheme}", f"torch {init.__name__} in-process", gbps / ours, gbps / anchor, target, median=median)
-    zeros, bare, median = paired(
-        lambda: curl_seconds(f"{ours_url}/init?scheme=zeros&shape={SHAPE}"), lambda: curl_seconds(f"{bare_url}/blob?size={SIZE}"), reps
-    )
+        row(f"GET /init {scheme}", f"torch {init.__name__} in place", gbps / ours, gbps / anchor, target, median=median)
+        ours, zeros, median = paired(lambda u=url: curl_seconds(u), lambda: curl_seconds(zeros_url), reps)  # type: ignore[misc]
+        row(f"GET /init {scheme} ", "our GET /init zeros", gbps / ours, gbps / zeros, zeros_target or 0.0, median=median)
+    zeros, bare, median = paired(lambda: curl_seconds(zeros_url), lambda: curl_seconds(f"{bare_url}/blob?size={SIZE}"), reps)
     row("GET /init zeros", "bare Starlette, pre-built bytes", gbps / zeros, gbps / bare, 0.8, median=median)
 
 
 def end_to_end(ours_url: str, reps: int, row: Row) -> None:
     gbps = SIZE / 1e9
-    print(f"end to end into numpy (httpx in this process), 256 MiB float32 (best of {reps}, rounds interleaved):")
+    print(f"end to end into numpy (tensorinit.Client.init in this process), 256 MiB float32 (best of {reps}, rounds interleaved):")
     e2e, anchor, median = paired(
-        lambda: httpx_numpy_seconds(f"{ours_url}/init?scheme=he_normal&shape={SHAPE}"),
+        lambda: client_numpy_seconds(ours_url),
         lambda: torch_seconds(torch.nn.init.kaiming_normal_),
         reps,
     )
-    row("httpx → numpy he_normal", "torch kaiming_normal_ in-process", gbps / e2e, gbps / anchor, 0.5, median=median)
+    row("client init → numpy he_normal", "torch kaiming_normal_ in place", gbps / e2e, gbps / anchor, 1.0, median=median)
 
 
 def small(ours_url: str, bare_url: str, count: int, parallel: int, row: Row, rounds: int = 4) -> None:

@@ -15,6 +15,18 @@ from fastapi import FastAPI
 
 from service.api.app import create_app
 from service.api.settings import Settings
+from service.core.algorithms import warm_up
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels() -> None:
+    """Compile (or load from numba's cache) every kernel once, before any test times anything.
+
+    On a fresh clone the cache is empty, and a first request would spend seconds
+    compiling inside a test with a short timeout; servers started in subprocesses later
+    load what this wrote.
+    """
+    warm_up()
 
 
 @dataclass

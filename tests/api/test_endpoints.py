@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+import anyio
 import httpx
 import numpy as np
 import pytest
@@ -393,6 +394,11 @@ async def test_one_scheme_by_alias(api: httpx.AsyncClient, alias: str) -> None:
 
 async def test_health_ready_version(api: httpx.AsyncClient) -> None:
     assert (await api.get("/healthz")).json() == {"status": "ok"}
+    # Ready once the kernels are compiled or loaded from numba's cache (in the background).
+    for _ in range(1200):
+        if (await api.get("/readyz")).status_code == 200:
+            break
+        await anyio.sleep(0.1)
     assert (await api.get("/readyz")).json() == {"status": "ready"}
     version = (await api.get("/version")).json()
     assert version["service"] == __version__ and version["algorithm"] == ALGORITHM_VERSION and version["numpy"] == np.__version__

@@ -213,7 +213,7 @@ def test_init_with_a_slice_is_that_slice_of_the_whole(client: Client) -> None:
 
 def test_two_ranks_fill_their_shards_and_together_hold_the_unsharded_module(client: Client) -> None:
     """A tensor-parallel pair: each rank's Linear holds half the rows of fc.weight (a row-sharded layer)."""
-    rules = [("*.weight", "he_uniform"), ("*.bias", "zeros")]
+    rules = [("weight", "he_uniform"), ("bias", "zeros")]
     whole = torch.nn.Linear(16, 8)
     client.init_module(whole, rules, seed=9)
     halves = []

@@ -173,7 +173,7 @@ def test_canonical_json_is_stable_and_complete() -> None:
     assert text == (
         '{"algorithm":2,"convention":"jax","derivation":{},"distribution":{"high":0.02,"kind":"truncated_normal",'
         '"low":-0.02,"mean":0.0,"std":0.01},"dtype":"bfloat16","fan_in":null,"fan_out":null,"gain":null,'
-        '"name":"layers.0.w","scheme":"truncated_normal","seed":7,"shape":[4,2]}'
+        '"name":"layers.0.w","scheme":"truncated_normal","seed":7,"shape":[4,2],"slice":null}'
     )
 
 

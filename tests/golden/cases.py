@@ -1,7 +1,7 @@
 """The requests whose output digests are pinned in ``vectors.json``.
 
 Every scheme, every convention and every dtype appears; several span more than one
-block. Changing this list or the algorithm means running ``make golden`` deliberately.
+chunk of work, and the last rows are slices (shards) of every kind of source. Changing this list or the algorithm means running ``make golden`` deliberately.
 """
 
 from __future__ import annotations
@@ -84,6 +84,30 @@ def cases() -> list[dict[str, Any]]:
         },
         {"scheme": "he_normal", "shape": [0, 7], "convention": "keras", "dtype": "float32", "seed": 1, "name": "empty", "params": {}},
     ]
+    # Shards: the bytes of full[slice], from every kind of source.
+    for k, (scheme, shape, part, dtype, convention) in enumerate(
+        [
+            ("he_normal", [300, 1000], "100:200,::3", "bfloat16", "torch"),
+            ("he_uniform", [300, 1000], ":,999:", "float16", "keras"),
+            ("truncated_normal", [5000], "1::7", "float64", "jax"),
+            ("glorot_normal", [300, 1000], "-1:,:", "float32", "keras"),
+            ("orthogonal", [96, 64], ":,10:20", "float64", "haiku"),
+            ("delta_orthogonal", [3, 3, 8, 16], "1:2,1:2,:,3:", "float32", "jax"),
+            ("sparse", [64, 32], "::2", "float32", "torch"),
+        ]
+    ):
+        out.append(
+            {
+                "scheme": scheme,
+                "shape": shape,
+                "convention": convention,
+                "dtype": dtype,
+                "seed": 7000 + k,
+                "name": f"shard.{k}",
+                "params": _params(scheme),
+                "slice": part,
+            }
+        )
     return out
 
 

@@ -1,6 +1,7 @@
 """Regenerate tests/golden/vectors.json: run only on purpose (``make golden``).
 
-A changed digest means the algorithm changed: bump ALGORITHM_VERSION, or find the bug.
+A changed digest means the algorithm changed: add a new algorithm version beside the
+frozen ones (service/core/algorithms), or find the bug.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def vectors() -> list[dict[str, Any]]:
 
 def main() -> None:
     pinned = vectors()
-    body = {"algorithm": ALGORITHM_VERSION, "numpy": np.__version__, "vectors": pinned}
+    body = {"algorithm": ALGORITHM_VERSION, "vectors": pinned}
     PATH.write_text(json.dumps(body, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {len(pinned)} vectors to {PATH}")
 

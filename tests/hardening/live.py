@@ -61,7 +61,7 @@ class LiveProcess:
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # a first start compiles the kernels (cached after)
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {self.process.returncode}: {self.log_path.read_text()[-2000:]}")
