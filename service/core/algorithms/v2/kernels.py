@@ -111,6 +111,41 @@ def philox_block(first: int, count: int, key0: int, key1: int, nonce0: int, nonc
     return words
 
 
+# -- the float32 pipeline -------------------------------------------------------
+# Each chunk of Philox groups is drawn into four planes (lane k of group g at
+# planes[k, g]), each plane is turned into numbers by a plain loop over contiguous
+# memory, and the planes are interleaved back into element order (element 4g + k).
+# Three simple loops vectorize where one fused loop with four-way strided stores does
+# not; none of this changes a value, only the order in which elements are computed.
+
+
+@numba.njit(inline="always", **_JIT)
+def philox_planes(planes: Any, first: Any, count: Any, key0: Any, key1: Any, nonce0: Any, nonce1: Any) -> None:
+    """planes[k, i] = word k of Philox4x32-10 at counter ``first + i``, for i < count."""
+    for i in range(count):
+        c0, c1, c2, c3 = philox4(first + i, key0, key1, nonce0, nonce1)
+        planes[0, i] = np.uint32(c0)
+        planes[1, i] = np.uint32(c1)
+        planes[2, i] = np.uint32(c2)
+        planes[3, i] = np.uint32(c3)
+
+
+@numba.njit(inline="always", **_JIT)
+def _emit_planes(out: Any, j: int, skip: int, m: int, values: Any, scratch: Any, groups: int) -> None:
+    """out[j + t] = element skip + t of the chunk (element 4g + k is values[k, g]), t < m."""
+    whole = skip == 0 and m == 4 * groups
+    dst = out[j : j + m] if whole else scratch
+    v0, v1, v2, v3 = values[0], values[1], values[2], values[3]
+    for g in range(groups):
+        dst[4 * g] = v0[g]
+        dst[4 * g + 1] = v1[g]
+        dst[4 * g + 2] = v2[g]
+        dst[4 * g + 3] = v3[g]
+    if not whole:
+        for t in range(m):
+            out[j + t] = scratch[skip + t]
+
+
 # fdlibm e_log.c
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
@@ -256,19 +291,23 @@ def uniform_f32(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1:
     n = out.size
     lo32 = np.float32(low)
     wd32 = np.float32(width)
-    words = np.empty(4 * CHUNK_GROUPS, np.uint32)
+    planes = np.empty((4, CHUNK_GROUPS), np.uint32)
+    values = np.empty((4, CHUNK_GROUPS), np.float32)
+    scratch = np.empty(4 * CHUNK_GROUPS, np.float32)
     k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
     j = 0
     while j < n:
         e = start + j
         g0 = e >> 2
         groups = min(CHUNK_GROUPS, ((start + n + 3) >> 2) - g0)
-        philox_words(words, g0, groups, k0, k1, c2, c3)
+        philox_planes(planes, g0, groups, k0, k1, c2, c3)
+        for k in range(4):
+            pw, pv = planes[k], values[k]
+            for g in range(groups):
+                pv[g] = np.float32(np.int32(pw[g] >> np.uint32(8))) * _TWO_M24 * wd32 + lo32
         skip = e - 4 * g0
         m = min(n - j, 4 * groups - skip)
-        for t in range(m):
-            u = np.float32(np.int32(words[skip + t] >> np.uint32(8))) * _TWO_M24
-            out[j + t] = u * wd32 + lo32
+        _emit_planes(out, j, skip, m, values, scratch, groups)
         j += m
 
 
@@ -395,6 +434,14 @@ def cos_sin_turn_f32(w: Any) -> tuple[Any, Any]:
     return (-cosv if cneg else cosv), (-sinv if sneg else sinv)
 
 
+@numba.njit(inline="always", **_JIT)
+def _box_muller_f32(radius_word: Any, angle_word: Any, std32: Any, mean32: Any) -> tuple[Any, Any]:
+    u = np.float32(np.int32(radius_word >> np.uint32(9))) * _TWO_M23_F + _TWO_M24_F
+    r = np.sqrt(_MTWO_F * log_pos_f32(u))
+    c, s = cos_sin_turn_f32(angle_word)
+    return (r * c) * std32 + mean32, (r * s) * std32 + mean32
+
+
 @numba.njit(**_JIT)
 def normal_f32(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: int, mean: float, std: float) -> None:
     """Box–Muller entirely in float32 (8 lanes per AVX2 register).
@@ -402,29 +449,28 @@ def normal_f32(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: 
     Pair p (elements 2p, 2p+1): u = ((W[2p] >> 9)·2^-23 + 2^-24) in (0, 1), exact;
     r = √(−2·ln u) (float32 log); (c, s) = :func:`cos_sin_turn_f32` (W[2p+1]);
     element 2p = (r·c)·f32(std) + f32(mean), element 2p+1 = (r·s)·f32(std) + f32(mean).
+    Group g holds pairs 2g (words 0, 1) and 2g + 1 (words 2, 3).
     """
     n = out.size
     std32 = np.float32(std)
     mean32 = np.float32(mean)
-    words = np.empty(4 * CHUNK_GROUPS, np.uint32)
-    zc = np.empty(2 * CHUNK_GROUPS, np.float32)
-    zs = np.empty(2 * CHUNK_GROUPS, np.float32)
+    planes = np.empty((4, CHUNK_GROUPS), np.uint32)
+    values = np.empty((4, CHUNK_GROUPS), np.float32)
+    scratch = np.empty(4 * CHUNK_GROUPS, np.float32)
     k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
     j = 0
     while j < n:
         e = start + j
         g0 = e >> 2
         groups = min(CHUNK_GROUPS, ((start + n + 3) >> 2) - g0)
-        philox_words(words, g0, groups, k0, k1, c2, c3)
-        for p in range(2 * groups):
-            u = np.float32(np.int32(words[2 * p] >> np.uint32(9))) * _TWO_M23_F + _TWO_M24_F
-            r = np.sqrt(_MTWO_F * log_pos_f32(u))
-            c, s = cos_sin_turn_f32(words[2 * p + 1])
-            zc[p] = (r * c) * std32 + mean32
-            zs[p] = (r * s) * std32 + mean32
+        philox_planes(planes, g0, groups, k0, k1, c2, c3)
+        for half in range(2):
+            radius, angle, even, odd = planes[2 * half], planes[2 * half + 1], values[2 * half], values[2 * half + 1]
+            for g in range(groups):
+                even[g], odd[g] = _box_muller_f32(radius[g], angle[g], std32, mean32)
         skip = e - 4 * g0
         m = min(n - j, 4 * groups - skip)
-        _scatter_pairs(out, j, skip, m, zc, zs)
+        _emit_planes(out, j, skip, m, values, scratch, groups)
         j += m
 
 
@@ -565,34 +611,27 @@ def _trunc_value(u: float, p0: float, dp: float, flip: float, mean: float, std: 
 
 @numba.njit(**_JIT)
 def truncnorm_f32(
-    out: Any,
-    start: int,
-    key0: int,
-    key1: int,
-    nonce0: int,
-    nonce1: int,
-    p0: float,
-    dp: float,
-    flip: float,
-    mean: float,
-    std: float,
-    low: float,
-    high: float,
+    out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: int, p0: float, dp: float, flip: float, mean: float, std: float, low: float, high: float
 ) -> None:
     """out[j] = f32(clip(flip·Φ⁻¹(p0 + open32(W[e])·dp)·std + mean, low, high)), computed in float64."""
     n = out.size
-    words = np.empty(4 * CHUNK_GROUPS, np.uint32)
+    planes = np.empty((4, CHUNK_GROUPS), np.uint32)
+    values = np.empty((4, CHUNK_GROUPS), np.float32)
+    scratch = np.empty(4 * CHUNK_GROUPS, np.float32)
     k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
     j = 0
     while j < n:
         e = start + j
         g0 = e >> 2
         groups = min(CHUNK_GROUPS, ((start + n + 3) >> 2) - g0)
-        philox_words(words, g0, groups, k0, k1, c2, c3)
+        philox_planes(planes, g0, groups, k0, k1, c2, c3)
+        for k in range(4):
+            pw, pv = planes[k], values[k]
+            for g in range(groups):
+                pv[g] = np.float32(_trunc_value(open32(pw[g]), p0, dp, flip, mean, std, low, high))
         skip = e - 4 * g0
         m = min(n - j, 4 * groups - skip)
-        for t in range(m):
-            out[j + t] = np.float32(_trunc_value(open32(words[skip + t]), p0, dp, flip, mean, std, low, high))
+        _emit_planes(out, j, skip, m, values, scratch, groups)
         j += m
 
 
