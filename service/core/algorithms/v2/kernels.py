@@ -611,7 +611,19 @@ def _trunc_value(u: float, p0: float, dp: float, flip: float, mean: float, std: 
 
 @numba.njit(**_JIT)
 def truncnorm_f32(
-    out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: int, p0: float, dp: float, flip: float, mean: float, std: float, low: float, high: float
+    out: Any,
+    start: int,
+    key0: int,
+    key1: int,
+    nonce0: int,
+    nonce1: int,
+    p0: float,
+    dp: float,
+    flip: float,
+    mean: float,
+    std: float,
+    low: float,
+    high: float,
 ) -> None:
     """out[j] = f32(clip(flip·Φ⁻¹(p0 + open32(W[e])·dp)·std + mean, low, high)), computed in float64."""
     n = out.size
