@@ -13,12 +13,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
 
 from service.core.algorithms.v2 import kernels, philox_key, stream_key
 
 N = 1 << 24
 KEY = philox_key(stream_key(0, "bench.kernels"))
+
+
+def _planes(planes: Any, count: int, k0: Any, k1: Any, n0: Any, n1: Any) -> None:
+    kernels.philox_planes(planes, np.int64(0), count, k0, k1, n0, n1)
+
+
+def _interleaved(words: Any, count: int, k0: Any, k1: Any, n0: Any, n1: Any) -> None:
+    kernels.philox_words(words, np.int64(0), count, k0, k1, n0, n1)
+
+
+# The generator alone, into preallocated memory (philox_block allocates a fresh array).
+philox_planes: Any = numba.njit(nogil=True, error_model="numpy")(_planes)
+philox_interleaved: Any = numba.njit(nogil=True, error_model="numpy")(_interleaved)
 
 
 def best(fn: Callable[[], object], reps: int) -> float:
@@ -39,8 +53,12 @@ def main() -> int:
     f64 = np.zeros(N, np.float64)
     bf16 = np.zeros(N, np.uint16)
     trunc = (0.02275013194817921, 0.9544997361036416, 1.0, 0.0, 0.05, -0.1, 0.1)  # keras-style ±2σ
+    words = np.zeros(N, np.uint32)
+    planes = words.reshape(4, N // 4)
+    key = tuple(np.uint64(k) for k in KEY)
     cases: list[tuple[str, Any, Callable[[], object]]] = [
-        ("philox words (interleaved)", f32, lambda: kernels.philox_block(0, N // 4, *KEY)),
+        ("philox words, interleaved", words, lambda: philox_interleaved(words, N // 4, *key)),
+        ("philox words, four planes", words, lambda: philox_planes(planes, N // 4, *key)),
         ("uniform float32", f32, lambda: kernels.uniform_f32(f32, 0, *KEY, -1.0, 2.0)),
         ("normal float32", f32, lambda: kernels.normal_f32(f32, 0, *KEY, 0.0, 1.0)),
         ("truncated normal float32 (±2σ)", f32, lambda: kernels.truncnorm_f32(f32, 0, *KEY, *trunc)),
