@@ -455,7 +455,6 @@ def normal_f32(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: 
     std32 = np.float32(std)
     mean32 = np.float32(mean)
     planes = np.empty((4, CHUNK_GROUPS), np.uint32)
-    values = np.empty((4, CHUNK_GROUPS), np.float32)
     scratch = np.empty(4 * CHUNK_GROUPS, np.float32)
     k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
     j = 0
@@ -464,13 +463,21 @@ def normal_f32(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1: 
         g0 = e >> 2
         groups = min(CHUNK_GROUPS, ((start + n + 3) >> 2) - g0)
         philox_planes(planes, g0, groups, k0, k1, c2, c3)
-        for half in range(2):
-            radius, angle, even, odd = planes[2 * half], planes[2 * half + 1], values[2 * half], values[2 * half + 1]
-            for g in range(groups):
-                even[g], odd[g] = _box_muller_f32(radius[g], angle[g], std32, mean32)
         skip = e - 4 * g0
         m = min(n - j, 4 * groups - skip)
-        _emit_planes(out, j, skip, m, values, scratch, groups)
+        whole = skip == 0 and m == 4 * groups
+        dst = out[j : j + m] if whole else scratch
+        p0, p1, p2, p3 = planes[0], planes[1], planes[2], planes[3]
+        for g in range(groups):  # both pairs of group g, stored in element order (this loop vectorizes)
+            a, b = _box_muller_f32(p0[g], p1[g], std32, mean32)
+            c, d = _box_muller_f32(p2[g], p3[g], std32, mean32)
+            dst[4 * g] = a
+            dst[4 * g + 1] = b
+            dst[4 * g + 2] = c
+            dst[4 * g + 3] = d
+        if not whole:
+            for t in range(m):
+                out[j + t] = scratch[skip + t]
         j += m
 
 
