@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -83,15 +84,15 @@ class Geometry:
     shape: tuple[int, ...]
     sl: Slice
 
-    @property
+    @cached_property
     def out_shape(self) -> tuple[int, ...]:
         return sliced_shape(self.shape, self.sl)
 
-    @property
+    @cached_property
     def _strides(self) -> list[int]:
         return [math.prod(self.shape[k + 1 :]) for k in range(len(self.shape))]
 
-    @property
+    @cached_property
     def _layout(self) -> tuple[int, tuple[int, ...], int]:
         """(run length, the axes that enumerate runs, full offset added to every run)."""
         shape, sl, out = self.shape, self.sl, self.out_shape

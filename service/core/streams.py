@@ -81,15 +81,6 @@ def inner_executor() -> ThreadPoolExecutor:
         return _inner
 
 
-def fill_elementwise(spec: ResolvedSpec, key: int, start: int, out: Array) -> None:
-    """Write full-tensor elements [start, start + len(out)) of an elementwise distribution into ``out`` (output dtype)."""
-    dist = spec.distribution
-    if isinstance(dist, Constant):
-        out.fill(spec.compute_dtype.type(dist.value))
-        return
-    algorithms.get(spec.algorithm).fill(spec, key, start, out)
-
-
 def stream_key(spec: ResolvedSpec, label: str = "values") -> int:
     """The key of one of ``spec``'s random streams, by its algorithm's rule."""
     return algorithms.get(spec.algorithm).stream_key(spec.seed, spec.name, label)
@@ -208,10 +199,20 @@ class Tensor:
         self._kind = "materialized" if isinstance(dist, MATERIALIZED) else "index" if isinstance(dist, INDEXED) else "elementwise"
         self._matrix_lock = threading.Lock()
         self._geometry = None if spec.slice is None else Geometry(spec.shape, spec.slice)
+        self._whole = spec.unsliced()  # the key of a materialized kind's cache entry, shared by all its slices
+        self._algorithm = algorithms.get(spec.algorithm)
 
     def _full(self) -> Array:
         """A materialized kind's whole flat tensor (cached once for every slice of it)."""
-        return MATERIALIZED_CACHE.get(self.spec.unsliced())
+        return MATERIALIZED_CACHE.get(self._whole)
+
+    def _fill_elementwise(self, start: int, out: Array) -> None:
+        """Write full-tensor elements [start, start + len(out)) of an elementwise distribution into ``out``."""
+        dist = self.spec.distribution
+        if isinstance(dist, Constant):
+            out.fill(self.spec.compute_dtype.type(dist.value))
+        else:
+            self._algorithm.fill(self.spec, self._key, start, out)
 
     def reseeded(self, spec: ResolvedSpec) -> Tensor:
         """This tensor's twin for ``spec``, which differs from this one's spec in the seed only.
@@ -236,6 +237,7 @@ class Tensor:
         twin.__dict__.update(self.__dict__)
         twin.spec = spec
         twin._key = stream_key(spec)
+        twin._whole = spec.unsliced()
         return twin
 
     def delta_matrix(self) -> Array:
@@ -262,10 +264,10 @@ class Tensor:
         geometry = self._geometry
         if self._kind == "elementwise":
             if geometry is None:
-                fill_elementwise(self.spec, self._key, lo, out)
+                self._fill_elementwise(lo, out)
             else:  # one kernel call per stretch contiguous in the full tensor
                 for full, at, n in geometry.pieces(lo, hi):
-                    fill_elementwise(self.spec, self._key, full, out[at : at + n])
+                    self._fill_elementwise(full, out[at : at + n])
         elif self._kind == "materialized":
             out[...] = self._full()[lo:hi] if geometry is None else self._full()[geometry.full_indices(lo, hi)]
         else:

@@ -9,8 +9,8 @@ first release: a change of bytes is a new algorithm module, never an edit here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import math
 import threading
 from concurrent.futures import Executor
 from typing import Any
@@ -48,13 +48,15 @@ def philox_key(key: int) -> tuple[int, int, int, int]:
     return key & _LOW32, (key >> 32) & _LOW32, (key >> 64) & _LOW32, (key >> 96) & _LOW32
 
 
+@functools.lru_cache(maxsize=1024)
 def trunc_constants(dist: TruncatedNormal) -> tuple[float, float, float]:
     """(p0, dp, flip) with z = flip·Φ⁻¹(p0 + u·dp) the standard normal conditioned on [α, β].
 
     Upper tail (α ≥ 0): p0 = Q(β), dp = Q(α) − Q(β), flip = −1 (Q the upper-tail
     probability, so Φ⁻¹ sees small numbers, never 1 − small); otherwise p0 = Q(−α),
     dp = Q(−β) − Q(−α) (lower tail), or 1 − Q(β) − Q(−α) when the interval straddles 0,
-    flip = +1. Q is :func:`tails.upper_tail`: basic operations only, no libm.
+    flip = +1. Q is :func:`tails.upper_tail`: basic operations only, no libm, and ~50 µs
+    of Python, so kept per distribution (every chunk and every run of a slice asks again).
     """
     alpha = (dist.low - dist.mean) / dist.std
     beta = (dist.high - dist.mean) / dist.std
@@ -126,13 +128,13 @@ def _fill64(dist: Any, words: tuple[int, int, int, int], start: int, out: Array)
 GAUSSIAN_CHUNK = 1 << 18  # elements per parallel part of a Gaussian matrix (not part of the algorithm)
 
 
-def standard_normals(key: int, count: int, executor: Executor | None = None) -> Array:
-    """Elements [0, count) of the float64 N(0, 1) stream of ``key`` (the ``normal`` float64 kernel)."""
+def normals(key: int, count: int, std: float = 1.0, executor: Executor | None = None) -> Array:
+    """Elements [0, count) of the float64 N(0, std²) stream of ``key`` (the ``normal`` float64 kernel, mean 0)."""
     out = np.empty(count, np.float64)
     words = philox_key(key)
 
     def part(lo: int) -> None:
-        kernels.normal_f64(out[lo : lo + GAUSSIAN_CHUNK], lo, *words, 0.0, 1.0)
+        kernels.normal_f64(out[lo : lo + GAUSSIAN_CHUNK], lo, *words, 0.0, std)
 
     starts = range(0, count, GAUSSIAN_CHUNK)
     if executor is None or count <= GAUSSIAN_CHUNK:
@@ -153,7 +155,7 @@ def orthogonal_matrix(key: int, rows: int, cols: int, gain: float, executor: Exe
     big, small = max(rows, cols), min(rows, cols)
     if big * small == 0:
         return np.zeros((rows, cols), np.float64)
-    a = standard_normals(key, big * small, executor).reshape(big, small)
+    a = normals(key, big * small, executor=executor).reshape(big, small)
     q, signs = orthogonal_q(a, executor=executor)
     scale = signs * gain
     q *= scale[None, :]
@@ -169,9 +171,7 @@ def sparse_matrix(spec: ResolvedSpec, dist: Sparse, executor: Executor | None = 
     """
     rows, cols = spec.shape
     count = rows * cols
-    flat = np.empty(count, np.float64)
-    kernels.normal_f64(flat, 0, *philox_key(stream_key(spec.seed, spec.name)), 0.0, float(dist.std))
-    values = flat.reshape(rows, cols)
+    values = normals(stream_key(spec.seed, spec.name), count, float(dist.std), executor).reshape(rows, cols)
     if dist.zeros_per_column and count:
         k0, k1, n0, n1 = philox_key(stream_key(spec.seed, spec.name, "mask"))
         w = kernels.philox_block(0, (count + 1) // 2, k0, k1, n0, n1)[: 2 * count].astype(np.uint64)
@@ -195,4 +195,3 @@ def warm_up() -> None:
     kernels.round_bf16(np.zeros(4, np.float32), np.zeros(4, np.uint16))
     kernels.philox_block(0, 1, *key)
     orthogonal_matrix(stream_key(0, "warm-up"), 150, 130, 1.0)  # past one block of reflectors: every kernel of householder.py
-    math.isfinite(tails.upper_tail(1.0))

@@ -105,7 +105,7 @@ def philox_words(words: Any, first: Any, count: Any, key0: Any, key1: Any, nonce
 
 @numba.njit(**_JIT)
 def philox_block(first: int, count: int, key0: int, key1: int, nonce0: int, nonce1: int) -> Any:
-    """4·count words of the stream from counter ``first``: the generator alone, for tests."""
+    """4·count words of the stream from counter ``first``, in a new array (sparse's rank keys, tests)."""
     words = np.empty(4 * count, np.uint32)
     philox_words(words, np.int64(first), np.int64(count), np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1))
     return words
@@ -239,7 +239,6 @@ def cos_sin_turn(octant: Any, frac: Any, frac_bits: int) -> tuple[float, float]:
     return (-cosv if cneg else cosv), (-sinv if sneg else sinv)
 
 
-_TWO_M24 = np.float32(2.0**-24)
 _ONE_BITS = np.int64(0x3FF0000000000000)
 
 
@@ -304,7 +303,7 @@ def uniform_f32(out: Any, start: int, key0: int, key1: int, nonce0: int, nonce1:
         for k in range(4):
             pw, pv = planes[k], values[k]
             for g in range(groups):
-                pv[g] = np.float32(np.int32(pw[g] >> np.uint32(8))) * _TWO_M24 * wd32 + lo32
+                pv[g] = np.float32(np.int32(pw[g] >> np.uint32(8))) * _TWO_M24_F * wd32 + lo32
         skip = e - 4 * g0
         m = min(n - j, 4 * groups - skip)
         _emit_planes(out, j, skip, m, values, scratch, groups)
