@@ -109,7 +109,8 @@ def test_weights_are_the_services_orthogonal_times_the_reported_gain(client: Cli
     report = lsuv(model, x, seed=11, client=client)
     # The README's replay: the same tensors from the service alone, by an explicit gain on each spec.
     replay = tanh_mlp(torch_seed=5)
-    rules = [(f"{r.name}.weight", {"scheme": "orthogonal", "gain": r.gain}) for r in report] + [("*.bias", "zeros")]
+    rules: list[tuple[str, Any]] = [(f"{r.name}.weight", {"scheme": "orthogonal", "gain": r.gain}) for r in report]
+    rules += [(f"{r.name}.bias", "zeros") for r in report] + [("*", None)]
     client.init_module(replay, rules, seed=11)
     for r in report:
         got, want = model.get_parameter(f"{r.name}.weight").detach(), replay.get_parameter(f"{r.name}.weight").detach()

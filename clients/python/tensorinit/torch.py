@@ -138,7 +138,9 @@ def lsuv(
     is layer L+1's first measurement).
 
     The result is deterministic for a given seed, batch and model structure (it does not
-    depend on the weights the model held before; CPU forward passes are repeatable).
+    depend on the weights the model held before), on one machine: the stds come from
+    torch's forward pass, whose last bits depend on the CPU and BLAS. The reported gains
+    pin it everywhere: orthogonal with those gains is the service's bytes on any machine.
 
     Returns one :class:`LayerReport` per layer: the layers the batch reached, in the
     order they were processed, then those it did not reach (in ``named_modules`` order;
