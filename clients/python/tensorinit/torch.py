@@ -152,8 +152,9 @@ def lsuv(
     Raises ValueError, before any request, for a bad ``tol`` (0 < tol < 1) or
     ``max_iter`` (an integer ≥ 1), a model without such layers, a layer whose weight (or
     bias, with ``zero_bias``) is tied to another module's or parametrized, or an
-    uninitialized lazy layer; TypeError for a batch that is not a tensor, tuple, list or
-    mapping. The service's errors are the client's (:class:`~tensorinit.ValidationError`
+    uninitialized lazy layer, or an empty tensor in the batch; TypeError for a batch that
+    is not a tensor, tuple, list or mapping, or a ``client`` that is not a
+    :class:`Client`. The service's errors are the client's (:class:`~tensorinit.ValidationError`
     for a bad seed, ...), raised before the model is touched. An error of the forward
     pass itself propagates as it is, with the weights partly initialized.
     """
