@@ -54,23 +54,19 @@ def tensor_sha256(body: bytes) -> str:
     return hashlib.sha256(body[8 + header :]).hexdigest()
 
 
-def start_cluster(tmp: Path, replicas: int = 2) -> Cluster:
+def new_cluster(tmp: Path, replicas: int = 2) -> Cluster:
+    """A cluster (not yet started: ``with new_cluster(...) as c``) on free ports, its state in ``tmp``."""
     try:
         nginx_binary()
     except FileNotFoundError as err:
         pytest.fail(str(err))
     port, *ports = free_ports(replicas + 1)
     tmp.chmod(0o755)  # nginx's workers may run as another user
-    cluster = Cluster(port, ports, tmp, env={"TENSORINIT_ACCESS_LOG": "off"})
-    cluster.start()
-    return cluster
+    return Cluster(port, ports, tmp, env={"TENSORINIT_ACCESS_LOG": "off"})
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two replicas behind nginx, for one test module."""
-    running = start_cluster(tmp_path_factory.mktemp("cluster"))
-    try:
+    with new_cluster(tmp_path_factory.mktemp("cluster")) as running:
         yield running
-    finally:
-        running.stop()
