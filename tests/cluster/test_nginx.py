@@ -160,3 +160,36 @@ def test_request_ids_are_the_requests_own_also_on_a_hit(cluster: Cluster) -> Non
     assert ids == ["probe-0", "probe-1"]
     fresh = {httpx.get(cluster.url + query).headers["x-request-id"] for _ in range(2)}
     assert len(fresh) == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", init(113, shape="64,64"), {}, 200),
+        ("GET", init(113, shape="64,64"), {"Range": "bytes=0-3"}, 206),
+        ("GET", init(113, shape="64,64"), {"Range": "bytes=999999-"}, 416),  # made by nginx from the stored file
+        ("HEAD", init(113, shape="64,64"), {}, 200),
+        ("GET", "/init?scheme=he_normal&shape=4&seed=-1", {}, 422),
+        ("GET", "/nowhere", {}, 404),
+        ("GET", "/healthz", {}, 200),
+    ],
+)
+def test_cache_status_and_request_id_once_on_every_answer(
+    cluster: Cluster, method: str, path: str, headers: dict[str, str], status: int
+) -> None:
+    httpx.get(cluster.url + init(113, shape="64,64"))  # stored
+    answer = httpx.request(method, cluster.url + path, headers=headers)
+    assert answer.status_code == status
+    assert len(answer.headers.get_list("x-cache-status")) == len(answer.headers.get_list("x-request-id")) == 1
+    if status >= 400:
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["status"] == status
+
+
+def test_a_cut_post_resumes_through_nginx_with_range(cluster: Cluster) -> None:
+    body = {"scheme": "he_normal", "shape": [1024, 1024], "seed": 114}
+    whole = httpx.post(cluster.url + "/init", json=body, timeout=60)
+    etag = whole.headers["etag"]
+    rest = httpx.post(cluster.url + "/init", json=body, headers={"Range": "bytes=1000000-", "If-Range": etag}, timeout=60)
+    assert (rest.status_code, rest.headers["x-cache-status"]) == (206, "BYPASS")
+    assert rest.content == whole.content[1000000:]
