@@ -73,7 +73,13 @@ def test_kill_9_of_a_replica_during_load_loses_no_request_and_it_rejoins(cluster
     assert len(done) == len(set(done)) > CLIENTS
     log = (cluster.state / "error.log").read_text()
     assert "prematurely closed" in log or "connect() failed" in log, "the kill was not seen by nginx"
-    assert served(victim.url) > rejoined_at, "the restarted replica got no request"
+    # Rejoined: nginx sends it requests again (at once if the load outlasted its restart,
+    # else after the 5 s fail_timeout; bounded either way).
+    deadline = time.monotonic() + 20
+    while served(victim.url) == rejoined_at:
+        assert time.monotonic() < deadline, "the restarted replica got no request"
+        httpx.get(f"{cluster.url}/init?scheme=he_normal&shape=64,64&seed={next(seeds)}", timeout=30).raise_for_status()
+        time.sleep(0.1)
 
 
 @pytest.mark.slow
