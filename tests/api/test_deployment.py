@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with uvicorn[standard]
 
 from deploy.cluster import PLACEHOLDER, TEMPLATE, render
@@ -64,3 +65,12 @@ def test_dockerfile_runs_the_same_factory_as_make_run_as_a_non_root_user() -> No
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.M)
     assert "${PORT:-8000}" in dockerfile and "0.0.0.0" in dockerfile
     assert "pip install ." in dockerfile
+
+
+def test_render_fills_every_placeholder_and_refuses_a_missing_one() -> None:
+    template = "user ${TENSORINIT_NGINX_USER}; listen ${TENSORINIT_NGINX_LISTEN}; proxy_cache_key $uri$is_args$args;"
+    assert render(template, {"TENSORINIT_NGINX_USER": "nginx", "TENSORINIT_NGINX_LISTEN": "8080"}) == (
+        "user nginx; listen 8080; proxy_cache_key $uri$is_args$args;"
+    )
+    with pytest.raises(KeyError, match="TENSORINIT_NGINX_LISTEN"):
+        render(template, {"TENSORINIT_NGINX_USER": "nginx"})
