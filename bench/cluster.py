@@ -97,13 +97,47 @@ def static_nginx(root: Path, state: Path) -> Iterator[str]:
         process.wait(10)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` so far, from /proc."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def nginx_pids(c: Cluster) -> list[int]:
+    assert c.nginx is not None
+    workers = subprocess.run(["pgrep", "-P", str(c.nginx.pid)], capture_output=True, text=True, check=True).stdout.split()
+    return [c.nginx.pid, *map(int, workers)]
+
+
 def miss_and_hit(c: Cluster, tmp: Path, reps: int) -> None:
     replica = c.replicas[0].url
+    assert c.replicas[0].process is not None
+    who = {"nginx": nginx_pids(c), "replica": [c.replicas[0].process.pid]}
+    spent = {name: {"miss": 0.0, "direct": 0.0} for name in who}
+
+    def timed(kind: str, url: str, expect: str | None) -> float:
+        before = {name: cpu_seconds(pids) for name, pids in who.items()}
+        seconds = download(url, expect)
+        for name, pids in who.items():
+            spent[name][kind] += cpu_seconds(pids) - before[name]
+        return seconds
+
     print(f"256 MiB float32 he_normal, curl → /dev/null, best of {reps} (rounds interleaved):")
     miss, direct, median = paired(
-        lambda: download(f"{c.url}{BIG}&seed={next(_seeds)}", "MISS"), lambda: download(f"{replica}{BIG}&seed={next(_seeds)}"), reps
+        lambda: timed("miss", f"{c.url}{BIG}&seed={next(_seeds)}", "MISS"),
+        lambda: timed("direct", f"{replica}{BIG}&seed={next(_seeds)}", None),
+        reps,
     )
     print(f"  miss through nginx {gbps(miss)}, direct to the replica {gbps(direct)}")
+    rounds = reps + 1  # with the warm-up
+    print(
+        "  CPU seconds per file: miss: replica {:.2f}, nginx {:.2f}; direct: replica {:.2f}".format(
+            spent["replica"]["miss"] / rounds, spent["nginx"]["miss"] / rounds, spent["replica"]["direct"] / rounds
+        )
+    )
     verdict("miss through nginx / direct", direct, miss, median, 0.8)
 
     seed = next(_seeds)

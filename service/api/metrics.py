@@ -160,7 +160,10 @@ class Metrics:
         self.generation_seconds = Histogram(
             "tensorinit_generation_seconds", "Wall time of each generating stream.", buckets=_LATENCY_BUCKETS, registry=r
         )
-        mode: Literal["livesum"] = "livesum"  # several workers: their sum (a dead worker's files are left out once removed)
+        # Several workers: their sum. A worker that exits leaves its last copied values in
+        # its file (nothing calls mark_process_dead: uvicorn's supervisor has no hook for
+        # it) until the next start wipes the directory.
+        mode: Literal["livesum"] = "livesum"
         self.in_flight = Gauge("tensorinit_generations_in_flight", "Admitted generations now running.", registry=r, multiprocess_mode=mode)
         self.bytes_in_flight = Gauge(
             "tensorinit_generation_bytes_in_flight", "Bytes of the admitted answers now running.", registry=r, multiprocess_mode=mode
