@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck pytest golden bench openapi clean
+.PHONY: run cluster nginx test lint typecheck pytest golden bench openapi clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,16 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m service.api.serve service.api.app:create_app --factory --host $(HOST) --port $(PORT)
 
+# N replicas on PORT+1..PORT+N behind nginx on PORT (deploy/cluster.py); Ctrl-C stops them all.
+REPLICAS ?= 2
+cluster: $(STAMP) nginx
+	$(BIN)/python -m deploy.cluster --port $(PORT) --replicas $(REPLICAS)
+
+# Debian's nginx (with its slice module) for `make cluster` and tests/cluster, installed when missing.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+		{ apt-get update && apt-get install -y --no-install-recommends nginx; }
+
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
@@ -26,7 +36,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) nginx
 	$(BIN)/pytest -q
 
 golden: $(STAMP)

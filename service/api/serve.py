@@ -11,6 +11,12 @@ see every clean stop as a failure.
 streams get ``--timeout-graceful-shutdown`` seconds (default 30) to finish. uvicorn's
 plain access log is off (``--access-log`` turns it back on): the app writes JSON lines.
 ``make run`` and the Dockerfile run ``python -m service.api.serve service.api.app:create_app --factory``.
+
+``TENSORINIT_WORKERS=N`` (N > 1, unless ``--workers`` is given) serves from N uvicorn
+worker processes on one socket. They then share their metrics through prometheus-client's
+multiprocess mode (service/api/metrics.py): ``PROMETHEUS_MULTIPROC_DIR`` is set, by
+default to a fresh temporary directory, and its ``*.db`` files are removed before the
+workers start, so that a previous run's counts are not added to this one's.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -37,6 +45,7 @@ def command(argv: list[str]) -> list[str]:
         ("--host", os.environ.get("HOST", "127.0.0.1")),
         ("--port", os.environ.get("PORT", "8000")),
         ("--timeout-graceful-shutdown", str(GRACEFUL_SECONDS)),
+        ("--workers", os.environ.get("TENSORINIT_WORKERS", "1")),
     ):
         if not any(a == option or a.startswith(option + "=") for a in args):
             args += [option, default]
@@ -45,12 +54,36 @@ def command(argv: list[str]) -> list[str]:
     return args
 
 
+def workers(args: list[str]) -> int:
+    """The ``--workers`` count of uvicorn arguments made by :func:`command`."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--workers="):
+            return int(arg.split("=", 1)[1])
+        if arg == "--workers":
+            return int(args[i + 1])
+    return 1
+
+
+def multiprocess_metrics() -> Path:
+    """Set ``PROMETHEUS_MULTIPROC_DIR`` (kept if given, else a fresh directory) and empty it of metric files."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(given) if given else Path(tempfile.mkdtemp(prefix="tensorinit-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)  # inherited by the workers, read at their first import
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM/SIGINT, shut down gracefully, exit 0."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         # uvicorn installs its own handlers while serving and restores these afterwards.
         signal.signal(signum, _after_shutdown)
-    uvicorn.main.main(args=command(sys.argv[1:] if argv is None else argv), prog_name="tensorinit")
+    args = command(sys.argv[1:] if argv is None else argv)
+    if workers(args) > 1:
+        multiprocess_metrics()
+    uvicorn.main.main(args=args, prog_name="tensorinit")
 
 
 if __name__ == "__main__":

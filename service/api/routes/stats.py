@@ -33,6 +33,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     415: problem("the body is not JSON"),
     422: problem("invalid parameters, with paths and allowed values"),
 }
+STATS_CACHE = "public, max-age=86400"
+"""GET /stats may be stored (deploy/nginx.conf does) for a day, not forever as GET /init: its
+numbers are sums in floating point and a KS p-value computed by scipy, which a later
+release of the service may compute to other last digits; the tensor's bytes are frozen."""
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -195,7 +199,9 @@ async def stats_get(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     text = wants_text(request.headers.get("accept"))
     document = query_document(request.query_params.multi_items())
-    return await _valid_then_answer(request, document, document.pop("bins", None), settings, text)
+    response = await _valid_then_answer(request, document, document.pop("bins", None), settings, text)
+    response.headers["Cache-Control"] = STATS_CACHE
+    return response
 
 
 @router.post(
