@@ -237,7 +237,9 @@ def parse_entry(name: str, raw: Mapping[str, Any]) -> Entry:
                 )
         elif not isinstance(role, str) or not _valid_role(kind, role):
             raise located(InvalidParameterError("role", role, f"a role of a {kind}: {_roles_of(kind)}"), "tensors", name)
-        module = name.removesuffix(role).removesuffix(".") if name.endswith(role) else name
+        # The module is the name without the role; a name that does not end in its role
+        # (a flax "Dense_0.kernel" given role weight) belongs to its parent path.
+        module = name.removesuffix(role).removesuffix(".") if name.endswith(role) else name.rpartition(".")[0]
     elif role is not None:
         raise located(InvalidParameterError("role", role, "no role without a kind (give the kind too)"), "tensors", name)
     dtype = raw.get("dtype")
