@@ -269,7 +269,7 @@ def _gpt2(entry: Entry, ctx: RecipeContext) -> Rule | None:
     std, n_layer = ctx.params["std"], ctx.params["n_layer"]
     if entry.kind in NORMS:
         return _norm(entry)
-    if entry.kind not in ("linear", "embedding", "multihead_attention", "conv1d"):
+    if entry.kind not in ("linear", "embedding", "multihead_attention"):
         return None
     if _is_bias(entry):
         return ZEROS
@@ -614,4 +614,14 @@ def plan_recipe(
         specs.append(replace(spec, derivation=tuple(sorted(derivation)), fill_rows=rule.fill_rows))
     if uncovered:
         raise UncoveredTensorsError(found.name, uncovered)
+    seen: dict[str, str] = {}
+    for spec, entry_name in zip(specs, (e.name for e in manifest.entries.values() if e.name not in skipped), strict=True):
+        if spec.name in seen:  # names are NFC-normalized when resolved: two keys may become one
+            raise located(
+                InvalidParameterError(
+                    entry_name, entry_name, f"distinct names (the same as {seen[spec.name]!r} after Unicode NFC normalization)"
+                ),
+                "tensors",
+            )
+        seen[spec.name] = entry_name
     return RecipePlan(specs, skipped)

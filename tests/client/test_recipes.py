@@ -22,6 +22,7 @@ from tensorinit import AsyncClient, Client, PayloadTooLarge, ValidationError
 from tensorinit._manifest import module_manifest, tree_manifest
 from torch import nn
 
+from bench.recipes import GPT
 from service.core import ResolvedSpec, generate
 from service.core.recipes import plan_recipe
 
@@ -156,67 +157,14 @@ def test_recipe_torch_is_reset_parameters(factory: Callable[[], nn.Module], expe
         assert result.pvalue > KS_ALPHA, (name, result)
 
 
-# -- gpt2 against nanoGPT's own _init_weights --------------------------------------------
-
-
-class _Attention(nn.Module):
-    def __init__(self, n: int):
-        super().__init__()
-        self.c_attn = nn.Linear(n, 3 * n)
-        self.c_proj = nn.Linear(n, n)
-
-
-class _MLP(nn.Module):
-    def __init__(self, n: int):
-        super().__init__()
-        self.c_fc = nn.Linear(n, 4 * n)
-        self.c_proj = nn.Linear(4 * n, n)
-
-
-class _Block(nn.Module):
-    def __init__(self, n: int):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(n)
-        self.attn = _Attention(n)
-        self.ln_2 = nn.LayerNorm(n)
-        self.mlp = _MLP(n)
-
-
-class NanoGPT(nn.Module):
-    """nanoGPT's GPT module tree (karpathy/nanoGPT model.py), with its _init_weights when ``init`` is True."""
-
-    def __init__(self, vocab: int, block: int, n_layer: int, n_embd: int, init: bool = True):
-        super().__init__()
-        wte = nn.Embedding(vocab, n_embd)
-        self.transformer = nn.ModuleDict(
-            {
-                "wte": wte,
-                "wpe": nn.Embedding(block, n_embd),
-                "h": nn.ModuleList([_Block(n_embd) for _ in range(n_layer)]),
-                "ln_f": nn.LayerNorm(n_embd),
-            }
-        )
-        self.lm_head = nn.Linear(n_embd, vocab, bias=False)
-        wte.weight = self.lm_head.weight  # weight tying
-        if init:
-            self.apply(self._init_weights)
-            for pn, p in self.named_parameters():
-                if pn.endswith("c_proj.weight"):
-                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+# -- gpt2 against nanoGPT's own _init_weights (bench.recipes.GPT: nanoGPT's module tree and init) --
 
 
 def test_recipe_gpt2_matches_nanogpt() -> None:
     torch.manual_seed(0)
-    reference = NanoGPT(vocab=512, block=256, n_layer=4, n_embd=256)
-    model = NanoGPT(vocab=512, block=256, n_layer=4, n_embd=256, init=False)
+    reference = GPT(vocab=512, block=256, n_layer=4, n_embd=256)
+    reference.nanogpt_init()
+    model = GPT(vocab=512, block=256, n_layer=4, n_embd=256)
     manifest, _ = module_manifest(model)
     assert list(manifest) == [n for n, _ in model.named_parameters()]
     specs = {s.name: s for s in plan_recipe("gpt2", manifest, recipe_params={"n_layer": 4}, seed=0).specs}
@@ -254,7 +202,7 @@ def test_init_module_recipe_fills_the_engine_bytes(live_url: str) -> None:
 
 
 def test_init_module_gpt2_with_rules_and_roles_and_plan(live_url: str) -> None:
-    model = NanoGPT(vocab=64, block=16, n_layer=2, n_embd=16, init=False)
+    model = GPT(vocab=64, block=16, n_layer=2, n_embd=16)
     head = model.get_parameter("transformer.h.0.mlp.c_fc.weight").detach().clone()
     with Client(live_url) as client:
         plan = client.plan_module(

@@ -335,3 +335,10 @@ def test_padding_row_is_zero_and_the_rest_unchanged() -> None:
 def test_specs_without_fill_rows_keep_their_canonical_json() -> None:
     spec = resolve("normal", (4, 4))
     assert "fill_rows" not in spec.to_dict()
+
+
+def test_names_equal_after_nfc_are_refused() -> None:
+    tensors = {"e\u0301.weight": {"shape": [2, 2], "kind": "linear"}, "\u00e9.weight": {"shape": [2, 2], "kind": "linear"}}
+    with pytest.raises(InvalidParameterError) as info:
+        plan_recipe("torch", tensors)
+    assert "NFC" in info.value.allowed and getattr(info.value, "where", ()) == ("tensors",)
