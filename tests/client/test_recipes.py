@@ -319,3 +319,25 @@ def test_client_raises_the_mapped_error(live_url: str) -> None:
     with Client(live_url) as client, pytest.raises(ValidationError) as info:
         client.init_module(nn.Linear(2, 2), recipe="gpt2")
     assert any(e.path == ("recipe_params", "n_layer") for e in info.value.errors)
+
+
+def test_catalogue_and_a_streamed_fill_rows(live_url: str) -> None:
+    with Client(live_url) as client:
+        catalogue = client._http.get(f"{live_url}/recipes").json()
+        one = client._http.get(f"{live_url}/recipes/deepnet").json()
+        missing = client._http.get(f"{live_url}/recipes/gpt3")
+        # A zeros tensor over the streaming threshold with a row range set to 1 (Keras' forget
+        # bias): the constant fast path must not serve it, the post-step must reach every block.
+        hidden = 300_000
+        body = {
+            "recipe": "keras",
+            "tensors": {"lstm.bias_ih_l0": {"shape": [4 * hidden], "kind": "lstm", "attributes": {"hidden_size": hidden}}},
+        }
+        served = client._fetch(body, "numpy", verify=True)["lstm.bias_ih_l0"]
+    assert [r["name"] for r in catalogue["recipes"]] == ["torch", "keras", "flax", "gpt2", "fixup", "t_fixup", "deepnet", "mup"]
+    assert "conv_transpose3d" in catalogue["kinds"] and "residual_out" in catalogue["roles"]
+    assert one["formula"] and "torchscale" in one["source"] and any(p["name"] == "beta_source" for p in one["parameters"])
+    assert missing.status_code == 404
+    expected = np.zeros(4 * hidden, np.float32)
+    expected[hidden : 2 * hidden] = 1
+    assert np.array_equal(served, expected)
