@@ -513,8 +513,11 @@ def _check_params(found: Recipe, given: Mapping[str, Any] | None) -> dict[str, A
     values: dict[str, Any] = {}
     for p in found.params:
         if given.get(p.name) is not None:
+            value = given[p.name]
+            if p.type == "integer" and isinstance(value, float) and value.is_integer():
+                value = int(value)  # JSON has one number type: 12.0 is the integer 12, as in scheme requests
             try:
-                values[p.name] = p.check(given[p.name])
+                values[p.name] = p.check(value)
             except TensorinitError as err:
                 raise located(err, "recipe_params") from None
         elif p.required:

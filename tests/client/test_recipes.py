@@ -160,6 +160,19 @@ def test_recipe_torch_is_reset_parameters(factory: Callable[[], nn.Module], expe
 # -- gpt2 against nanoGPT's own _init_weights (bench.recipes.GPT: nanoGPT's module tree and init) --
 
 
+def test_manifest_buffers_only_when_asked() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    assert list(module_manifest(model)[0]) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var"]
+    assert list(module_manifest(model, buffers=False)[0]) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert module_manifest(model)[0]["0.weight"] == {
+        "shape": [4, 3, 3, 3],
+        "dtype": "float32",
+        "kind": "conv2d",
+        "role": "weight",
+        "attributes": {"groups": 1},
+    }
+
+
 def test_recipe_gpt2_matches_nanogpt() -> None:
     torch.manual_seed(0)
     reference = GPT(vocab=512, block=256, n_layer=4, n_embd=256)

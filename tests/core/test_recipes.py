@@ -270,6 +270,15 @@ def test_errors_name_the_parameter(
     assert info.value.allowed
 
 
+def test_integral_numbers_are_integers() -> None:
+    assert (
+        plan_recipe("gpt2", GPT, recipe_params={"n_layer": 8.0}).specs[1].distribution
+        == plan_recipe("gpt2", GPT, recipe_params={"n_layer": 8}).specs[1].distribution
+    )
+    with pytest.raises(InvalidParameterError):
+        plan_recipe("gpt2", GPT, recipe_params={"n_layer": 8.5})
+
+
 def test_unknown_kind_lists_the_vocabulary() -> None:
     with pytest.raises(InvalidParameterError) as info:
         plan_recipe("torch", {"x.weight": {"shape": [3, 3], "kind": "dense"}})

@@ -290,7 +290,7 @@ class AsyncClient(BaseClient):
             return _torch.fill(found, values)
         if shard is not None:
             raise TypeError("init_module(recipe=...) does not take shard: a recipe request serves whole tensors")
-        manifest, targets = _manifest.module_manifest(module)
+        manifest, targets = _manifest.module_manifest(module, buffers=buffers)
         body = _manifest.recipe_body(
             recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules
         )

@@ -80,8 +80,11 @@ def _attributes(module: torch.nn.Module, kind: str) -> dict[str, Any]:
     return out
 
 
-def module_manifest(model: torch.nn.Module) -> tuple[Manifest, dict[str, torch.Tensor]]:
-    """The manifest of ``model`` and the tensors it names (in ``named_parameters`` order, shared ones once)."""
+def module_manifest(model: torch.nn.Module, *, buffers: bool = True) -> tuple[Manifest, dict[str, torch.Tensor]]:
+    """The manifest of ``model`` and the tensors it names (in ``named_parameters`` order, shared ones once).
+
+    ``buffers=False`` leaves BatchNorm's running statistics out.
+    """
     manifest: Manifest = {}
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
@@ -110,7 +113,7 @@ def module_manifest(model: torch.nn.Module) -> tuple[Manifest, dict[str, torch.T
         dot = f"{prefix}." if prefix else ""
         for pname, param in module.named_parameters(recurse=False):
             add(dot + pname, param, kind, pname if kind else None, attributes)
-        if kind == "batch_norm":
+        if kind == "batch_norm" and buffers:
             for bname, buffer in module.named_buffers(recurse=False):
                 if bname in ("running_mean", "running_var"):
                     add(dot + bname, buffer, kind, bname, attributes)
