@@ -209,7 +209,7 @@ def _framework_recurrent(entry: Entry, ctx: RecipeContext, kernel: Rule) -> Rule
 def _keras(entry: Entry, ctx: RecipeContext) -> Rule | None:
     """Keras 3 layers' defaults.
 
-    Formula: Dense/Conv*/ConvTranspose* kernel glorot_uniform U(±√(6/(fan_in+fan_out))), bias 0; Embedding U(±0.05); LSTM/GRU/SimpleRNN kernel glorot_uniform, recurrent kernel orthogonal, bias 0, LSTM forget-gate bias 1 (unit_forget_bias: rows [H, 2H) of bias_ih, torch's gate order i, f, g, o); MultiHeadAttention kernels glorot_uniform, biases 0; norms gamma 1, beta 0, moving_mean 0, moving_variance 1. Fans in the request's convention (torch layout by default)
+    Formula: Dense/Conv*/ConvTranspose* kernel glorot_uniform U(±√(6/(fan_in+fan_out))), bias 0; Embedding U(±0.05); LSTM/GRU/SimpleRNN kernel glorot_uniform, recurrent kernel orthogonal, bias 0, LSTM forget-gate bias 1 (unit_forget_bias: rows [H, 2H) of bias_ih, torch's gate order i, f, g, o); MultiHeadAttention kernels glorot_uniform on the manifest's tensors (a torch packed (3E, E) in_proj takes the packed matrix's fans, not those of Keras' per-head (E, heads, dim) kernels), biases 0; norms gamma 1, beta 0, moving_mean 0, moving_variance 1. Fans in the request's convention (torch layout by default)
     Source: keras/src/layers/core/dense.py, convolutional/base_conv.py, core/embedding.py (embeddings_initializer="uniform": RandomUniform(-0.05, 0.05)), rnn/lstm.py (unit_forget_bias), attention/multi_head_attention.py, normalization/*.py; Glorot & Bengio 2010
     """
     kind = entry.kind
