@@ -121,9 +121,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(target: str) -> Iterator[tuple[str, int]]:
-    """``uvicorn <target> --factory`` on a free loopback port: (base url, pid)."""
-    port = free_port()
+def server(target: str, port: int | None = None) -> Iterator[tuple[str, int]]:
+    """``uvicorn <target> --factory`` on ``port`` (default: a free loopback port): (base url, pid)."""
+    port = port or free_port()
     cmd = [
         sys.executable,
         "-m",

@@ -216,7 +216,7 @@ def constant_bytes(tensor: Tensor, job: list[Piece]) -> memoryview | None:
     asked for) by repeating the engine's own block 0. Called on the event loop only.
     """
     dist = tensor.spec.distribution
-    if not isinstance(dist, Constant) or tensor.numel == 0:
+    if not isinstance(dist, Constant) or tensor.numel == 0 or tensor.spec.fill_rows:
         return None
     skip = job[0].lo % tensor.itemsize  # where in an element the run starts (a Range may cut one)
     length = sum(p.hi - p.lo for p in job)

@@ -17,6 +17,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from pydantic_core import PydanticCustomError
 
 from service.core import ALGORITHMS, CONVENTIONS, DTYPES, SCHEMES, Param, Scheme, UnknownSchemeError, lookup
+from service.core.manifest import ATTRIBUTES, KINDS, MODEL_ROLES
+from service.core.recipes import RECIPES
 
 
 def _integral(value: Any) -> Any:
@@ -45,6 +47,13 @@ COMMON_ALLOWED: dict[str, str] = {
     "bins": "a positive integer (histogram bins, /stats only)",
     "slice": "numpy basic-slice syntax per axis, e.g. '0:2048,:' (or a list of items such as ['0:2048', ':']); step ≥ 1",
     "algorithm": "one of " + ", ".join(str(v) for v in sorted(ALGORITHMS)) + " (default: the newest)",
+    "recipe": "one of " + ", ".join(RECIPES) + " (see GET /recipes)",
+    "recipe_params": "an object of the recipe's parameters (see GET /recipes/{name})",
+    "roles": "an object mapping model roles (" + ", ".join(MODEL_ROLES) + ") to lists of glob patterns",
+    "rules": "an object {glob: spec} or a list of [glob, spec] pairs; spec: a scheme name, an object with scheme and its parameters, or null",
+    "kind": "one of " + ", ".join(KINDS) + " or null",
+    "role": "the parameter's role in its module (weight, bias, in_proj_weight, weight_hh_l0, ...)",
+    "attributes": "an object of module attributes: " + ", ".join(ATTRIBUTES),
 }
 BATCH_FIELDS = ("seed", "dtype", "convention", "algorithm", "tensors")
 ALGORITHM_ENUM: dict[str, Any] = {"enum": sorted(ALGORITHMS)}
@@ -155,15 +164,52 @@ class BatchRequest(_Strict):
     )
 
 
+class ManifestEntry(_Strict):
+    """One tensor of a model manifest: what a recipe needs to know about it (service.core.manifest)."""
+
+    shape: list[Integer] = Field(description="the tensor's shape", json_schema_extra={"items": {"type": "integer", "minimum": 0}})
+    dtype: str | None = Field(None, description="default: the request's dtype (float32)", json_schema_extra={"enum": list(DTYPES)})
+    kind: str | None = Field(
+        None, description="the module kind; null: a tensor only a rule covers", json_schema_extra={"enum": [*KINDS, None]}
+    )
+    role: str | None = Field(None, description="the parameter's role in its module; default: the longest name suffix the kind allows")
+    attributes: dict[str, Any] | None = Field(None, description="module attributes: " + ", ".join(ATTRIBUTES))
+
+
+class RecipeRequest(_Strict):
+    """A whole model by a recipe: the manifest under 'tensors', resolved by the recipe (rules of the request win)."""
+
+    recipe: str = Field(description="the recipe (see GET /recipes)", json_schema_extra={"enum": list(RECIPES)})
+    recipe_params: dict[str, Any] | None = Field(None, description="the recipe's parameters, e.g. {'n_layer': 12}")
+    seed: Integer | None = Field(None, description="seed of every tensor (0)", json_schema_extra=SEED_RANGE)
+    dtype: str | None = Field(None, description="dtype of entries that give none (float32)", json_schema_extra={"enum": list(DTYPES)})
+    convention: str | None = Field(None, description="weight layout for fans (torch)", json_schema_extra={"enum": list(CONVENTIONS)})
+    algorithm: Integer | None = Field(None, description="generation algorithm; default the newest", json_schema_extra=ALGORITHM_ENUM)
+    roles: dict[str, list[str]] | None = Field(
+        None, description="model role → glob patterns, replacing the role's defaults", examples=[{"residual_out": ["*.c_proj.weight"]}]
+    )
+    rules: dict[str, Any] | list[Any] | None = Field(
+        None, description="(glob → spec) rules that win over the recipe, first match first; a null spec leaves the tensor out"
+    )
+    tensors: dict[str, ManifestEntry] = Field(
+        description="tensor name → manifest entry",
+        examples=[
+            {"wte.weight": {"shape": [50257, 768], "kind": "embedding"}, "h.0.attn.c_proj.weight": {"shape": [768, 768], "kind": "linear"}}
+        ],
+    )
+
+
 def _kind(value: Any) -> str:
+    if isinstance(value, dict) and "recipe" in value:
+        return "recipe"
     return "batch" if isinstance(value, dict) and "tensors" in value else "single"
 
 
 InitRequest = Annotated[
-    Union[Annotated[TensorRequest, Tag("single")], Annotated[BatchRequest, Tag("batch")]],  # noqa: UP007
+    Union[Annotated[TensorRequest, Tag("single")], Annotated[BatchRequest, Tag("batch")], Annotated[RecipeRequest, Tag("recipe")]],  # noqa: UP007
     Discriminator(_kind),
 ]
-"""A POST body: one tensor (with ``scheme`` at the top) or a batch (with ``tensors``)."""
+"""A POST body: one tensor (with ``scheme`` at the top), a batch (with ``tensors``) or a recipe (with ``recipe``)."""
 
 INIT_ADAPTER: TypeAdapter[Any] = TypeAdapter(InitRequest)
 

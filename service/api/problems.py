@@ -179,7 +179,7 @@ def clean_loc(loc: Sequence[str | int]) -> tuple[list[str | int], str | None, bo
     parts = list(loc)
     if parts and parts[0] in ("body", "query", "path"):
         parts = parts[1:]
-    kind = parts.pop(0) if parts and parts[0] in ("single", "batch") else None
+    kind = parts.pop(0) if parts and parts[0] in ("single", "batch", "recipe") else None
     scheme: str | None = None
     if kind == "single" and parts and parts[0] in SCHEMES:
         scheme = str(parts.pop(0))

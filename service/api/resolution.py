@@ -34,9 +34,11 @@ from service.core import (
     lookup,
     resolve,
 )
+from service.core.errors import UncoveredTensorsError
+from service.core.recipes import RecipePlan, plan_recipe
 from service.safetensors_stream import Plan, file_order_key
 
-from .models import INIT_ADAPTER, BatchRequest, TensorBase
+from .models import INIT_ADAPTER, BatchRequest, RecipeRequest, TensorBase
 from .problems import ProblemError, from_engine, from_pydantic
 from .settings import Settings
 
@@ -138,10 +140,10 @@ def query_document(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
 # -- validation and resolution -------------------------------------------------------------
 
 
-def validate(document: Any) -> TensorBase | BatchRequest:
+def validate(document: Any) -> TensorBase | BatchRequest | RecipeRequest:
     """The request models' verdict on a JSON document (422 naming every offending field)."""
     try:
-        parsed: TensorBase | BatchRequest = INIT_ADAPTER.validate_python(document)
+        parsed: TensorBase | BatchRequest | RecipeRequest = INIT_ADAPTER.validate_python(document)
     except ValidationError as err:
         raise from_pydantic(err.errors()) from None
     return parsed
@@ -166,8 +168,46 @@ def _resolve_one(model: TensorBase, settings: Settings, *, name: str | None, def
     return resolve(str(fields["scheme"]), model.shape, params=params, limits=settings.engine_limits, **options)
 
 
-def resolve_document(parsed: TensorBase | BatchRequest, settings: Settings) -> list[ResolvedSpec]:
+def resolve_recipe(parsed: RecipeRequest, settings: Settings) -> RecipePlan:
+    """A recipe request's plan (service.core.recipes); engine errors become 422/413 at the path they are about."""
+    if len(parsed.tensors) > settings.max_batch_tensors:
+        count = f"<{len(parsed.tensors)} tensors>"
+        raise from_engine(LimitExceededError("tensors", count, "max_batch_tensors", settings.max_batch_tensors)) from None
+    try:
+        plan = plan_recipe(
+            parsed.recipe,
+            {name: entry.model_dump(exclude_none=True) for name, entry in parsed.tensors.items()},
+            recipe_params=parsed.recipe_params,
+            seed=0 if parsed.seed is None else parsed.seed,
+            dtype=parsed.dtype,
+            convention=parsed.convention,
+            algorithm=parsed.algorithm,
+            roles=parsed.roles,
+            rules=parsed.rules,
+            limits=settings.engine_limits,
+        )
+    except UncoveredTensorsError as err:
+        allowed = err.allowed
+        errors = [
+            {"path": ["tensors", name], "message": f"not covered by recipe {parsed.recipe} or a rule", "allowed": allowed}
+            for name in err.names
+        ]
+        raise ProblemError("validation-error", err.message, errors=errors) from None
+    except TensorinitError as err:
+        raise from_engine(err, getattr(err, "where", ())) from None
+    if not plan.specs:
+        raise ProblemError(
+            "validation-error",
+            "tensors: the rules leave every tensor out",
+            errors=[{"path": ["tensors"], "message": "no tensors left", "allowed": "at least one tensor not skipped by a null rule"}],
+        )
+    return plan
+
+
+def resolve_document(parsed: TensorBase | BatchRequest | RecipeRequest, settings: Settings) -> list[ResolvedSpec]:
     """Resolved specs of a validated request; engine errors become 422/413 naming the field."""
+    if isinstance(parsed, RecipeRequest):
+        return resolve_recipe(parsed, settings).specs
     if isinstance(parsed, TensorBase):
         try:
             spec = _resolve_one(parsed, settings, name=None, defaults={})

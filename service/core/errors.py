@@ -8,7 +8,9 @@ web layer can map it to a problem+json answer in one place without re-wording it
     │   ├── InvalidShapeError       a shape or an axis list is malformed
     │   └── MissingParameterError   a required parameter was not given
     ├── UnknownSchemeError          the scheme name (or alias) does not exist
+    ├── UnknownRecipeError          the recipe name does not exist
     ├── UnknownParameterError       a parameter that the scheme does not take
+    ├── UncoveredTensorsError       manifest tensors that neither the recipe nor a rule covers
     └── LimitExceededError          the request is valid but larger than a configured limit
 """
 
@@ -71,6 +73,32 @@ class UnknownSchemeError(TensorinitError):
 
 class UnknownParameterError(TensorinitError):
     code = "unknown-parameter"
+
+
+class UnknownRecipeError(TensorinitError):
+    code = "unknown-recipe"
+
+    def __init__(self, value: Any, known: list[str]):
+        super().__init__(
+            "recipe",
+            value,
+            "one of " + ", ".join(known),
+            f"recipe: unknown recipe {_show(value)}; allowed: {', '.join(known)} (see GET /recipes)",
+        )
+
+
+class UncoveredTensorsError(TensorinitError):
+    code = "uncovered-tensors"
+
+    def __init__(self, recipe: str, names: list[str]):
+        self.names = names
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        super().__init__(
+            "tensors",
+            names,
+            f'a kind recipe {recipe} covers, or a rule of the request for each (e.g. "rules": {{"{names[0]}": "zeros"}})',
+            f"tensors: recipe {recipe} covers neither {shown}, and no rule of the request matches them",
+        )
 
 
 class LimitExceededError(TensorinitError):

@@ -165,6 +165,11 @@ class ResolvedSpec:
     # ``shape`` (service.core.slices); None is the whole tensor. The bytes are those of
     # ``full[slice]``: ``shape``, the fans and the distribution are the full tensor's.
     slice: tuple[tuple[int, int, int], ...] | None = None
+    # A post-step that is part of the bytes: rows [start, stop) of axis 0 set to value,
+    # after the distribution is drawn (torch Embedding's padding_idx row, Keras' LSTM
+    # forget-gate bias). Only for elementwise distributions. Left out of the canonical
+    # JSON when empty, so the specs (and ETags) of every other request are unchanged.
+    fill_rows: tuple[tuple[int, int, float], ...] = ()
 
     @cached_property
     def out_shape(self) -> tuple[int, ...]:
@@ -228,6 +233,10 @@ class ResolvedSpec:
         d["shape"] = list(self.shape)
         d["derivation"] = dict(self.derivation)
         d["slice"] = None if self.slice is None else [list(s) for s in self.slice]
+        if self.fill_rows:
+            d["fill_rows"] = [list(rows) for rows in self.fill_rows]
+        else:
+            del d["fill_rows"]
         d["distribution"] = {
             f.name: list(value) if isinstance(value := getattr(self.distribution, f.name), tuple) else value
             for f in fields(self.distribution)

@@ -272,6 +272,19 @@ class Tensor:
             out[...] = self._full()[lo:hi] if geometry is None else self._full()[geometry.full_indices(lo, hi)]
         else:
             out[...] = self._by_index(lo, hi)
+        if self.spec.fill_rows:
+            self._fill_rows(lo, hi, out)
+
+    def _fill_rows(self, lo: int, hi: int, out: Array) -> None:
+        """The spec's post-step: served elements [lo, hi) that lie in a listed row of axis 0 get its value."""
+        row = math.prod(self.spec.shape[1:])
+        idx = None if self._geometry is None else self._geometry.full_indices(lo, hi)
+        for start, stop, value in self.spec.fill_rows:
+            first, last = start * row, stop * row  # full-tensor flat indices of those rows
+            if idx is None:
+                out[max(first, lo) - lo : max(min(last, hi), lo) - lo] = value
+            else:
+                out[(idx >= first) & (idx < last)] = value
 
     def block(self, index: int) -> Array:
         """Block ``index`` as a new 1-D array of the output dtype."""

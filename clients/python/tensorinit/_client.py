@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 import numpy.typing as npt
 
-from . import _rules, _safetensors, _torch
+from . import _manifest, _rules, _safetensors, _torch
 from ._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -255,8 +255,11 @@ class Client(BaseClient):
     def init_module(
         self,
         module: torch.nn.Module,
-        rules: Rules,
+        rules: Rules | None = None,
         *,
+        recipe: str | None = None,
+        recipe_params: Mapping[str, Any] | None = None,
+        roles: Mapping[str, Sequence[str]] | None = None,
         seed: int = 0,
         convention: str = "torch",
         buffers: bool = True,
@@ -271,11 +274,80 @@ class Client(BaseClient):
         ``shard`` maps a name to (full shape, slice) when this process holds only a piece
         (a tensor-parallel rank's rows, a DTensor's local shard): the rules see the full
         shape (so fans are the full tensor's) and the piece is ``full[slice]``'s bytes.
+
+        With ``recipe`` (``"torch"``, ``"gpt2"``, ``"mup"``... see ``GET /recipes``), the
+        module tree becomes a manifest (module types → kinds, attributes read from the
+        modules) and the server resolves every tensor by the recipe with ``recipe_params``;
+        ``rules`` then win over the recipe (a None spec leaves a tensor alone) and ``roles``
+        replace the name patterns of a model role (``{"residual_out": ["*.c_proj.weight"]}``).
         """
-        found = _torch.targets(module, buffers=buffers)
-        tensors = _torch.batch_tensors(found, rules, shard)
-        values = self.init_many(tensors, seed=seed, convention=convention, framework="torch", verify=verify)
-        return _torch.fill(found, values)
+        if recipe is None:
+            if rules is None:
+                raise TypeError("init_module needs rules or a recipe")
+            found = _torch.targets(module, buffers=buffers)
+            tensors = _torch.batch_tensors(found, rules, shard)
+            values = self.init_many(tensors, seed=seed, convention=convention, framework="torch", verify=verify)
+            return _torch.fill(found, values)
+        if shard is not None:
+            raise TypeError("init_module(recipe=...) does not take shard: a recipe request serves whole tensors")
+        manifest, targets = _manifest.module_manifest(module, buffers=buffers)
+        body = _manifest.recipe_body(
+            recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules
+        )
+        served = self._fetch(body, "torch", verify)
+        return _torch.fill(targets, served)
+
+    def plan_module(
+        self,
+        module: torch.nn.Module,
+        *,
+        recipe: str,
+        recipe_params: Mapping[str, Any] | None = None,
+        roles: Mapping[str, Sequence[str]] | None = None,
+        rules: Rules | None = None,
+        seed: int = 0,
+        convention: str = "torch",
+    ) -> dict[str, Any]:
+        """What :meth:`init_module` with ``recipe`` would do, from ``POST /plan``: every resolved spec, nothing generated.
+
+        Returns ``{"recipe", "algorithm", "etag", "bytes", "elements", "specs": [...], "skipped": [...]}``;
+        each spec's ``derivation`` holds the recipe's reason (``recipe_rule``).
+        """
+        manifest, _ = _manifest.module_manifest(module)
+        body = _manifest.recipe_body(
+            recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules
+        )
+        result: dict[str, Any] = self._request_json("POST", "/plan", json=body)
+        return result
+
+    def init_tree(
+        self,
+        tree: Mapping[str, Any],
+        kinds: Mapping[str, str],
+        *,
+        recipe: str,
+        recipe_params: Mapping[str, Any] | None = None,
+        roles: Mapping[str, Sequence[str]] | None = None,
+        rules: Rules | None = None,
+        seed: int = 0,
+        convention: str = "jax",
+        sep: str = ".",
+        verify: bool = False,
+    ) -> dict[str, Any]:
+        """A flax/haiku parameter tree initialized by a recipe: a new tree of numpy arrays, shaped like ``tree``.
+
+        ``tree`` is a nested mapping of arrays or shape tuples (``params["Dense_0"]["kernel"]``),
+        ``kinds`` maps module path globs to kinds (``{"Dense_*": "linear", "Embed_0": "embedding"}``,
+        see :func:`tensorinit._manifest.tree_manifest`); tensor names are paths joined with ``sep``.
+        ``convention`` ``"jax"`` reads kernels as (*kernel, in, out). For jax:
+        ``jax.tree.map(jnp.asarray, client.init_tree(...))``.
+        """
+        manifest = _manifest.tree_manifest(tree, kinds, sep=sep)
+        body = _manifest.recipe_body(
+            recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules
+        )
+        served = self._fetch(body, "numpy", verify)
+        return _manifest.unflatten(tree, served, sep=sep)
 
     def stats(
         self,
