@@ -78,7 +78,8 @@ Array = np.ndarray[Any, Any]
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "sigmoid", "selu", "elu", "gelu", "silu", "softplus")
 NORMALIZATIONS = ("layer",)
-QUADRATURE_STEPS = 24  # trapezoid steps per unit of min(√q, 1)
+QUADRATURE_STEPS = 24  # trapezoid steps per standard deviation, while a step is under 0.4
+QUADRATURE_MAX_STEPS = 8192
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 STABLE_BAND = 2.0
@@ -93,13 +94,16 @@ def _rule(q: float) -> tuple[Array, Array]:
     Why not Gauss–Hermite: tanh and sigmoid have poles at ±iπ/2 and ±iπ, which the
     Hermite nodes, scaled by √(2q), come ever closer to as q grows (96 nodes: 1e−5 off at
     q = 4). The trapezoid rule on an analytic, rapidly decaying integrand converges
-    geometrically in the pole distance over the step (Trefethen & Weideman, SIAM Review
-    2014), so a step of min(√q, 1)/24 is exact to rounding for every q up to 10⁴.
+    geometrically, as exp(−2π·d/h) for poles at distance d and step h (Trefethen &
+    Weideman, SIAM Review 2014): h = min(√q/24, 0.4) is exact to rounding up to q ≈ 10⁴
+    (at most :data:`QUADRATURE_MAX_STEPS` steps; beyond, the activation is saturated anyway).
     """
     s = math.sqrt(q)
-    steps = min(int(2 * _SPAN * QUADRATURE_STEPS * max(1.0, s)), 1 << 15)
+    step = min(s / QUADRATURE_STEPS, 0.4)
+    steps = min(math.ceil(2 * _SPAN * s / step), QUADRATURE_MAX_STEPS)
     t = np.linspace(-_SPAN, _SPAN, steps + 1)
     weights = np.exp(-0.5 * t * t) * (2 * _SPAN / steps) / _SQRT_2PI
+    weights[[0, -1]] *= 0.5
     return s * t, weights
 
 
@@ -551,7 +555,7 @@ def unit_gain(network: Network) -> float | None:
         return 1e6 if math.isnan(value) else min(max(value, -1e6), 1e6)
 
     # Saturating activations lose the gradient again at large gains: the smallest root is the one meant.
-    grid = np.linspace(math.log(1e-3), math.log(1e3), 25)
+    grid = np.linspace(math.log(1e-3), math.log(1e3), 13)
     values = [f(x) for x in grid]
     for lo, hi, a, b in zip(grid[:-1], grid[1:], values[:-1], values[1:], strict=True):
         if a < 0 <= b:
