@@ -24,6 +24,7 @@ from .propagation import Result
 from .spec import Normal, ResolvedSpec, TruncatedNormal, Uniform
 
 FORMATS = {"image/svg+xml": "svg", "image/png": "png"}
+DASHES = ("-", "--", ":", "-.")  # identical curves (Glorot and LeCun on square layers) stay visible
 PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7ea4", "#57606a", "#e16f24")
 _lock = threading.Lock()
 _RC: dict[Any, Any] = {"svg.hashsalt": "tensorinit", "font.size": 9.0, "axes.spines.top": False, "axes.spines.right": False}
@@ -49,7 +50,7 @@ def _positive(values: Sequence[float | None]) -> list[float]:
 def propagation_figure(results: Sequence[Result], media_type: str) -> bytes:
     """Forward and backward panels, log variance against depth: theory as lines, measurement as points."""
     with _lock, matplotlib.rc_context(_RC):
-        fig = _figure(10.0, 4.2)
+        fig = _figure(10.0, 3.7)
         forward, backward = fig.subplots(1, 2, sharex=True)
         for i, result in enumerate(results):
             colour = PALETTE[i % len(PALETTE)]
@@ -60,7 +61,7 @@ def propagation_figure(results: Sequence[Result], media_type: str) -> bytes:
                 (forward, result.theory.forward, None if m is None else m.forward),
                 (backward, result.theory.backward, None if m is None else m.backward),
             ):
-                ax.plot(depth, _positive(th), color=colour, linewidth=1.6, label=label)
+                ax.plot(depth, _positive(th), DASHES[i % len(DASHES)], color=colour, linewidth=1.6, label=label)
                 if meas is not None:
                     ax.plot(depth, _positive(meas), "o", color=colour, markersize=3.2, alpha=0.75)
         titles = ("forward: E[h²] per layer", "backward: E[(∂L/∂h)²] per layer")

@@ -11,7 +11,12 @@ from ..problems import ProblemError
 
 router = APIRouter(include_in_schema=False)
 
-_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 _FILES = {
     path.name: (path.read_bytes(), _TYPES[path.suffix])
     for path in (Path(__file__).parent.parent / "static").iterdir()
