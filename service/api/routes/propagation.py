@@ -148,7 +148,7 @@ def request_schema() -> dict[str, Any]:
             "compare": {"type": "array", "items": _scheme_schema(), "minItems": 1, "description": "schemes to draw side by side"},
             "measure": {"type": "boolean", "default": True, "description": "false: theory only"},
         },
-        "example": {"depth": 20, "width": 512, "activation": "relu", "init": {"scheme": "he_normal"}, "seed": 0, "batch": 512},
+        "example": {"depth": 8, "width": 64, "activation": "relu", "init": {"scheme": "he_normal"}, "seed": 0, "batch": 64},
     }
 
 
