@@ -18,7 +18,7 @@ import matplotlib
 import numpy as np
 import scipy.stats
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from .propagation import Result
 from .spec import Normal, ResolvedSpec, TruncatedNormal, Uniform
@@ -39,7 +39,8 @@ def _save(fig: Figure, media_type: str) -> bytes:
 
 
 def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
+    # Fixed margins: constrained layout measures every tick label several times (a second per PNG).
+    return Figure(figsize=(width, height))
 
 
 def _positive(values: Sequence[float | None]) -> list[float]:
@@ -51,6 +52,7 @@ def propagation_figure(results: Sequence[Result], media_type: str) -> bytes:
     """Forward and backward panels, log variance against depth: theory as lines, measurement as points."""
     with _lock, matplotlib.rc_context(_RC):
         fig = _figure(10.0, 3.7)
+        fig.subplots_adjust(left=0.075, right=0.99, top=0.92, bottom=0.13, wspace=0.16)
         forward, backward = fig.subplots(1, 2, sharex=True)
         for i, result in enumerate(results):
             colour = PALETTE[i % len(PALETTE)]
@@ -67,6 +69,13 @@ def propagation_figure(results: Sequence[Result], media_type: str) -> bytes:
         titles = ("forward: E[h²] per layer", "backward: E[(∂L/∂h)²] per layer")
         for ax, title in zip((forward, backward), titles, strict=True):
             ax.set_yscale("log")
+            # Labels on 10^k, or on 1, 2, 5 × 10^k over a short range: left alone, matplotlib labels
+            # every minor tick within one decade (and measures each label, which is most of a PNG's time).
+            low, high = ax.get_ylim()
+            decades = math.log10(high / low) if low > 0 and high > low else 1.0
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0,) if decades > 2.5 else (1.0, 2.0, 5.0), numticks=8))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("layer")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(title, loc="left")
@@ -93,6 +102,7 @@ def histogram_figure(entries: Sequence[tuple[ResolvedSpec, Mapping[str, Any]]], 
     """One panel per tensor: its /stats histogram as a density, the theoretical density drawn over it."""
     with _lock, matplotlib.rc_context(_RC):
         fig = _figure(6.4, 2.9 * len(entries))
+        fig.subplots_adjust(left=0.11, right=0.98, top=1 - 0.3 / (2.9 * len(entries)), bottom=0.35 / (2.9 * len(entries)), hspace=0.35)
         axes = fig.subplots(len(entries), 1, squeeze=False)[:, 0]
         for ax, (spec, stats) in zip(axes, entries, strict=True):
             hist = stats["histogram"]
