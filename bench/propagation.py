@@ -22,7 +22,7 @@ import numpy as np
 
 from service.core.algorithms import warm_up
 from service.core.plots import _figure, _save, propagation_figure
-from service.core.propagation import build_network, measure, propagate, theory
+from service.core.propagation import Activation, Network, build_network, measure, propagate, theory
 
 
 def best(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -40,12 +40,19 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()} · {os.cpu_count()} cores · numpy {np.__version__}")
     rows: list[tuple[str, float, float, float, str, float]] = []
 
-    for act in ("relu", "tanh"):
-        net = build_network({"depth": 1000, "width": 512, "activation": act, "init": "he_normal"})
-        t, med = best(lambda net=net: theory(net), 7)
-        layer = net.layers[0]
-        floor, _ = best(lambda act=layer.activation: [act.moments(1.0 + i * 1e-3) for i in range(1000)], 7)
-        rows.append((f"theory, 1000 layers {act}", t, med, 0.050, "1000 moments() alone", floor))
+    for name in ("relu", "tanh"):
+        deep = build_network({"depth": 1000, "width": 512, "activation": name, "init": "he_normal"})
+        act = deep.layers[0].activation
+
+        def recursion(deep: Network = deep) -> object:
+            return theory(deep)
+
+        def moments(act: Activation = act) -> object:
+            return [act.moments(1.0 + i * 1e-3) for i in range(1000)]
+
+        t, med = best(recursion, 7)
+        floor, _ = best(moments, 7)
+        rows.append((f"theory, 1000 layers {name}", t, med, 0.050, "1000 moments() alone", floor))
 
     net = build_network({"depth": 50, "width": 1024, "activation": "relu", "init": "he_normal", "batch": 256})
     t, med = best(lambda: measure(net), 3)
