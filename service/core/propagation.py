@@ -69,8 +69,9 @@ import scipy.optimize
 import scipy.special
 
 from .errors import InvalidParameterError, LimitExceededError, TensorinitError
-from .schemes import Limits, resolve
-from .spec import ResolvedSpec
+from .fans import check_convention
+from .schemes import Limits, check_dtype, resolve
+from .spec import ResolvedSpec, check_seed
 from .stats import theory as distribution_theory
 from .streams import generate
 
@@ -316,6 +317,8 @@ class PropagationLimits:
 
 
 def _positive_int(value: object, where: str, allowed: str = "an integer ≥ 1") -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 20.0 is the integer 20
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidParameterError(where, value, allowed)
     return value
@@ -372,7 +375,8 @@ def build_network(
     """
     plimits = propagation_limits or PropagationLimits()
     limits = limits or Limits()
-    seed, dtype, convention = document.get("seed", 0), document.get("dtype", "float32"), document.get("convention", "torch")
+    seed = check_seed(int(raw) if isinstance(raw := document.get("seed", 0), float) and raw.is_integer() else raw)
+    dtype, convention = check_dtype(document.get("dtype", "float32")), check_convention(document.get("convention", "torch"))
     batch = _positive_int(document.get("batch", 512), "batch")
     input_variance = _finite(document.get("input_variance", 1.0), "input_variance", inclusive=False)
     spatial_raw = document.get("spatial", [])
@@ -447,7 +451,7 @@ def build_network(
             bias = _resolve_at(f"{where}.bias", bscheme, (width,), bparams, name=f"layers.{i}.bias", **options)
         layers.append(Layer(width, act, weight, bias, kernel, residual, multiplier, norm))
         previous = width
-    network = Network(tuple(layers), layers[0].in_width, input_variance, spatial, batch, int(seed))
+    network = Network(tuple(layers), layers[0].in_width, input_variance, spatial, batch, seed)
     widest = max([network.input_width, *(la.width for la in layers)])
     if widest * network.positions * batch > plimits.max_width_batch:
         raise LimitExceededError("batch", batch, "max_propagation_width_batch", plimits.max_width_batch)

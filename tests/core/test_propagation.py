@@ -287,6 +287,9 @@ BAD = [
     ({"layers": [{"width": 8, "kernel": [2]}], "spatial": [8], "init": "he_normal"}, InvalidParameterError, "layers[0].kernel"),
     ({"layers": [{"width": 8}], "spatial": [8], "init": "he_normal"}, InvalidParameterError, "layers[0].kernel"),
     ({"depth": 2, "width": 8, "init": "he_normal", "input_variance": 0}, InvalidParameterError, "input_variance"),
+    ({"depth": 2, "width": 8, "init": "he_normal", "seed": -1}, InvalidParameterError, "seed"),
+    ({"depth": 2, "width": 8, "init": "he_normal", "dtype": "int8"}, InvalidParameterError, "dtype"),
+    ({"depth": 2, "width": 8, "init": "he_normal", "convention": "mxnet"}, InvalidParameterError, "convention"),
     ({"depth": 1001, "width": 8, "init": "he_normal"}, LimitExceededError, "depth"),
     ({"depth": 2, "width": 2048, "batch": 1024, "init": "he_normal"}, LimitExceededError, "batch"),
 ]
