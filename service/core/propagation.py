@@ -38,7 +38,7 @@ distributions (:func:`service.core.stats.theory`).
 **Measurement**: a forward pass of the batch, then a backward pass of a unit-variance
 Gaussian output gradient, in numpy, through the very tensors ``/init`` serves for the same
 scheme, names (``layers.{i}.weight``, ``layers.{i}.bias``), seed, dtype and convention
-(:func:`service.core.generate`: the same bytes). The reported numbers are the mean
+(:class:`service.core.Tensor`: the same bytes). The reported numbers are the mean
 squares of ``h_l`` and ``∂L/∂h_l`` over batch, units and positions. The matmuls use BLAS
 in float32 on a signal rescaled to unit RMS (a matmul is linear, so the scale is put back
 exactly; it keeps 2^−1000 from underflowing), the activations float64: this is a
@@ -73,7 +73,7 @@ from .fans import check_convention
 from .schemes import Limits, check_dtype, resolve
 from .spec import ResolvedSpec, check_seed
 from .stats import theory as distribution_theory
-from .streams import generate
+from .streams import Tensor, inner_executor
 
 Array = np.ndarray[Any, Any]
 
@@ -617,9 +617,15 @@ class PropagationCancelledError(Exception):
     """The pass was stopped by its ``halt`` event (the client went away)."""
 
 
+def _served(spec: ResolvedSpec) -> Array:
+    # The pass itself runs in a block-pool worker: its tensor's chunks go to the inner pool,
+    # as /stats does, or several passes at once would wait on chunks no block worker is free to fill.
+    return Tensor(spec).array(executor=inner_executor())
+
+
 def _weight_matrix(layer: Layer) -> Array:
     """The served weight as an (out, in·∏kernel) matrix, input channel major, kernel offsets in C order."""
-    w = generate(layer.weight)
+    w = _served(layer.weight)
     if layer.weight.convention != "torch":  # (*kernel, in, out) → (out, in, *kernel)
         k = len(layer.kernel)
         w = np.moveaxis(np.moveaxis(w, -1, 0), -1, 1) if k else w.T
@@ -683,7 +689,7 @@ def measure(network: Network, halt: threading.Event | None = None) -> Measuremen
         w = _weight_matrix(layer)
         h = _matmul(_unfold(u, layer.kernel), w.T).reshape(*shape, layer.width)
         if layer.bias is not None:
-            h += generate(layer.bias).astype(np.float64)
+            h += _served(layer.bias).astype(np.float64)
         forward.append(float(np.mean(np.square(h))))
         y = layer.activation.phi(h)
         x = x + layer.multiplier * y if layer.residual else y

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import wait
 from typing import Any
 
 import numpy as np
 import pytest
 import scipy.integrate
 
-from service.core import InvalidParameterError, LimitExceededError, TensorinitError, generate, resolve
+from service.core import InvalidParameterError, LimitExceededError, TensorinitError, default_executor, generate, resolve
 from service.core.propagation import (
     ACTIVATIONS,
     Activation,
@@ -112,6 +113,19 @@ def test_measurement_uses_the_served_tensors() -> None:
     measured = measure(net).forward[0]
     expected = float(np.sum(served.astype(np.float64) ** 2)) / 32  # E[h²] = ‖W‖²_F/out for unit-variance x
     assert measured == pytest.approx(expected, rel=0.05)
+
+
+def test_passes_in_every_block_worker_at_once_cannot_deadlock() -> None:
+    # The route runs one pass per compared network on the block pool; 1024² weights have four chunks each.
+    pool = default_executor()
+    nets = [
+        build_network({"depth": 2, "width": 1024, "activation": "relu", "init": "he_normal", "batch": 2, "seed": i})
+        for i in range(3 * (pool._max_workers or 2))
+    ]
+    futures = [pool.submit(measure, net) for net in nets]
+    _, pending = wait(futures, timeout=120)
+    assert not pending
+    assert all(f.result().forward[0] > 0 for f in futures)
 
 
 CONTRACTING = [(act, scheme) for act in ("tanh", "selu") for scheme in ("he_normal", "glorot_normal", "lecun_normal", "orthogonal")]
