@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run cluster nginx test lint typecheck pytest golden bench openapi clean
+.PHONY: run cluster nginx browser test lint typecheck pytest golden bench openapi clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,12 @@ nginx:
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		{ apt-get update && apt-get install -y --no-install-recommends nginx; }
 
+# tests/browser drives Debian's Chromium through its chromedriver; installed only when missing
+# (CI runs as root on a clean machine, so the package lists are fetched first).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; }
+
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
@@ -36,7 +42,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) nginx
+pytest: $(STAMP) nginx browser
 	$(BIN)/pytest -q
 
 golden: $(STAMP)

@@ -45,7 +45,7 @@ BEARER_SCHEME = "bearerAuth"
 T = TypeVar("T")
 
 #: Operations that generate numbers and so wait for admission (503 ``overloaded``).
-GENERATING_OPERATIONS = frozenset({"init_get", "init_post", "stats_get", "stats_post"})
+GENERATING_OPERATIONS = frozenset({"init_get", "init_post", "stats_get", "stats_post", "propagation_post"})
 
 
 class HardeningSettings(Protocol):

@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core import Limits
+from service.core.propagation import PropagationLimits
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -31,6 +32,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 * MiB, ge=1, description="bytes of a request body (checked while reading it)")
     max_dims: int = Field(8, ge=0, description="dimensions of a shape")
     max_name_length: int = Field(256, ge=1, description="characters of a tensor name")
+    # -- /propagation and the pictures (issue 11) --
+    max_propagation_depth: int = Field(1000, ge=1, description="layers of a /propagation network")
+    max_propagation_width_batch: int = Field(1 << 20, ge=1, description="widest layer × positions × batch of a /propagation pass")
+    max_propagation_cells: int = Field(
+        1 << 26, ge=1, description="numbers a /propagation measurement keeps (layers × width × batch, all networks)"
+    )
+    max_propagation_compare: int = Field(8, ge=0, description="schemes in /propagation's compare besides init")
+    max_plot_points: int = Field(20_000, ge=1, description="points of one picture (/propagation series × layers, /stats bins × tensors)")
 
     # -- streaming --------------------------------------------------------------
     prefetch_blocks: int = Field(4, ge=1, description="blocks generated ahead of the socket per response")
@@ -64,6 +73,16 @@ class Settings(BaseSettings):
             max_name_length=self.max_name_length,
         )
 
+    @property
+    def propagation_limits(self) -> PropagationLimits:
+        """The limits /propagation's engine checks while it builds a network."""
+        return PropagationLimits(
+            max_depth=self.max_propagation_depth,
+            max_width_batch=self.max_propagation_width_batch,
+            max_cells=self.max_propagation_cells,
+            max_compare=self.max_propagation_compare,
+        )
+
     def public_limits(self) -> dict[str, int]:
         """The limits as reported by /version and /schemes."""
         return {
@@ -75,4 +94,9 @@ class Settings(BaseSettings):
             "max_body_bytes": self.max_body_bytes,
             "max_dims": self.max_dims,
             "max_name_length": self.max_name_length,
+            "max_propagation_depth": self.max_propagation_depth,
+            "max_propagation_width_batch": self.max_propagation_width_batch,
+            "max_propagation_cells": self.max_propagation_cells,
+            "max_propagation_compare": self.max_propagation_compare,
+            "max_plot_points": self.max_plot_points,
         }

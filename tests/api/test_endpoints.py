@@ -290,7 +290,7 @@ async def test_get_query_forms(api: httpx.AsyncClient) -> None:
         ("GET", "/schemes/xavir_uniform", {}, 404, "not-found"),
         ("GET", "/stats?scheme=zeros&shape=2&bins=0", {}, 422, "validation-error"),
         ("GET", "/stats?scheme=zeros&shape=2&bins=100000", {}, 413, "limit-exceeded"),
-        ("GET", "/stats?scheme=zeros&shape=2", {"headers": {"accept": "image/png"}}, 406, "not-acceptable"),
+        ("GET", "/stats?scheme=zeros&shape=2", {"headers": {"accept": "application/xml"}}, 406, "not-acceptable"),
     ],
 )
 async def test_protocol_errors_are_problems(

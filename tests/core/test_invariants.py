@@ -105,7 +105,7 @@ def test_prefix_of_a_larger_tensor_is_not_implied() -> None:
 
 def test_engine_imports_no_web_layer() -> None:
     code = (
-        "import sys, service.core, service.core.stats\n"
+        "import sys, service.core, service.core.stats, service.core.propagation, service.core.plots\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in {'fastapi', 'starlette', 'pydantic', 'uvicorn', 'httpx'}"
         " or m.startswith('service.api')]\n"
         "assert not bad, bad\n"

@@ -32,6 +32,7 @@ from service.api.app import create_app
 from service.api.models import INIT_ADAPTER
 from service.api.problems import ProblemError
 from service.api.resolution import plan_for, query_document, resolve_document, validate
+from service.api.routes.propagation import networks_of
 from service.api.settings import Settings
 
 KEY = "contract-key"
@@ -46,6 +47,10 @@ SETTINGS = Settings(
     max_orthogonal_elements=1 << 14,
     max_concurrent_generations=64,
     admission_timeout_seconds=5,
+    max_propagation_depth=16,
+    max_propagation_width_batch=1 << 12,
+    max_propagation_cells=1 << 16,
+    max_propagation_compare=2,
 )
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(SETTINGS), headers={"Authorization": f"Bearer {KEY}"})
@@ -78,6 +83,12 @@ def _query_items(query: dict[str, Any]) -> list[tuple[str, str]]:
 def refused_beyond_schema(case: schemathesis.Case[Any]) -> bool:
     """Whether the service refuses this request for a reason JSON Schema cannot state (see the module doc)."""
     path, method = case.operation.path, case.method.upper()
+    if path == "/propagation":
+        try:
+            networks_of(case.body, SETTINGS, "application/json")
+        except ProblemError:
+            return True  # how layers fit together, kernels' oddness, the scheme's own rules, the limits
+        return False
     if path not in ("/init", "/stats", "/plan"):
         return False
     query_form = method in ("GET", "HEAD")

@@ -34,7 +34,8 @@ FORBIDDEN_OS = {
     "walk",
 }
 FORBIDDEN_MODULES = {"subprocess", "pickle", "marshal", "shelve", "dill", "importlib", "ctypes", "shutil", "tempfile"}
-ALLOWED = {("security.py", "read_text"), ("logging.py", "open")}  # the key digests file; the access-log file
+# the key digests file; the access-log file; the page's own static files, read once at import
+ALLOWED = {("security.py", "read_text"), ("logging.py", "open"), ("page.py", "read_bytes"), ("page.py", "iterdir")}
 
 
 def sources() -> list[Path]:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from service.core import ALGORITHM_VERSION, LimitExceededError, ResolvedSpec, default_executor, inner_executor
+from service.core.plots import histogram_figure
 from service.core.stats import compute_stats
 
 from ..docs import problem, query_parameters, request_body
@@ -24,12 +25,18 @@ router = APIRouter(tags=["tensors"])
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "statistics per tensor (JSON), or a compact table with Accept: text/plain",
-        "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}}},
+        "description": "statistics per tensor (JSON), a compact table with Accept: text/plain, or the histograms "
+        "under their theoretical densities with Accept: image/svg+xml or image/png",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/plain": {"schema": {"type": "string"}},
+            "image/svg+xml": {"schema": {"type": "string"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+        },
     },
     400: problem("malformed JSON or an invalid request"),
-    406: problem("neither JSON nor text/plain is acceptable (not-acceptable)"),
-    413: problem("a limit exceeded, e.g. bins over max_histogram_bins"),
+    406: problem("none of JSON, text/plain, SVG or PNG is acceptable (not-acceptable)"),
+    413: problem("a limit exceeded, e.g. bins over max_histogram_bins, or bins × tensors over max_plot_points for a picture"),
     415: problem("the body is not JSON"),
     422: problem("invalid parameters, with paths and allowed values"),
 }
@@ -38,6 +45,8 @@ STATS_CACHE = "public, max-age=86400"
 numbers are sums in floating point and a KS p-value computed by scipy, which a later
 release of the service may compute to other last digits; the tensor's bytes are frozen."""
 SPARK = "▁▂▃▄▅▆▇█"
+IMAGE_TYPES = ("image/svg+xml", "image/png")
+OFFERS = ("application/json", "text/plain", *IMAGE_TYPES)
 
 
 def _quality(accept: str, offer: str) -> float:
@@ -61,12 +70,21 @@ def _quality(accept: str, offer: str) -> float:
 
 def wants_text(accept: str | None) -> bool:
     """Content negotiation: text/plain only when preferred to application/json (JSON wins ties)."""
+    return negotiate(accept, ("application/json", "text/plain")) == "text/plain"
+
+
+def negotiate(accept: str | None, offers: tuple[str, ...]) -> str:
+    """The offer with the highest q under ``accept`` (the first offer wins ties; no Accept: the first)."""
     if not accept:
-        return False
-    json_q, text_q = _quality(accept, "application/json"), _quality(accept, "text/plain")
-    if json_q <= 0 and text_q <= 0:
-        raise ProblemError("not-acceptable", f"Accept {accept[:100]!r}: this resource is application/json or text/plain")
-    return text_q > json_q
+        return offers[0]
+    best, best_q = offers[0], 0.0
+    for offer in offers:
+        q = _quality(accept, offer)
+        if q > best_q:
+            best, best_q = offer, q
+    if best_q <= 0:
+        raise ProblemError("not-acceptable", f"Accept {accept[:100]!r}: this resource is " + ", ".join(offers))
+    return best
 
 
 def _bins(value: Any, settings: Settings, *, limit: bool = True) -> int:
@@ -89,7 +107,7 @@ def _entry(spec: ResolvedSpec, raw: dict[str, Any]) -> dict[str, Any]:
     return {"spec": spec.to_dict(), "empirical": raw, "theory": theory, "sha256": sha}
 
 
-async def _answer(request: Request, prepared: Prepared, bins: int, text: bool) -> Response:
+async def _answer(request: Request, prepared: Prepared, bins: int, media_type: str) -> Response:
     # Off the event loop, one tensor per block-pool worker, its blocks summarized on the
     # inner pool (both cores even for one tensor; health checks stay instant meanwhile).
     # A client that goes away, while waiting for admission or during the pass, ends the
@@ -119,7 +137,11 @@ async def _answer(request: Request, prepared: Prepared, bins: int, text: bool) -
         "tensors": {s.name: _entry(s, r) for s, r in zip(prepared.specs, results, strict=True)},
     }
     headers = {"Vary": "Accept"}
-    if text:
+    if media_type in IMAGE_TYPES:
+        entries = list(zip(prepared.specs, results, strict=True))  # _entry left each result its empirical part
+        image = await asyncio.wrap_future(default_executor().submit(histogram_figure, entries, media_type))
+        return Response(image, media_type=media_type, headers=headers)
+    if media_type == "text/plain":
         return PlainTextResponse(render_table(body), headers=headers)
     return JSONResponse(body, headers=headers)
 
@@ -197,9 +219,9 @@ def render_table(body: dict[str, Any]) -> str:
 )
 async def stats_get(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    text = wants_text(request.headers.get("accept"))
+    media_type = negotiate(request.headers.get("accept"), OFFERS)
     document = query_document(request.query_params.multi_items())
-    response = await _valid_then_answer(request, document, document.pop("bins", None), settings, text)
+    response = await _valid_then_answer(request, document, document.pop("bins", None), settings, media_type)
     response.headers["Cache-Control"] = STATS_CACHE
     return response
 
@@ -213,14 +235,18 @@ async def stats_get(request: Request) -> Response:
 )
 async def stats_post(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    text = wants_text(request.headers.get("accept"))
+    media_type = negotiate(request.headers.get("accept"), OFFERS)
     document = await read_json(request, settings.max_body_bytes)
     bins = document.pop("bins", None) if isinstance(document, dict) else None
-    return await _valid_then_answer(request, document, bins, settings, text)
+    return await _valid_then_answer(request, document, bins, settings, media_type)
 
 
-async def _valid_then_answer(request: Request, document: Any, bins: Any, settings: Settings, text: bool) -> Response:
+async def _valid_then_answer(request: Request, document: Any, bins: Any, settings: Settings, media_type: str) -> Response:
     # Wrong before too large: every field is checked before any limit (413).
     count = _bins(bins, settings, limit=False)
     prepared = await prepare(document, settings)
-    return await _answer(request, prepared, _bins(count, settings), text)
+    count = _bins(count, settings)
+    if media_type in IMAGE_TYPES and count * len(prepared.specs) > settings.max_plot_points:
+        points = f"<{count} bins × {len(prepared.specs)} tensors>"
+        raise from_engine(LimitExceededError("bins", points, "max_plot_points", settings.max_plot_points)) from None
+    return await _answer(request, prepared, count, media_type)

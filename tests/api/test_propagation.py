@@ -1,0 +1,226 @@
+"""POST /propagation by Accept, the /stats pictures, the page's files, and every refusal before work starts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from service.api.app import create_app
+from service.api.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+MINIMAL = {"depth": 20, "width": 512, "activation": "relu", "init": {"scheme": "he_normal"}, "seed": 0, "batch": 512}
+SMALL = {"depth": 6, "width": 32, "activation": "tanh", "init": "glorot_normal", "batch": 16}
+
+
+@pytest.fixture
+async def small() -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of an app with small limits (for the 413s)."""
+    settings = Settings(
+        max_propagation_depth=50,
+        max_propagation_width_batch=4096,
+        max_propagation_cells=20_000,
+        max_propagation_compare=2,
+        max_plot_points=400,
+        max_histogram_bins=256,
+    )
+    app: FastAPI = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+async def test_minimal_body_as_written(api: httpx.AsyncClient) -> None:
+    r = await api.post("/propagation", json=MINIMAL)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["verdict"] == "stable"
+    assert len(body["layers"]) == 20
+    for i, layer in enumerate(body["layers"]):
+        assert layer["index"] == i
+        assert layer["forward"]["theory"] == pytest.approx(2.0)  # He + ReLU: q = σ_w²·v/2·… = 2 at every layer
+        assert layer["backward"]["theory"] == pytest.approx(0.5)
+        assert layer["forward"]["measured"] > 0
+        assert layer["backward"]["measured"] > 0
+    assert body["layers"][0]["forward"]["measured"] == pytest.approx(2.0, rel=0.02)
+    assert body["summary"]["gain_for_unit_chi"] == pytest.approx(1.0)
+
+
+async def test_text_table_with_sparklines(api: httpx.AsyncClient) -> None:
+    r = await api.post("/propagation", json={**SMALL, "activation": "relu"}, headers={"Accept": "text/plain"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    lines = r.text.splitlines()
+    assert lines[0] == "tensorinit propagation · glorot_normal · 6 layers · VANISHING"
+    spark = lines[2].split()[3]
+    # log variance halving at every layer: a straight descent, levels ⌊8·(5 − l)/5⌋ capped at 7
+    assert spark == "█▇▅▄▂▁"
+    rows = [line for line in lines if line.strip()[:1].isdigit()]
+    assert len(rows) == 6
+
+
+@pytest.mark.parametrize(("accept", "magic"), [("image/svg+xml", b"<?xml"), ("image/png", b"\x89PNG\r\n\x1a\n")])
+async def test_pictures(api: httpx.AsyncClient, accept: str, magic: bytes) -> None:
+    body = {**SMALL, "compare": ["he_normal", "orthogonal"]}
+    r = await api.post("/propagation", json=body, headers={"Accept": accept})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == accept
+    assert r.content.startswith(magic)
+    if accept == "image/svg+xml":
+        verdicts = [n["verdict"]["verdict"] for n in (await api.post("/propagation", json={**body, "measure": False})).json()["networks"]]
+        for label, kind in zip(("glorot_normal", "he_normal", "orthogonal"), verdicts, strict=True):
+            assert f"{label} · {kind}" in r.text  # matplotlib keeps each text as a comment beside its glyphs
+
+
+async def test_compare_runs_every_scheme_on_the_same_network(api: httpx.AsyncClient) -> None:
+    r = await api.post("/propagation", json={**SMALL, "compare": ["he_normal", {"scheme": "orthogonal", "gain": 2.0}], "measure": False})
+    body = r.json()
+    assert [n["label"] for n in body["networks"]] == ["glorot_normal", "he_normal", "orthogonal (gain=2.0)"]
+    assert [n["layers"][0]["sigma_w2"] for n in body["networks"]] == pytest.approx([1.0, 2.0, 4.0])
+    assert body["measured"] is False
+    assert body["layers"][0]["forward"]["measured"] is None
+
+
+async def test_same_tensors_as_init(api: httpx.AsyncClient) -> None:
+    # The measurement reads /init's bytes: its first layer's E[h²] for unit input follows ‖W_0‖²_F from /stats.
+    body = {"depth": 1, "width": 64, "activation": "linear", "init": "he_uniform", "seed": 9, "batch": 4096}
+    prop = (await api.post("/propagation", json=body)).json()
+    stats = (await api.post("/stats", json={"scheme": "he_uniform", "shape": [64, 64], "seed": 9, "name": "layers.0.weight"})).json()
+    std = stats["tensors"]["layers.0.weight"]["empirical"]["std"]
+    mean = stats["tensors"]["layers.0.weight"]["empirical"]["mean"]
+    assert prop["layers"][0]["forward"]["measured"] == pytest.approx(64 * (std**2 + mean**2), rel=0.05)
+
+
+@pytest.mark.parametrize("path", ["/stats?scheme=he_normal&shape=64,32&bins=32", "/stats?scheme=orthogonal&shape=16,16"])
+@pytest.mark.parametrize(("accept", "magic"), [("image/svg+xml", b"<?xml"), ("image/png", b"\x89PNG")])
+async def test_stats_pictures(api: httpx.AsyncClient, path: str, accept: str, magic: bytes) -> None:
+    r = await api.get(path, headers={"Accept": accept})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == accept
+    assert r.content.startswith(magic)
+
+
+async def test_stats_post_picture_of_a_batch(api: httpx.AsyncClient) -> None:
+    body = {"tensors": {"a": {"scheme": "he_normal", "shape": [32, 16]}, "b": {"scheme": "uniform", "shape": [100]}}, "bins": 16}
+    r = await api.post("/stats", json=body, headers={"Accept": "image/svg+xml"})
+    assert r.status_code == 200
+    assert "a: he_normal 32×16" in r.text
+    assert "b: uniform 100" in r.text
+
+
+SVG_IS_REPRODUCIBLE = {**SMALL, "measure": False}
+
+
+async def test_svg_is_reproducible(api: httpx.AsyncClient) -> None:
+    one = await api.post("/propagation", json=SVG_IS_REPRODUCIBLE, headers={"Accept": "image/svg+xml"})
+    two = await api.post("/propagation", json=SVG_IS_REPRODUCIBLE, headers={"Accept": "image/svg+xml"})
+    assert one.content == two.content
+
+
+TOO_LARGE: list[tuple[dict[str, Any], dict[str, str], str]] = [
+    ({**SMALL, "depth": 51}, {}, "max_propagation_depth"),
+    ({**SMALL, "layers": [{"width": 4}] * 51, "depth": None, "width": None}, {}, "max_propagation_depth"),
+    ({**SMALL, "width": 512, "batch": 16}, {}, "max_propagation_width_batch"),
+    ({**SMALL, "depth": 50, "width": 64, "batch": 16}, {}, "max_propagation_cells"),
+    ({**SMALL, "compare": ["he_normal", "lecun_normal", "orthogonal"]}, {}, "max_propagation_compare"),
+    ({**SMALL, "depth": 40, "measure": False, "compare": ["he_normal", "lecun_normal"]}, {"Accept": "image/png"}, "max_plot_points"),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "limit"), TOO_LARGE)
+async def test_limits_are_413(small: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str], limit: str) -> None:
+    body = {k: v for k, v in body.items() if v is not None}
+    r = await small.post("/propagation", json=body, headers=headers)
+    assert r.status_code == 413, r.text
+    problem = r.json()
+    assert r.headers["content-type"] == "application/problem+json"
+    assert problem["limit_name"] == limit
+
+
+async def test_plot_points_count_only_for_pictures(small: httpx.AsyncClient) -> None:
+    body = {**SMALL, "depth": 40, "measure": False, "compare": ["he_normal", "lecun_normal"]}
+    assert (await small.post("/propagation", json=body)).status_code == 200
+
+
+async def test_stats_picture_points_are_413(small: httpx.AsyncClient) -> None:
+    body = {"tensors": {"a": {"scheme": "zeros", "shape": [4]}, "b": {"scheme": "zeros", "shape": [4]}}, "bins": 256}
+    r = await small.post("/stats", json=body, headers={"Accept": "image/png"})
+    assert r.status_code == 413
+    assert r.json()["limit_name"] == "max_plot_points"
+    assert (await small.post("/stats", json=body)).status_code == 200
+
+
+INVALID: list[tuple[Any, str, str]] = [
+    ({**SMALL, "wdith": 3}, "unknown-parameter", "wdith"),
+    ({**SMALL, "activation": "swish"}, "validation-error", "layers"),
+    ({**SMALL, "width": "wide"}, "validation-error", "width"),
+    ({**SMALL, "init": "he_nromal"}, "unknown-scheme", "layers"),
+    ({**SMALL, "init": {"scheme": "he_normal", "gain": "big"}}, "validation-error", "layers"),
+    ({**SMALL, "measure": "yes"}, "validation-error", "measure"),
+    ({**SMALL, "compare": []}, "validation-error", "compare"),
+    ([1, 2], "validation-error", ""),
+    ({"depth": 3, "width": 8}, "validation-error", "layers"),
+]
+
+
+@pytest.mark.parametrize(("body", "slug", "where"), INVALID)
+async def test_invalid_is_422(api: httpx.AsyncClient, body: Any, slug: str, where: str) -> None:
+    r = await api.post("/propagation", json=body)
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["type"].endswith(slug)
+    path = problem["errors"][0]["path"]
+    assert (path[0] if path else "") == where
+
+
+async def test_wrong_before_too_large(small: httpx.AsyncClient) -> None:
+    # depth over the limit and an unknown scheme: the 422 wins, no work started
+    r = await small.post("/propagation", json={**SMALL, "depth": 10_000, "init": "nope"})
+    assert r.status_code in (413, 422)
+    r = await small.post("/propagation", json={**SMALL, "width": 512, "activation": "swish"})
+    assert r.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [("application/xml", 406), ("text/plain;q=0, application/json;q=0", 406), ("image/*", 200), ("*/*", 200)],
+)
+async def test_accept(api: httpx.AsyncClient, accept: str, status: int) -> None:
+    r = await api.post("/propagation", json={**SMALL, "measure": False}, headers={"Accept": accept})
+    assert r.status_code == status
+    if accept == "image/*":
+        assert r.headers["content-type"] == "image/svg+xml"
+    if accept == "*/*":
+        assert r.headers["content-type"] == "application/json"
+
+
+async def test_not_json_is_415(api: httpx.AsyncClient) -> None:
+    r = await api.post("/propagation", content=json.dumps(SMALL), headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "kind"),
+    [
+        ("/", 200, "text/html"),
+        ("/static/page.js", 200, "text/javascript"),
+        ("/static/page.css", 200, "text/css"),
+        ("/static/index.html", 404, "application/problem+json"),
+        ("/static/..%2Fapp.py", 404, "application/problem+json"),
+    ],
+)
+async def test_page_files(api: httpx.AsyncClient, path: str, status: int, kind: str) -> None:
+    r = await api.get(path)
+    assert r.status_code == status
+    assert r.headers["content-type"].startswith(kind)
+    if status == 200:
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+        assert "http://" not in r.text
+        assert "https://" not in r.text

@@ -1,0 +1,110 @@
+"""The page at / in a real headless Chromium (Debian's chromium and chromedriver, `make browser`), against a live uvicorn.
+
+Fills the form, submits, waits for the plot, checks the layers shown and that the console
+stayed clean, and saves a screenshot (``TENSORINIT_SCREENSHOT=docs/page.png`` writes the
+README's; otherwise it goes to the test's temporary directory).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from service.api.app import create_app
+from service.api.settings import Settings
+from tests.conftest import LiveServer, start_server, stop_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# What Chromium needs as root in a container, and no traffic of its own.
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1440,1400",  # a laptop's width; tall enough that the screenshot holds the whole page
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LiveServer]:
+    live = start_server(create_app(Settings()))
+    try:
+        yield live
+    finally:
+        stop_server(live)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.fail("chromium and chromedriver are missing: `make browser` installs them (Debian: chromium, chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _fill(driver: Any, name: str, value: str) -> None:
+    field = driver.find_element(By.NAME, name)
+    field.clear()
+    field.send_keys(value)
+
+
+def test_page_draws_the_network(server: LiveServer, browser: Any, tmp_path: Path) -> None:
+    browser.get(server.url + "/")
+    assert browser.title == "tensorinit · signal propagation"
+    Select(browser.find_element(By.NAME, "activation")).select_by_visible_text("tanh")
+    _fill(browser, "depth", "16")
+    _fill(browser, "width", "256")
+    _fill(browser, "batch", "256")
+    _fill(browser, "layer", "3")
+    for box in browser.find_elements(By.NAME, "scheme"):
+        if box.get_attribute("value") in ("lecun_normal", "orthogonal") and not box.is_selected():
+            box.click()
+    browser.find_element(By.CSS_SELECTOR, "#network button").click()
+
+    def drawn(driver: Any) -> bool:
+        ready = driver.execute_script(
+            "const img = document.querySelector('#plot'), h = document.querySelector('#histogram');"
+            "return document.body.dataset.layers !== undefined && img.complete && img.naturalWidth > 0 && h.complete && h.naturalWidth > 0;"
+        )
+        return bool(ready) or "error" in driver.find_element(By.ID, "status").get_attribute("class")
+
+    WebDriverWait(browser, 120).until(drawn)
+    status = browser.find_element(By.ID, "status")
+    assert "error" not in (status.get_attribute("class") or ""), status.text
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-layers") == "16"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#layers tbody tr")) == 16
+    verdicts = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#verdicts tbody tr")]
+    assert [v.split()[0] for v in verdicts] == ["he_normal", "glorot_normal", "lecun_normal", "orthogonal"]
+    assert "layers.3.weight" in browser.find_element(By.ID, "hist-title").text
+    numbers = browser.find_element(By.ID, "hist-numbers").text
+    assert "std (theory)" in numbers
+    assert "sha256" in numbers
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
+    assert errors == []
+    shot = Path(os.environ.get("TENSORINIT_SCREENSHOT") or tmp_path / "page.png")
+    assert browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
