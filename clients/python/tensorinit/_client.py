@@ -27,7 +27,7 @@ from ._base import (
     stats_body,
 )
 from ._progress import Progress, ProgressOption
-from ._receive import FileSink, MemorySink, Receiver, Sink
+from ._receive import FileSink, MemorySink, Receiver, ScatterSink, Sink, direct_socket, receive_direct
 from ._retry import RetryPolicy
 from ._rules import Rules
 from ._stats import Stats
@@ -286,16 +286,16 @@ class Client(BaseClient):
                 raise TypeError("init_module needs rules or a recipe")
             found = _torch.targets(module, buffers=buffers)
             tensors = _torch.batch_tensors(found, rules, shard)
-            values = self.init_many(tensors, seed=seed, convention=convention, framework="torch", verify=verify)
-            return _torch.fill(found, values)
+            if not tensors:
+                return []
+            return self._fill(batch_body(tensors, seed=seed, dtype=None, convention=convention), found, verify)
         if shard is not None:
             raise TypeError("init_module(recipe=...) does not take shard: a recipe request serves whole tensors")
         manifest, targets = _manifest.module_manifest(module, buffers=buffers)
         body = _manifest.recipe_body(
             recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules
         )
-        served = self._fetch(body, "torch", verify)
-        return _torch.fill(targets, served)
+        return self._fill(body, targets, verify)
 
     def plan_module(
         self,
@@ -409,13 +409,19 @@ class Client(BaseClient):
 
     # -- transport -----------------------------------------------------------------------
 
-    def _fetch(self, body: dict[str, Any], framework: str, verify: bool) -> dict[str, Any]:
-        sink = MemorySink()
+    def _fill(self, body: dict[str, Any], targets: dict[str, torch.Tensor], verify: bool) -> list[str]:
+        """POST ``body`` and set ``targets`` from it: received straight into their storage where they allow it."""
+        sink = ScatterSink(_torch.places(targets))
+        served = self._fetch(body, "torch", verify, sink)
+        return _torch.fill(targets, served, sink.placed)
+
+    def _fetch(self, body: dict[str, Any], framework: str, verify: bool, sink: MemorySink | None = None) -> dict[str, Any]:
+        sink = sink or MemorySink()
         rx = self._receive(body, sink)
         buffer = sink.take()
         header = _safetensors.parse_header(buffer, len(buffer))
         if verify:
-            self.check_stats(_safetensors.digests_of_buffer(buffer, header), self.stats(body), rx.etag)
+            self.check_stats(_safetensors.digests_of_views(sink.views(header)), self.stats(body), rx.etag)
         return _safetensors.build(buffer, header, framework)
 
     def _request_json(self, method: str, path: str, *, json: Any = None) -> Any:
@@ -448,6 +454,10 @@ class Client(BaseClient):
                         rx.start(response)
                         for chunk in response.iter_raw():
                             rx.feed(chunk)
+                            sock = direct_socket(response, rx)
+                            if sock is not None:  # the rest from the socket into the sink: no copies in between
+                                receive_direct(rx, sock, response, self.timeout.read)
+                                break
                         if rx.complete:
                             return rx
                         cut = rx.shortfall()

@@ -166,7 +166,12 @@ def check_framework(framework: str) -> None:
 
 def digests_of_buffer(buffer: Buffer, header: Header) -> dict[str, str]:
     view = memoryview(buffer)
-    return {e.name: hashlib.sha256(view[e.begin : e.end]).hexdigest() for e in header.entries.values()}
+    return digests_of_views({e.name: view[e.begin : e.end] for e in header.entries.values()})
+
+
+def digests_of_views(views: Mapping[str, memoryview]) -> dict[str, str]:
+    """Per-tensor sha256 of bytes wherever they landed (the receive buffer, or a parameter's storage): one pass."""
+    return {name: hashlib.sha256(view).hexdigest() for name, view in views.items()}
 
 
 def read_file_header(f: IO[bytes], size: int) -> Header:
