@@ -25,6 +25,7 @@ from ._base import (
     pick_single,
     single_body,
     stats_body,
+    tls_context,
 )
 from ._progress import Progress, ProgressOption
 from ._receive import FileSink, MemorySink, Receiver, ScatterSink, Sink, direct_socket, receive_direct
@@ -57,7 +58,7 @@ class Client(BaseClient):
     ) -> None:
         super().__init__(base_url, timeout=timeout, max_retries=max_retries, api_key=api_key)
         self._owns_http = http_client is None
-        self._http = http_client if http_client is not None else httpx.Client(timeout=self.timeout)
+        self._http = http_client if http_client is not None else httpx.Client(timeout=self.timeout, verify=tls_context())
 
     def close(self) -> None:
         """Close the connection pool (unless it was passed in)."""
