@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
@@ -202,3 +204,41 @@ def test_scatter_sink_writes_every_chunk_size_like_a_plain_buffer(big_body: byte
         weight = parse_header(buffer, len(buffer)).entries["weight"]
         rest = [(0, weight.begin), (weight.end, len(big_body))]
         assert all(bytes(buffer[a:b]) == big_body[a:b] for a, b in rest)  # everything else is in the buffer, in place
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "out_dtype"),
+    [((1024, 1024), "float32", np.float32), ((300, 7), "bfloat16", ml_dtypes.bfloat16), ((4, 3), "float64", np.float64)],
+)
+def test_init_into_a_preallocated_array_gives_the_bytes_of_a_fresh_one(
+    live_url: str, shape: tuple[int, ...], dtype: str, out_dtype: type
+) -> None:
+    out: np.ndarray[Any, Any] = np.full(shape, 7, dtype=out_dtype)
+    with Client(live_url) as client:
+        got = client.init("he_normal", shape, seed=3, dtype=dtype, out=out, verify=True)
+        fresh = client.init("he_normal", shape, seed=3, dtype=dtype)
+    assert got is out and out.tobytes() == fresh.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("out", "error"),
+    [
+        (np.zeros((1024, 1024), np.float64), "server sends F32"),
+        (np.zeros((1024, 1023), np.float32), "shape"),
+        (np.zeros((1024, 2048), np.float32)[:, ::2], "C-contiguous"),
+    ],
+)
+def test_init_refuses_an_out_that_does_not_match_and_leaves_it_alone(live_url: str, out: np.ndarray, error: str) -> None:
+    before = out.copy()
+    with Client(live_url) as client, pytest.raises(ValueError, match=error):
+        client.init("he_normal", (1024, 1024), out=out)
+    assert np.array_equal(out, before)
+
+
+def test_init_into_out_resumes_across_a_cut() -> None:
+    body = save({"weight": np.random.default_rng(5).standard_normal((1024, 1024)).astype(np.float32)})
+    out = np.zeros((1024, 1024), np.float32)
+    with serve(body, digests_of(body), [Fault(cut=2_000_000)]) as srv, Client(srv.url, max_retries=FAST) as client:
+        assert client.init("normal", (1024, 1024), out=out, verify=True) is out
+        assert srv.seen[1].headers["range"] == "bytes=2000000-"
+    assert out.tobytes() == load(body)["weight"].tobytes()

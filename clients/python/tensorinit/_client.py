@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
 
 import httpx
+import numpy as np
 import numpy.typing as npt
 
 from . import _manifest, _rules, _safetensors, _torch
@@ -85,6 +86,7 @@ class Client(BaseClient):
         convention: str = ...,
         framework: Literal["numpy"] = ...,
         verify: bool = ...,
+        out: npt.NDArray[Any] | None = ...,
         **params: Any,
     ) -> npt.NDArray[Any]: ...
     @overload
@@ -99,6 +101,7 @@ class Client(BaseClient):
         convention: str = ...,
         framework: Literal["torch"],
         verify: bool = ...,
+        out: npt.NDArray[Any] | None = ...,
         **params: Any,
     ) -> torch.Tensor: ...
     @overload
@@ -113,6 +116,7 @@ class Client(BaseClient):
         convention: str = ...,
         framework: str,
         verify: bool = ...,
+        out: npt.NDArray[Any] | None = ...,
         **params: Any,
     ) -> Any: ...
     def init(
@@ -126,6 +130,7 @@ class Client(BaseClient):
         convention: str = "torch",
         framework: str = "numpy",
         verify: bool = False,
+        out: npt.NDArray[Any] | None = None,
         **params: Any,
     ) -> Any:
         """One tensor, e.g. ``client.init("he_normal", (256, 128), seed=1, mode="fan_out")``.
@@ -136,9 +141,19 @@ class Client(BaseClient):
         generation algorithm. ``framework`` is ``"numpy"`` (bfloat16 as ``ml_dtypes.bfloat16``), ``"torch"``
         (``torch.bfloat16``) or ``"jax"``. ``verify=True`` also checks the bytes' sha256
         against ``/stats`` (one more request, which recomputes the tensor server-side).
+        ``out`` is a preallocated numpy array of exactly the served dtype and shape: the
+        bytes are received straight into it (no new memory to fault in) and it is returned.
         """
         _safetensors.check_framework(framework)
         body = single_body(scheme, shape, seed=seed, dtype=dtype, name=name, convention=convention, params=params)
+        if out is not None:
+            if framework != "numpy":
+                raise ValueError(f"out: is a numpy array, so framework must be 'numpy'; got {framework!r}")
+            sink = ScatterSink(_safetensors.place_array(out))
+            served = pick_single(self._fetch(body, "numpy", verify, sink), name)
+            if not sink.placed:  # no Content-Length: the body went to the buffer
+                np.copyto(out, served, casting="no")
+            return out
         return pick_single(self._fetch(body, framework, verify), name)
 
     @overload
