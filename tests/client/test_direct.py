@@ -242,3 +242,13 @@ def test_init_into_out_resumes_across_a_cut() -> None:
         assert client.init("normal", (1024, 1024), out=out, verify=True) is out
         assert srv.seen[1].headers["range"] == "bytes=2000000-"
     assert out.tobytes() == load(body)["weight"].tobytes()
+
+
+@pytest.mark.anyio
+async def test_async_init_into_out_matches_the_sync_client(live_url: str) -> None:
+    a, b = np.zeros((600, 700), np.float32), np.zeros((600, 700), np.float32)
+    with Client(live_url) as client:
+        client.init("he_uniform", (600, 700), seed=8, out=a)
+    async with AsyncClient(live_url) as aclient:
+        assert await aclient.init("he_uniform", (600, 700), seed=8, out=b, verify=True) is b
+    assert a.any() and a.tobytes() == b.tobytes()
