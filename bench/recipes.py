@@ -10,7 +10,7 @@ meta device and materialized once, so construction is not timed. Each round, int
   (karpathy/nanoGPT model.py), torch CPU in this process with two threads;
 - ours: ``Client.init_module(model, recipe="gpt2", recipe_params={"n_layer": 12})``
   against the real service (uvicorn, a subprocess on a loopback port of this machine):
-  manifest, one request, 497 MB generated, streamed and copied into the parameters.
+  manifest, one request, 497 MB generated and streamed into the parameters' own storage.
 
 Printed: best and median seconds of each side and the median of the per-round ratios
 anchor/ours (≥ 1.0: ours is at least as fast; issue 10's target).

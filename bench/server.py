@@ -9,7 +9,8 @@ Run as ``python -m bench.server`` (after ``make``'s venv exists). Everything tar
   vs ``kaiming_uniform_`` in place and vs our zeros, zeros vs a bare Starlette app
   streaming pre-built bytes;
 * end to end into a numpy array in this Python process (``tensorinit.Client.init``), sharing the two cores
-  with the server: he_normal vs torch ``kaiming_normal_`` in place;
+  with the server: he_normal vs torch ``kaiming_normal_`` in place, into a fresh array
+  (its pages faulted in) and with ``out=`` into a preallocated one (as torch's tensor is);
 * small requests: requests/s, p50 and p99 of 64×64 he_uniform, a new seed per request,
   against a bare Starlette endpoint returning the same number of bytes (curl, parallel,
   keep-alive);
@@ -207,6 +208,21 @@ def client_numpy_seconds(url: str) -> float:
     return time.perf_counter() - t0
 
 
+_OUT: list[np.ndarray] = []
+
+
+def client_out_seconds(url: str) -> float:
+    """The client's ``init(out=...)`` into one preallocated array, as torch's anchor fills its preallocated tensor."""
+    from tensorinit import Client
+
+    if not _OUT:
+        _OUT.append(np.zeros((8192, 8192), np.float32))
+    t0 = time.perf_counter()
+    with Client(url, timeout=120) as client:
+        client.init("he_normal", (8192, 8192), out=_OUT[0])
+    return time.perf_counter() - t0
+
+
 def small_load(url: str, count: int, parallel: int, first_seed: int = 0) -> tuple[float, list[float]]:
     """requests/s and the sorted latencies (seconds) of ``count`` GETs of ``url`` with curl in parallel, keep-alive.
 
@@ -297,6 +313,12 @@ def end_to_end(ours_url: str, reps: int, row: Row) -> None:
         reps,
     )
     row("client init → numpy he_normal", "torch kaiming_normal_ in place", gbps / e2e, gbps / anchor, 1.0, median=median)
+    e2e, anchor, median = paired(
+        lambda: client_out_seconds(ours_url),
+        lambda: torch_seconds(torch.nn.init.kaiming_normal_),
+        reps,
+    )
+    row("client init(out=) → preallocated he_normal", "torch kaiming_normal_ in place", gbps / e2e, gbps / anchor, 1.0, median=median)
 
 
 def small(ours_url: str, bare_url: str, count: int, parallel: int, row: Row, rounds: int = 4) -> None:

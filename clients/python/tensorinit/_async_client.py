@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import anyio  # httpx's own async backend layer: sleeps work under asyncio and trio alike
 import httpx
+import numpy as np
 import numpy.typing as npt
 
 from . import _manifest, _rules, _safetensors, _torch
@@ -25,9 +26,10 @@ from ._base import (
     pick_single,
     single_body,
     stats_body,
+    tls_context,
 )
 from ._progress import Progress, ProgressOption
-from ._receive import FileSink, MemorySink, Receiver, Sink
+from ._receive import FileSink, MemorySink, Receiver, ScatterSink, Sink
 from ._retry import RetryPolicy
 from ._rules import Rules
 from ._stats import Stats
@@ -57,7 +59,7 @@ class AsyncClient(BaseClient):
     ) -> None:
         super().__init__(base_url, timeout=timeout, max_retries=max_retries, api_key=api_key)
         self._owns_http = http_client is None
-        self._http = http_client if http_client is not None else httpx.AsyncClient(timeout=self.timeout)
+        self._http = http_client if http_client is not None else httpx.AsyncClient(timeout=self.timeout, verify=tls_context())
 
     async def close(self) -> None:
         """Close the connection pool (unless it was passed in)."""
@@ -84,6 +86,7 @@ class AsyncClient(BaseClient):
         convention: str = ...,
         framework: Literal["numpy"] = ...,
         verify: bool = ...,
+        out: npt.NDArray[Any] | None = ...,
         **params: Any,
     ) -> npt.NDArray[Any]: ...
     @overload
@@ -98,6 +101,7 @@ class AsyncClient(BaseClient):
         convention: str = ...,
         framework: Literal["torch"],
         verify: bool = ...,
+        out: npt.NDArray[Any] | None = ...,
         **params: Any,
     ) -> torch.Tensor: ...
     @overload
@@ -112,6 +116,7 @@ class AsyncClient(BaseClient):
         convention: str = ...,
         framework: str,
         verify: bool = ...,
+        out: npt.NDArray[Any] | None = ...,
         **params: Any,
     ) -> Any: ...
     async def init(
@@ -125,6 +130,7 @@ class AsyncClient(BaseClient):
         convention: str = "torch",
         framework: str = "numpy",
         verify: bool = False,
+        out: npt.NDArray[Any] | None = None,
         **params: Any,
     ) -> Any:
         """One tensor, e.g. ``client.init("he_normal", (256, 128), seed=1, mode="fan_out")``.
@@ -135,9 +141,19 @@ class AsyncClient(BaseClient):
         generation algorithm. ``framework`` is ``"numpy"`` (bfloat16 as ``ml_dtypes.bfloat16``), ``"torch"``
         (``torch.bfloat16``) or ``"jax"``. ``verify=True`` also checks the bytes' sha256
         against ``/stats`` (one more request, which recomputes the tensor server-side).
+        ``out`` is a preallocated numpy array of exactly the served dtype and shape: the
+        bytes are received straight into it (no new memory to fault in) and it is returned.
         """
         _safetensors.check_framework(framework)
         body = single_body(scheme, shape, seed=seed, dtype=dtype, name=name, convention=convention, params=params)
+        if out is not None:
+            if framework != "numpy":
+                raise ValueError(f"out: is a numpy array, so framework must be 'numpy'; got {framework!r}")
+            sink = ScatterSink(_safetensors.place_array(out))
+            served = pick_single(await self._fetch(body, "numpy", verify, sink), name)
+            if not sink.placed:  # no Content-Length: the body went to the buffer
+                np.copyto(out, served, casting="no")
+            return out
         return pick_single(await self._fetch(body, framework, verify), name)
 
     @overload
@@ -286,16 +302,16 @@ class AsyncClient(BaseClient):
                 raise TypeError("init_module needs rules or a recipe")
             found = _torch.targets(module, buffers=buffers)
             tensors = _torch.batch_tensors(found, rules, shard)
-            values = await self.init_many(tensors, seed=seed, convention=convention, framework="torch", verify=verify)
-            return _torch.fill(found, values)
+            if not tensors:
+                return []
+            return await self._fill(batch_body(tensors, seed=seed, dtype=None, convention=convention), found, verify)
         if shard is not None:
             raise TypeError("init_module(recipe=...) does not take shard: a recipe request serves whole tensors")
         manifest, targets = _manifest.module_manifest(module, buffers=buffers)
         body = _manifest.recipe_body(
             recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules
         )
-        served = await self._fetch(body, "torch", verify)
-        return _torch.fill(targets, served)
+        return await self._fill(body, targets, verify)
 
     async def plan_module(
         self,
@@ -411,13 +427,19 @@ class AsyncClient(BaseClient):
 
     # -- transport -----------------------------------------------------------------------
 
-    async def _fetch(self, body: dict[str, Any], framework: str, verify: bool) -> dict[str, Any]:
-        sink = MemorySink()
+    async def _fill(self, body: dict[str, Any], targets: dict[str, torch.Tensor], verify: bool) -> list[str]:
+        """POST ``body`` and set ``targets`` from it: received straight into their storage where they allow it."""
+        sink = ScatterSink(_torch.places(targets))
+        served = await self._fetch(body, "torch", verify, sink)
+        return _torch.fill(targets, served, sink.placed)
+
+    async def _fetch(self, body: dict[str, Any], framework: str, verify: bool, sink: MemorySink | None = None) -> dict[str, Any]:
+        sink = sink or MemorySink()
         rx = await self._receive(body, sink)
         buffer = sink.take()
         header = _safetensors.parse_header(buffer, len(buffer))
         if verify:
-            self.check_stats(_safetensors.digests_of_buffer(buffer, header), await self.stats(body), rx.etag)
+            self.check_stats(_safetensors.digests_of_views(sink.views(header)), await self.stats(body), rx.etag)
         return _safetensors.build(buffer, header, framework)
 
     async def _request_json(self, method: str, path: str, *, json: Any = None) -> Any:

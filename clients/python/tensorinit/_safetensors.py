@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import mmap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
@@ -164,9 +164,34 @@ def check_framework(framework: str) -> None:
         raise ValueError(f"framework: got {framework!r}; allowed: one of {', '.join(FRAMEWORKS)}")
 
 
+def place_array(out: np.ndarray[Any, Any]) -> Callable[[Header], dict[str, memoryview]]:
+    """For ``init(out=...)``: the one tensor of a single-tensor body goes straight into ``out``.
+
+    ``out`` must be a writeable C-contiguous array of exactly the served dtype (byte
+    order included) and shape; that is checked against the header, before any data byte.
+    """
+    if not isinstance(out, np.ndarray) or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"out: got {type(out).__name__}; allowed: a writeable C-contiguous numpy array")
+
+    def place(header: Header) -> dict[str, memoryview]:
+        if len(header.entries) != 1:
+            raise IntegrityError(f"expected one tensor, the body holds {sorted(header.entries)}")
+        (entry,) = header.entries.values()
+        if NUMPY_DTYPES[entry.dtype] != out.dtype or entry.shape != out.shape:
+            raise ValueError(f"out: a {out.dtype} array of shape {list(out.shape)}; the server sends {entry.dtype} × {list(entry.shape)}")
+        return {entry.name: out.reshape(-1).view(np.uint8).data}
+
+    return place
+
+
 def digests_of_buffer(buffer: Buffer, header: Header) -> dict[str, str]:
     view = memoryview(buffer)
-    return {e.name: hashlib.sha256(view[e.begin : e.end]).hexdigest() for e in header.entries.values()}
+    return digests_of_views({e.name: view[e.begin : e.end] for e in header.entries.values()})
+
+
+def digests_of_views(views: Mapping[str, memoryview]) -> dict[str, str]:
+    """Per-tensor sha256 of bytes wherever they landed (the receive buffer, or a parameter's storage): one pass."""
+    return {name: hashlib.sha256(view).hexdigest() for name, view in views.items()}
 
 
 def read_file_header(f: IO[bytes], size: int) -> Header:

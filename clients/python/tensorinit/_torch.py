@@ -12,15 +12,23 @@ dtypes (float8) are requested as float32 and rounded by ``copy_``. Values are co
 under ``torch.no_grad()`` with ``Tensor.copy_``, which keeps each tensor's dtype, device,
 ``requires_grad`` and identity (optimizers holding references still see them). A module
 built on the meta device is refused: ``to_empty(device=...)`` it first, then fill it.
+
+Where it can, the sync and async clients skip that copy: a contiguous CPU tensor served in
+its own dtype and shape, overlapping no other, receives its bytes straight into its own
+storage (:func:`places`, a :class:`tensorinit._receive.ScatterSink`); its autograd version
+counter is bumped as ``copy_`` would. So a transfer or ``verify`` failure after the header
+may leave such tensors partly written (the call raises either way).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+
+    from ._safetensors import Header
 
 # torch dtype name -> service dtype
 _SERVED = {"float32": "float32", "float64": "float64", "float16": "float16", "bfloat16": "bfloat16"}
@@ -70,8 +78,51 @@ def served_dtype(tensor: torch.Tensor) -> str:
     return _SERVED.get(str(tensor.dtype).removeprefix("torch."), "float32")
 
 
-def fill(targets: Mapping[str, torch.Tensor], values: Mapping[str, Any]) -> list[str]:
-    """Copy ``values`` into ``targets`` in place; returns the names set, in module order."""
+def places(targets: Mapping[str, torch.Tensor]) -> Callable[[Header], dict[str, memoryview]]:
+    """For a :class:`ScatterSink`: the storage of each target that can take its served bytes as they are.
+
+    A target qualifies when it is on the CPU, contiguous, served in its own dtype and
+    shape, and shares no byte with another target (the bytes then equal what ``copy_``
+    would leave); any other goes through the buffer and :func:`fill`'s ``copy_``.
+    """
+    import torch  # noqa: PLC0415 -- optional extra
+
+    own = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+    def place(header: Header) -> dict[str, memoryview]:
+        fit: dict[str, torch.Tensor] = {}
+        for name, entry in header.entries.items():
+            t = targets.get(name)
+            if (
+                t is not None
+                and t.device.type == "cpu"
+                and t.is_contiguous()
+                and own.get(t.dtype) == entry.dtype
+                and tuple(t.shape) == entry.shape
+                and not t.is_conj()
+                and not t.is_neg()
+            ):
+                fit[name] = t
+        spans = sorted((t.data_ptr(), t.data_ptr() + t.nbytes, name) for name, t in fit.items() if t.nbytes)
+        shared: set[str] = set()
+        reach, owner = 0, ""
+        for begin, end, name in spans:  # by start: a span starting before the furthest end so far overlaps its owner
+            if begin < reach:
+                shared |= {name, owner}
+            if end > reach:
+                reach, owner = end, name
+        with torch.no_grad():
+            return {name: t.detach().reshape(-1).view(torch.uint8).numpy().data for name, t in fit.items() if name not in shared}
+
+    return place
+
+
+def fill(targets: Mapping[str, torch.Tensor], values: Mapping[str, Any], placed: Collection[str] = ()) -> list[str]:
+    """Copy ``values`` into ``targets`` in place; returns the names set, in module order.
+
+    ``placed`` names tensors whose bytes were received straight into their storage:
+    nothing to copy, only their version counter to bump, as ``copy_`` does.
+    """
     import torch  # noqa: PLC0415 -- optional extra; this module is only used with a module in hand
 
     done = []
@@ -82,6 +133,9 @@ def fill(targets: Mapping[str, torch.Tensor], values: Mapping[str, Any]) -> list
             value = values[name]
             if tuple(value.shape) != tuple(target.shape):
                 raise ValueError(f"{name}: served shape {tuple(value.shape)} differs from the module's {tuple(target.shape)}")
-            target.copy_(value)
+            if name in placed:
+                torch.autograd.graph.increment_version(target)
+            else:
+                target.copy_(value)
             done.append(name)
     return done
