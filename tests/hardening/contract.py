@@ -76,15 +76,16 @@ def _accepted_bytes(case: schemathesis.Case[Any], settings: Settings) -> int | N
     return 0 if case.method.upper() == "HEAD" else prepared.size
 
 
-def positive_only_if_accepted(case: schemathesis.Case[Any], settings: Settings, *, max_bytes: int | None = None) -> bool:
-    """A ``filter_case`` verdict: keep every negative case, and a positive one unless :func:`refused_beyond_schema`.
+def keep_case(case: schemathesis.Case[Any], settings: Settings, *, max_bytes: int | None = None) -> bool:
+    """A ``filter_case`` verdict: every negative case, and a positive one unless :func:`refused_beyond_schema`.
 
-    With ``max_bytes``, a positive case whose answer is larger is not sent either: a
-    budget of time, for a server with default limits (8 GiB per answer), not a rule of
-    the contract. Every smaller shape, and every refusal, is still checked.
+    With ``max_bytes``, no case (positive, or negative but accepted all the same) whose
+    answer would be larger is sent: a budget of time for a server with the default limits
+    (8 GiB per answer), not a rule of the contract. Every smaller request, and every
+    refusal, is still checked.
     """
-    meta = case.meta
-    if meta is None or not meta.generation.mode.is_positive:
-        return True
     size = _accepted_bytes(case, settings)
-    return size is not None and (max_bytes is None or size <= max_bytes)
+    if max_bytes is not None and size is not None and size > max_bytes:
+        return False
+    meta = case.meta
+    return meta is None or not meta.generation.mode.is_positive or size is not None

@@ -13,13 +13,13 @@ import schemathesis
 
 from service.api.settings import Settings
 
-from .contract import positive_only_if_accepted
+from .contract import keep_case
 
 SETTINGS = Settings()
 MAX_BYTES = 64 << 20
-"""Positive cases that would generate more are not sent (see ``positive_only_if_accepted``)."""
+"""Cases that would generate more are not sent (see ``keep_case``)."""
 
 
 @schemathesis.hook
 def filter_case(context: Any, case: schemathesis.Case[Any]) -> bool:
-    return positive_only_if_accepted(case, SETTINGS, max_bytes=MAX_BYTES)
+    return keep_case(case, SETTINGS, max_bytes=MAX_BYTES)

@@ -5,8 +5,8 @@ fuzzing, stateful), must find no failure. Only ``ignored_auth`` is left out: a s
 without keys checks none, and its document declares no security scheme (the in-process
 run, test_contract.py, configures a key and runs that check too). The positive cases set
 aside are those of :mod:`tests.hardening.contract`, through
-:mod:`tests.hardening.contract_hooks`, plus positive cases whose answer would exceed
-64 MiB, to bound the time of a run against the default 8 GiB limit. Bounded: 10
+:mod:`tests.hardening.contract_hooks`, and any case whose answer would exceed 64 MiB,
+to bound the time of a run against the default 8 GiB limit. Bounded: 10
 examples per operation and phase, one worker, and a timeout on the whole run.
 """
 
@@ -22,8 +22,8 @@ import pytest
 
 from .live import ROOT, LiveProcess
 
-TIMEOUT_SECONDS = 900
-"""The whole run, measured at about 5 minutes on the shared two-core machine."""
+TIMEOUT_SECONDS = 1800
+"""A guard on the whole run: about 5 minutes on two idle cores, three times that on a busy shared machine."""
 
 
 def _default_environment() -> dict[str, str]:
