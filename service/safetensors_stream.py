@@ -37,7 +37,7 @@ from service.core.spec import Constant
 DTYPE_ORDER = {"F64": 0, "F32": 1, "BF16": 2, "F16": 3}
 
 MIN_CHUNK_BYTES = 1 << 20
-"""Chunks handed to the server are at least this large (but the last one), so per-send cost stays negligible."""
+"""Data chunks handed to the server are at least this large (but the last one), so per-send cost stays negligible; the header is sent alone."""
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,9 @@ async def stream(
     ahead: int = 4,
     counters: Counters | None = None,
 ) -> AsyncIterator[bytes | memoryview]:
-    """File bytes [start, stop) as chunks of at least :data:`MIN_CHUNK_BYTES` (but the last).
+    """File bytes [start, stop): those of the header as one chunk, then data in chunks of at least :data:`MIN_CHUNK_BYTES`.
+
+    The last data chunk may be shorter.
 
     Blocks are generated on ``executor``, in jobs of up to :data:`CHUNK_BYTES`, with up to
     ``ahead`` jobs in flight, so the event loop only moves bytes. When the consumer goes
@@ -287,11 +289,13 @@ async def stream(
         while pending:
             piece, future = pending.popleft()
             if future is None:
-                chunk = memoryview(plan.header)[piece.lo : piece.hi]
-            elif isinstance(future, memoryview):
-                chunk = future
-            else:
-                chunk = await future
+                # The header (or the part of it asked for) goes alone, first: joined to the
+                # first data chunk it would cost a copy of that chunk, and the client can
+                # read names, dtypes and shapes before a number is drawn.
+                refill()
+                yield memoryview(plan.header)[piece.lo : piece.hi]
+                continue
+            chunk = future if isinstance(future, memoryview) else await future
             refill()
             buffered.append(chunk)
             size += len(chunk)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.core import CONVENTIONS, DTYPES, SCHEMES, Param
+from service.core import ALGORITHMS, CONVENTIONS, DTYPES, SCHEMES, Scheme, TensorinitError, resolve
 
 from .models import INIT_ADAPTER
 from .problems import MEDIA_TYPE, Problem
@@ -38,12 +38,45 @@ def component_schemas() -> dict[str, Any]:
     return schemas
 
 
-def query_parameters(*, stats: bool = False) -> dict[str, Any]:
-    """The GET query form: the tensor fields, then every scheme parameter (each applies to its schemes).
+def flat_schemes() -> list[str]:
+    """Names and aliases of the schemes the flat GET form documents: those that need no parameter."""
+    return sorted({key for s in SCHEMES.values() if not any(p.required for p in s.params) for key in (s.name, *s.aliases)})
 
-    As exact as a flat query form can be: names, enums, bounds and list syntax are what
-    the service accepts; which scheme takes which parameter is said in each description
-    (another scheme's parameter is a 422 ``unknown-parameter``).
+
+FLAT_FORM = (
+    " The flat form documents what every scheme takes: the tensor fields, and as `scheme` the schemes that need no"
+    " parameter. It also accepts every scheme with its own parameters and axes, exactly as the per-scheme form"
+    " (`/init/he_normal`, `/stats/he_normal`, ...), which documents them; another scheme's parameter is a 422"
+    " `unknown-parameter` in both."
+)
+
+
+EXAMPLE_SHAPES = ([64, 32], [16, 8, 3, 3])
+"""Small: an example is sent as it is, by people and by contract tests, to servers with small limits too."""
+
+
+def example_shape(scheme: Scheme | None) -> list[int]:
+    """The first of :data:`EXAMPLE_SHAPES` the engine takes for ``scheme`` (dirac and delta_orthogonal need rank 3 to 5)."""
+    for shape in EXAMPLE_SHAPES:
+        try:
+            if scheme is not None:
+                resolve(scheme.name, shape)
+        except TensorinitError as err:
+            if err.param == "shape":
+                continue  # a missing required parameter is not the shape's fault
+        return shape
+    raise ValueError(f"no example shape fits {scheme}")
+
+
+def query_parameters(scheme: Scheme | None = None, *, stats: bool = False) -> dict[str, Any]:
+    """A GET query form, exact: every documented combination of parameters is one the models accept.
+
+    With ``scheme``, the per-scheme form (``/init/<name>``): that scheme's own parameters
+    (required where it requires them) and, for fan-based schemes, the axes. Without, the
+    flat form (``/init?scheme=``): only what every scheme takes, with ``scheme`` limited
+    to those that need no parameter (:data:`FLAT_FORM` says what else it accepts). A
+    query that no single scheme accepts cannot be written from either. What JSON Schema
+    cannot say (``low < high``, axes within the rank, the size limits) is the engine's.
     """
 
     def param(name: str, schema: dict[str, Any], description: str, required: bool = False, **extra: Any) -> dict[str, Any]:
@@ -51,25 +84,24 @@ def query_parameters(*, stats: bool = False) -> dict[str, Any]:
 
     def axes(name: str) -> dict[str, Any]:
         listed = {"type": "array", "items": {"type": "integer"}}
-        return param(name, listed, "comma-separated axes for the fans (fan-based schemes)", style="form", explode=False)
+        return param(name, listed, "comma-separated axes for the fans (JAX's model)", style="form", explode=False)
 
-    names = sorted({key for s in SCHEMES.values() for key in (s.name, *s.aliases)})
-    dims = {"type": "array", "items": {"type": "integer", "minimum": 0}, "example": [256, 128]}
-    params = [
-        param("scheme", {"type": "string", "enum": names}, "scheme name or alias (see /schemes)", True),
+    dims = {"type": "array", "items": {"type": "integer", "minimum": 0}, "example": example_shape(scheme)}
+    params = []
+    if scheme is None:
+        params.append(param("scheme", {"type": "string", "enum": flat_schemes()}, "scheme name or alias (see /schemes)", True))
+    params += [
         param("shape", dims, "comma-separated dimensions; empty for a scalar", True, style="form", explode=False),
         param("seed", {"type": "integer", "minimum": 0, "maximum": 2**64 - 1, "default": 0}, "random seed"),
         param("dtype", {"type": "string", "enum": list(DTYPES), "default": "float32"}, "element type"),
         param("name", {"type": "string", "default": "weight"}, "tensor name (it also picks the random stream)"),
         param("convention", {"type": "string", "enum": list(CONVENTIONS), "default": "torch"}, "weight layout and defaults"),
-        *(axes(a) for a in ("in_axes", "out_axes", "batch_axes")),
+        param("algorithm", {"type": "integer", "enum": sorted(ALGORITHMS)}, "generation algorithm version; default the newest"),
     ]
-    seen: dict[str, tuple[Param, list[str]]] = {}
-    for s in SCHEMES.values():
-        for p in s.params:
-            seen.setdefault(p.name, (p, []))[1].append(s.name)
-    for name, (p, schemes) in sorted(seen.items()):
-        params.append(param(name, p.json_schema(), "parameter of " + ", ".join(schemes)))
+    if scheme is not None:
+        if scheme.uses_fans:
+            params += [axes(a) for a in ("in_axes", "out_axes", "batch_axes")]
+        params += [param(p.name, p.json_schema(), f"{p.doc}. Allowed: {p.allowed()}.", p.required) for p in scheme.params]
     if stats:
         params.append(param("bins", {"type": "integer", "minimum": 1, "default": 64}, "histogram bins"))
     return {"parameters": params}

@@ -44,8 +44,14 @@ from .security import PUBLIC_PATHS, ApiKeyMiddleware, ApiKeys
 BEARER_SCHEME = "bearerAuth"
 T = TypeVar("T")
 
-#: Operations that generate numbers and so wait for admission (503 ``overloaded``).
+#: Operations that generate numbers and so wait for admission (503 ``overloaded``); the
+#: per-scheme GET forms (``init_get_he_normal``, ``stats_get_he_normal``, ...) are named after them.
 GENERATING_OPERATIONS = frozenset({"init_get", "init_post", "stats_get", "stats_post", "propagation_post"})
+
+
+def generating(operation_id: str) -> bool:
+    """Whether the operation ``operation_id`` generates numbers (and so may answer 503 ``overloaded``)."""
+    return operation_id in GENERATING_OPERATIONS or operation_id.startswith(("init_get_", "stats_get_"))
 
 
 class HardeningSettings(Protocol):
@@ -136,7 +142,7 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        return document_security(build())
+        return document_security(build(), keys=keys.enabled)
 
     app.openapi = openapi  # type: ignore[method-assign]
     return hardening
@@ -263,36 +269,37 @@ async def _overloaded_handler(request: Request, exc: Exception) -> Response:
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 
-def document_security(schema: dict[str, Any]) -> dict[str, Any]:
-    """Add the bearer scheme, 401 and (for generating routes) 503 to an OpenAPI document of ``app``.
+def document_security(schema: dict[str, Any], *, keys: bool) -> dict[str, Any]:
+    """Add 503 to the generating operations of an OpenAPI document of ``app`` and, when ``keys`` are configured, the bearer scheme and 401.
 
-    Idempotent; the app's own ``openapi()`` may call it on the document it builds.
+    The document says what this server does: without keys nothing is checked, so no
+    operation declares a security requirement (a client, or a contract test, would
+    otherwise rightly expect a 401 that never comes). Idempotent; the app's own
+    ``openapi()`` may call it on the document it builds.
     """
     components = schema.setdefault("components", {})
-    schemes = components.setdefault("securitySchemes", {})
-    if BEARER_SCHEME in schemes:
-        return schema
-    schemes[BEARER_SCHEME] = {
-        "type": "http",
-        "scheme": "bearer",
-        "description": (
-            "An API key. Required on every endpoint except /healthz and /readyz when the server is "
-            "configured with keys (TENSORINIT_API_KEYS or TENSORINIT_API_KEYS_FILE); ignored otherwise."
-        ),
-    }
     schemas = components.setdefault("schemas", {})
     if "Problem" not in schemas:
         problem_schema = Problem.model_json_schema(ref_template=REF)
         schemas.update(problem_schema.pop("$defs", {}))
         schemas["Problem"] = problem_schema
+    if keys:
+        components.setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": (
+                "An API key (TENSORINIT_API_KEYS or TENSORINIT_API_KEYS_FILE), required on every endpoint "
+                "except /healthz and /readyz. A server without keys serves a document without this scheme."
+            ),
+        }
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             responses = operation["responses"]
-            if path not in PUBLIC_PATHS:
+            if keys and path not in PUBLIC_PATHS:
                 operation["security"] = [{BEARER_SCHEME: []}]
                 responses.setdefault("401", problem("no valid API key (unauthorized); WWW-Authenticate: Bearer"))
-            if operation.get("operationId") in GENERATING_OPERATIONS:
+            if generating(operation.get("operationId", "")):
                 responses.setdefault("503", {**problem("no generation slot came free in time (overloaded)"), "headers": _RETRY_AFTER})
     return schema

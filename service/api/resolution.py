@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -118,6 +118,24 @@ def _coerce(raw: str, kind: str) -> Any:
     if kind == "list":
         return [] if raw.strip() == "" else [_coerce(item.strip(), "integer") for item in raw.split(",")]
     return raw
+
+
+def query_items(query_string: bytes, scheme: str | None = None) -> list[tuple[str, str]]:
+    """The items of a GET query string (as Starlette's QueryParams parses them); with ``scheme``, that of the path first.
+
+    The per-scheme form (``/init/<scheme>``) names the scheme in its path, so the query
+    may not name one again.
+    """
+    items = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    if scheme is None:
+        return items
+    if any(key == "scheme" for key, _ in items):
+        raise ProblemError(
+            "unknown-parameter",
+            f"scheme: the path names the scheme ({scheme}); the query may not name it again",
+            errors=[{"path": ["scheme"], "message": "given in the path", "allowed": f"no scheme parameter on /…/{scheme}"}],
+        )
+    return [("scheme", scheme), *items]
 
 
 def query_document(items: Iterable[tuple[str, str]]) -> dict[str, Any]:

@@ -714,7 +714,7 @@ def check_representable(found: Scheme, spec: ResolvedSpec) -> None:
     """The resolved numbers must have a spread and fit the dtype, or the output would hold infinities.
 
     A std or width below the compute dtype's smallest normal number (or 1e-150), or values (mean ± 10 std, bounds,
-    constants) beyond the output dtype's range (or 1e150, so /stats can square them in
+    constants; sparse as its normal) beyond the output dtype's range (or 1e150, so /stats can square them in
     float64), are refused before anything is generated. The error names the parameter
     that scales the distribution.
     """
@@ -733,6 +733,8 @@ def check_representable(found: Scheme, spec: ResolvedSpec) -> None:
     elif isinstance(dist, TruncatedNormal):
         values = [max(dist.low, dist.mean - SIGMAS * dist.std), min(dist.high, dist.mean + SIGMAS * dist.std), dist.low, dist.high]
         spread = dist.std
+    elif isinstance(dist, Sparse):  # N(0, std²) with zeros: as Normal
+        values, spread = [SIGMAS * dist.std], dist.std
     elif isinstance(dist, Orthogonal | Identity | DeltaOrthogonal):
         values = [dist.gain]
     # The smallest normal number of the compute dtype, and squares must not underflow in /stats.

@@ -26,6 +26,7 @@ from service.api.edge import DirectRoutes
 from service.api.problems import ProblemError
 from service.api.resolution import Prepared, QueryTemplates, SeedTemplate, prepare, query_document
 from service.api.settings import Settings
+from service.core import SCHEMES
 
 QUERIES: list[list[tuple[str, str]]] = [
     [("scheme", "he_uniform"), ("shape", "64,64")],
@@ -147,7 +148,11 @@ def test_the_generating_routes_are_dispatched_directly() -> None:
     app = create_app(settings())
     (direct,) = [m for m in app.user_middleware if is_direct(m.cls)]
     table = DirectRoutes(lambda *a: None, **direct.kwargs).table  # type: ignore[arg-type]
-    assert sorted(table) == [("GET", "/init"), ("GET", "/stats"), ("HEAD", "/init"), ("POST", "/init"), ("POST", "/stats")]
+    per_scheme = [
+        (method, f"/{resource}/{name}") for name in SCHEMES for method, resource in (("GET", "init"), ("HEAD", "init"), ("GET", "stats"))
+    ]
+    general = [("GET", "/init"), ("GET", "/stats"), ("HEAD", "/init"), ("POST", "/init"), ("POST", "/stats")]
+    assert sorted(table) == sorted(general + per_scheme)
     assert app.user_middleware[-1] == direct  # innermost: access control and CORS come first
 
 
@@ -165,6 +170,11 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/stats", {"params": {"scheme": "he_uniform", "shape": "64,64", "bins": "8"}}),
     ("GET", "/stats", {"params": {"scheme": "he_uniform", "shape": "64,64"}, "headers": {"Accept": "text/plain"}}),
     ("POST", "/stats", {"json": {"scheme": "he_normal", "shape": [16, 16]}}),
+    ("GET", "/init/he_uniform", {"params": {"shape": "64,64", "seed": "3"}}),
+    ("HEAD", "/init/he_uniform", {"params": {"shape": "64,64", "seed": "3"}}),
+    ("GET", "/init/he_uniform", {"params": {"shape": "64,64", "scheme": "he_uniform"}}),
+    ("GET", "/stats/constant", {"params": {"shape": "64,64", "value": "2", "bins": "4"}}),
+    ("GET", "/init/nope", {"params": {"shape": "2"}}),
     ("PUT", "/init", {}),
     ("GET", "/init/", {"params": {"scheme": "zeros", "shape": "2"}}),
 ]

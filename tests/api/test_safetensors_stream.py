@@ -132,20 +132,37 @@ def test_a_range_generates_only_the_blocks_that_cover_it() -> None:
     assert data == generate(spec).reshape(-1).view(np.uint8)[start - plan.entries[0].begin :][: BLOCK_ELEMENTS * 4].tobytes()
 
 
-def test_chunks_are_at_least_one_mebibyte_and_bytes_like() -> None:
+CHUNK_CASES = [
+    ("whole file", 0, None, True),
+    ("from inside the header", 5, None, True),
+    ("data only", -1, None, False),  # -1: from the first data byte
+    ("header and a little data", 0, -100, True),  # -100: the header and 100 bytes
+]
+
+
+@pytest.mark.parametrize(("start", "stop", "has_header"), [c[1:] for c in CHUNK_CASES], ids=[c[0] for c in CHUNK_CASES])
+def test_the_header_is_its_own_chunk_and_data_chunks_are_at_least_one_mebibyte(start: int, stop: int | None, has_header: bool) -> None:
     spec = resolve("he_uniform", [8, BLOCK_ELEMENTS // 2], dtype="float16")  # 512 KiB blocks
     plan = Plan([Tensor(spec)], META)
+    header = len(plan.header)
+    start = header if start == -1 else start
+    stop = header - stop if stop is not None and stop < 0 else stop
 
-    async def sizes() -> list[int]:
+    async def chunks() -> list[bytes]:
         out = []
-        async for chunk in stream(plan, executor=default_executor()):
+        async for chunk in stream(plan, start, stop, executor=default_executor()):
             assert isinstance(chunk, bytes) or (chunk.format == "B" and chunk.itemsize == 1)
-            out.append(len(chunk))
+            out.append(bytes(chunk))
         return out
 
-    got = asyncio.run(sizes())
-    assert sum(got) == plan.size
-    assert all(n >= 1 << 20 for n in got[:-1])
+    got = asyncio.run(chunks())
+    assert b"".join(got) == plan.read(start, stop)
+    if has_header:
+        assert got[0] == plan.header[start:]
+        got = got[1:]
+    assert all(len(c) >= 1 << 20 for c in got[:-1])
+    if stop is not None:
+        assert [len(c) for c in got] == [100]
 
 
 def test_duplicate_names_are_refused() -> None:

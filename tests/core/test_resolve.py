@@ -295,6 +295,8 @@ EXTREMES: list[tuple[str, dict[str, Any], str, str]] = [
     ("constant", {"params": {"value": 1e200}}, "value", "float64"),
     ("truncated_normal", {"params": {"lower": -1e300, "upper": 1e300}}, "std", "float64"),
     ("orthogonal", {"params": {"gain": 1e39}}, "gain", "float32"),
+    ("sparse", {"params": {"sparsity": 0.001, "std": 14246.0}}, "std", "float16"),  # found by schemathesis: inf in float16
+    ("sparse", {"params": {"sparsity": 0.5, "std": 1e-320}}, "std", "float32"),
 ]
 
 

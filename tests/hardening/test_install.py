@@ -62,9 +62,19 @@ def test_cors_origins(value: str | list[str], origins: list[str]) -> None:
     assert cors_origins(value) == origins
 
 
-async def test_openapi_declares_bearer_security() -> None:
+async def test_openapi_declares_no_security_without_keys() -> None:
     async with client() as c:
         doc: dict[str, Any] = (await c.get("/openapi.json")).json()
+    assert "securitySchemes" not in doc["components"]
+    for path, methods in doc["paths"].items():
+        for method, operation in methods.items():
+            assert "security" not in operation and "401" not in operation["responses"], (path, method)
+    assert "Retry-After" in doc["paths"]["/stream"]["get"]["responses"]["503"]["headers"]  # admission is on all the same
+
+
+async def test_openapi_declares_bearer_security_with_keys() -> None:
+    async with client(StubSettings(api_keys="k")) as c:
+        doc: dict[str, Any] = (await c.get("/openapi.json", headers={"Authorization": "Bearer k"})).json()
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     paths = doc["paths"]
     for public in ("/healthz", "/readyz"):

@@ -88,8 +88,19 @@ async def test_cors_for_configured_origins() -> None:
     assert preflight.headers["access-control-allow-origin"] == "https://notebook.example"
 
 
-def test_committed_document_declares_the_bearer_scheme_and_answers() -> None:
+def test_committed_document_is_a_keyless_servers_and_declares_no_security() -> None:
     doc = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    assert "securitySchemes" not in doc["components"]
+    for path, methods in doc["paths"].items():
+        for method, operation in methods.items():
+            assert "security" not in operation and "401" not in operation["responses"], (path, method)
+    for path, method in (("/init", "get"), ("/init", "post"), ("/stats", "get"), ("/stats", "post"), ("/init/he_normal", "get")):
+        assert "Retry-After" in doc["paths"][path][method]["responses"]["503"]["headers"]
+    assert doc["paths"]["/metrics"]["get"]["operationId"] == "metrics"
+
+
+def test_a_server_with_keys_declares_the_bearer_scheme_and_answers() -> None:
+    doc = create_app(Settings(api_keys="k")).openapi()
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
         "scheme": "bearer",
@@ -103,9 +114,6 @@ def test_committed_document_declares_the_bearer_scheme_and_answers() -> None:
                 continue
             assert operation["security"] == [{"bearerAuth": []}], (path, method)
             assert "401" in operation["responses"], (path, method)
-    for path, method in (("/init", "get"), ("/init", "post"), ("/stats", "get"), ("/stats", "post")):
-        assert "Retry-After" in doc["paths"][path][method]["responses"]["503"]["headers"]
-    assert doc["paths"]["/metrics"]["get"]["operationId"] == "metrics"
 
 
 async def test_metrics_count_requests_by_route_and_streams() -> None:

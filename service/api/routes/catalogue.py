@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 
 from service.core import ALGORITHM_VERSION, CONVENTIONS, DTYPES, SCHEMES, UnknownSchemeError, lookup
 
@@ -13,6 +13,9 @@ from ..models import model_name
 from ..problems import ProblemError
 
 router = APIRouter(tags=["catalogue"])
+
+NAMES = sorted({key for s in SCHEMES.values() for key in (s.name, *s.aliases)})
+"""What /schemes/{name} finds (any other name is a 404 with suggestions)."""
 
 
 def _describe(name: str) -> dict[str, Any]:
@@ -36,7 +39,9 @@ async def schemes_list(request: Request) -> dict[str, Any]:
     summary="One scheme (aliases resolve)",
     responses={404: problem("no such scheme (not-found), with suggestions"), 422: problem("invalid path")},
 )
-async def schemes_get(name: str) -> dict[str, Any]:
+async def schemes_get(
+    name: Annotated[str, Path(description="a scheme name or alias", json_schema_extra={"enum": NAMES})],
+) -> dict[str, Any]:
     try:
         found = lookup(name)
     except UnknownSchemeError as err:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from service.core import default_executor
+from service.core import SCHEMES, Scheme, default_executor
 from service.core.spec import MATERIALIZED, DeltaOrthogonal
 from service.safetensors_stream import stream
 
-from ..docs import BINARY, problem, query_parameters, request_body
+from ..docs import BINARY, FLAT_FORM, problem, query_parameters, request_body
 from ..hardening import admitted
 from ..problems import ProblemError
 from ..ranges import (
@@ -26,7 +26,7 @@ from ..ranges import (
     none_match,
     parse_range,
 )
-from ..resolution import Prepared, QueryTemplates, content_disposition, prepare, read_json
+from ..resolution import Prepared, QueryTemplates, content_disposition, prepare, query_items, read_json
 from ..settings import Settings
 
 router = APIRouter(tags=["tensors"])
@@ -65,6 +65,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "invalid parameters (validation-error, unknown-scheme with suggestions, unknown-parameter): every offending field with its path and what is allowed"
     ),
 }
+HEAD_RESPONSES = {k: v for k, v in RESPONSES.items() if k not in (200, 206)} | {200: {"description": "headers only", "headers": _HEADERS}}
 GET_DOC = (
     "Same bytes as the equivalent POST, so curl and HTTP caches can use it. Range: exactly one range, bytes=a-b, bytes=a- or bytes=-n"
     " (anything else in bytes: 416; another unit: ignored). If-Range: our strong ETag, else the whole file."
@@ -171,18 +172,13 @@ async def init_post(request: Request) -> Response:
     "/init",
     operation_id="init_get",
     summary="A safetensors file of one tensor, from the query string",
-    description=GET_DOC,
+    description=GET_DOC + FLAT_FORM,
     response_class=OctetStreamResponse,
     responses=RESPONSES,
     openapi_extra=query_parameters(),
 )
 async def init_get(request: Request) -> Response:
-    state = request.app.state
-    templates: QueryTemplates = state.query_templates
-    # parse_qsl as Starlette's QueryParams does it, without the multidict around it.
-    items = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
-    prepared = await templates.prepare(items, state.settings)
-    return await serve(request, prepared, cacheable=True)
+    return await _get(request, query_items(request.scope["query_string"]))
 
 
 @router.head(
@@ -190,8 +186,45 @@ async def init_get(request: Request) -> Response:
     operation_id="init_head",
     summary="The headers GET /init would send, without the body",
     response_class=OctetStreamResponse,
-    responses={k: v for k, v in RESPONSES.items() if k not in (200, 206)} | {200: {"description": "headers only", "headers": _HEADERS}},
+    responses=HEAD_RESPONSES,
     openapi_extra=query_parameters(),
 )
 async def init_head(request: Request) -> Response:
     return await init_get(request)
+
+
+async def _get(request: Request, items: list[tuple[str, str]]) -> Response:
+    state = request.app.state
+    templates: QueryTemplates = state.query_templates
+    prepared = await templates.prepare(items, state.settings)
+    return await serve(request, prepared, cacheable=True)
+
+
+def _per_scheme(scheme: Scheme) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await _get(request, query_items(request.scope["query_string"], scheme.name))
+
+    endpoint.__name__ = f"init_get_{scheme.name}"
+    return endpoint
+
+
+# One path per scheme, each with exactly that scheme's parameters: a form JSON Schema can
+# state in full (see docs.query_parameters). Literal paths, so DirectRoutes serves them too.
+for _scheme in SCHEMES.values():
+    _endpoint = _per_scheme(_scheme)
+    _about = f"{_scheme.summary} {_scheme.formula} (aliases in /init?scheme=: {', '.join(_scheme.aliases) or 'none'}). {GET_DOC}"
+    for _method, _summary, _responses in (
+        ("GET", f"A safetensors file of one {_scheme.name} tensor, from the query string", RESPONSES),
+        ("HEAD", f"The headers GET /init/{_scheme.name} would send, without the body", HEAD_RESPONSES),
+    ):
+        router.add_api_route(
+            f"/init/{_scheme.name}",
+            _endpoint,
+            methods=[_method],
+            operation_id=f"init_{_method.lower()}_{_scheme.name}",
+            summary=_summary,
+            description=_about,
+            response_class=OctetStreamResponse,
+            responses=_responses,
+            openapi_extra=query_parameters(_scheme),
+        )

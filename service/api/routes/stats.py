@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from service.core import ALGORITHM_VERSION, LimitExceededError, ResolvedSpec, default_executor, inner_executor
+from service.core import ALGORITHM_VERSION, SCHEMES, LimitExceededError, ResolvedSpec, Scheme, default_executor, inner_executor
 from service.core.plots import histogram_figure
 from service.core.stats import compute_stats
 
-from ..docs import problem, query_parameters, request_body
+from ..docs import FLAT_FORM, problem, query_parameters, request_body
 from ..hardening import admit, while_connected
 from ..problems import ProblemError, from_engine
-from ..resolution import DEFAULT_BINS, Prepared, prepare, query_document, read_json
+from ..resolution import DEFAULT_BINS, Prepared, prepare, query_document, query_items, read_json
 from ..settings import Settings
 
 router = APIRouter(tags=["tensors"])
@@ -214,16 +215,42 @@ def render_table(body: dict[str, Any]) -> str:
     "/stats",
     operation_id="stats_get",
     summary="Statistics of one tensor, from the query string",
+    description="The statistics of what GET /init serves for the same query, plus an optional bins." + FLAT_FORM,
     responses=RESPONSES,
     openapi_extra=query_parameters(stats=True),
 )
 async def stats_get(request: Request) -> Response:
+    return await _get(request, query_items(request.scope["query_string"]))
+
+
+async def _get(request: Request, items: list[tuple[str, str]]) -> Response:
     settings: Settings = request.app.state.settings
     media_type = negotiate(request.headers.get("accept"), OFFERS)
-    document = query_document(request.query_params.multi_items())
+    document = query_document(items)
     response = await _valid_then_answer(request, document, document.pop("bins", None), settings, media_type)
     response.headers["Cache-Control"] = STATS_CACHE
     return response
+
+
+def _per_scheme(scheme: Scheme) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await _get(request, query_items(request.scope["query_string"], scheme.name))
+
+    endpoint.__name__ = f"stats_get_{scheme.name}"
+    return endpoint
+
+
+for _scheme in SCHEMES.values():  # as /init/<scheme> (files.py)
+    router.add_api_route(
+        f"/stats/{_scheme.name}",
+        _per_scheme(_scheme),
+        methods=["GET"],
+        operation_id=f"stats_get_{_scheme.name}",
+        summary=f"Statistics of one {_scheme.name} tensor, from the query string",
+        description=f"The statistics of what GET /init/{_scheme.name} serves for the same query, plus an optional bins.",
+        responses=RESPONSES,
+        openapi_extra=query_parameters(_scheme, stats=True),
+    )
 
 
 @router.post(

@@ -1,0 +1,107 @@
+"""What a contract run counts as a positive example: shared by the in-process and the outside run.
+
+JSON Schema states types, enums and bounds, and the document states them exactly,
+query forms included: the flat GET form documents only what every scheme takes, the
+per-scheme forms (``/init/he_normal``, ``/stats/he_normal``, ...) exactly that scheme's
+parameters. It cannot state the engine's rules that tie fields together (``low <
+high``, ``groups`` dividing the output channels, axes within the rank, the rank a
+scheme needs under a convention, a ``slice`` within the shape), nor the size limits,
+which bound a product of dimensions and are configuration (413). A schema-valid
+request that the service refuses for one of those reasons alone is not a positive
+example, so :func:`refused_beyond_schema` takes it out of the positive set; it asks the
+service's own resolution, never the response. Anything the request models refuse stays
+in: a document that promises more than the models accept is a contract bug. Negative
+examples are never filtered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import requests
+import schemathesis
+
+from service.api.problems import ProblemError
+from service.api.resolution import plan_for, query_document, resolve_document, validate
+from service.api.routes.propagation import networks_of
+from service.api.settings import Settings
+
+
+def _query_items(query: dict[str, Any]) -> list[tuple[str, str]]:
+    """The query as the server receives it: encoded by requests, as schemathesis sends it.
+
+    Not rebuilt by hand: requests drops None and empty containers and repeats the items
+    of a list or the keys of a dict, so a negative case whose only violation is
+    ``gain={}`` arrives as a valid query without ``gain`` (and may ask for gigabytes).
+    """
+    url = requests.Request("GET", "http://contract.invalid/", params=query).prepare().url or ""
+    return parse_qsl(urlsplit(url).query, keep_blank_values=True)
+
+
+def refused_beyond_schema(case: schemathesis.Case[Any], settings: Settings) -> bool:
+    """Whether a server with ``settings`` refuses this request for a reason JSON Schema cannot state (see the module doc)."""
+    return _accepted_bytes(case, settings) is None
+
+
+def _accepted_bytes(case: schemathesis.Case[Any], settings: Settings) -> int | None:
+    """The bytes a server with ``settings`` would generate for this request; None when it refuses it beyond the schema.
+
+    0 when it is not a generating request, or one the request models refuse.
+    """
+    resource, _, scheme = case.operation.path.strip("/").partition("/")
+    if resource == "propagation":
+        return _propagation_bytes(case.body, settings)
+    if resource not in ("init", "stats", "plan"):
+        return 0
+    if case.method.upper() in ("GET", "HEAD"):
+        named = [("scheme", scheme)] if scheme else []  # the per-scheme form names it in the path
+        try:
+            document: Any = query_document(named + _query_items(dict(case.query or {})))
+        except ProblemError:
+            return 0
+    else:
+        document = case.body
+    bins = None
+    if resource == "stats" and isinstance(document, dict):
+        document = dict(document)
+        bins = document.pop("bins", None)
+    try:
+        parsed = validate(document)
+    except ProblemError:
+        return 0
+    try:
+        prepared = plan_for(resolve_document(parsed, settings), settings)
+    except ProblemError:
+        return None
+    if isinstance(bins, int) and bins > settings.max_histogram_bins:
+        return None
+    return 0 if case.method.upper() == "HEAD" or resource == "plan" else prepared.size
+
+
+def _propagation_bytes(body: Any, settings: Settings) -> int | None:
+    """None when /propagation refuses the body beyond the schema (how layers fit together, the schemes' own rules, the limits).
+
+    Else the float32 bytes its measurement passes through (cells × 4), so that the
+    outside run's budget bounds it as it bounds a generated tensor.
+    """
+    try:
+        networks, _, measure = networks_of(body, settings, "application/json")
+    except ProblemError:
+        return None
+    return 4 * sum(n.cells() for n in networks) if measure else 0
+
+
+def keep_case(case: schemathesis.Case[Any], settings: Settings, *, max_bytes: int | None = None) -> bool:
+    """A ``filter_case`` verdict: every negative case, and a positive one unless :func:`refused_beyond_schema`.
+
+    With ``max_bytes``, no case (positive, or negative but accepted all the same) whose
+    answer would be larger is sent: a budget of time for a server with the default limits
+    (8 GiB per answer), not a rule of the contract. Every smaller request, and every
+    refusal, is still checked.
+    """
+    size = _accepted_bytes(case, settings)
+    if max_bytes is not None and size is not None and size > max_bytes:
+        return False
+    meta = case.meta
+    return meta is None or not meta.generation.mode.is_positive or size is not None
