@@ -41,6 +41,7 @@ from deploy.cluster import Cluster, nginx_binary, wait_until
 BIG = "/init?scheme=he_normal&shape=8192,8192"  # 2^26 float32 = 256 MiB
 SMALL = "/init?scheme=he_uniform&shape=64,64"
 _seeds = count(10_000)
+CASES = ("big", "small", "scaling")
 
 
 def download(url: str, expect: str | None = None) -> float:
@@ -204,17 +205,29 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.cluster")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--small", type=int, default=2000, help="64×64 requests per side")
+    parser.add_argument(
+        "--cases",
+        type=lambda s: set(s.split(",")),
+        default=set(CASES),
+        help=f"comma-separated, of {','.join(CASES)} (default all): big = 256 MiB miss and hit, small = 64×64 hits and misses",
+    )
     args = parser.parse_args(argv)
+    if not args.cases <= set(CASES):
+        parser.error(f"--cases: {','.join(sorted(args.cases - set(CASES)))} not among {','.join(CASES)}")
     print(
         f"nginx {subprocess.run([nginx_binary(), '-v'], check=True, capture_output=True, text=True).stderr.strip()}; {os.cpu_count()} cores"
     )
     with tempfile.TemporaryDirectory(prefix="tensorinit-bench-cluster-") as tmp:
         root = Path(tmp)
         root.chmod(0o755)
-        with cluster(1, root / "one") as c:
-            miss_and_hit(c, root, args.reps)
-            small_hits_and_misses(c, args.small)
-        scaling(root, args.reps)
+        if args.cases & {"big", "small"}:
+            with cluster(1, root / "one") as c:
+                if "big" in args.cases:
+                    miss_and_hit(c, root, args.reps)
+                if "small" in args.cases:
+                    small_hits_and_misses(c, args.small)
+        if "scaling" in args.cases:
+            scaling(root, args.reps)
 
 
 if __name__ == "__main__":
