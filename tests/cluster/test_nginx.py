@@ -43,6 +43,25 @@ def test_a_hit_reaches_no_replica(cluster: Cluster) -> None:
     assert upstream_count(cluster) == filled
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/init/he_normal?shape=256,128&seed=104", "/init/constant?shape=64,64&value=0.5&seed=104", "/stats/he_normal?shape=256,128&seed=104"],
+)
+def test_the_per_scheme_forms_are_cached_as_the_flat_form(cluster: Cluster, path: str) -> None:
+    """GET /init/<scheme> and /stats/<scheme> (one path per scheme) go through the same cache, slices and lock."""
+    route = path.split("?", maxsplit=1)[0]
+    direct = httpx.get(cluster.replicas[0].url + path, timeout=30)
+    assert direct.status_code == 200
+    before = upstream_count(cluster, route)
+    miss = httpx.get(cluster.url + path, timeout=30)
+    filled = upstream_count(cluster, route)
+    hit = httpx.get(cluster.url + path, timeout=30)
+    assert (miss.headers["x-cache-status"], hit.headers["x-cache-status"]) == ("MISS", "HIT")
+    assert miss.content == hit.content == direct.content
+    assert miss.headers.get("etag") == hit.headers.get("etag") == direct.headers.get("etag")  # /init's; /stats has none
+    assert filled == before + 1 and upstream_count(cluster, route) == filled
+
+
 def test_twenty_concurrent_identical_misses_generate_once(cluster: Cluster) -> None:
     query = init(103, shape="1024,1024")  # 4 MiB: one slice
     before = upstream_count(cluster)
