@@ -42,7 +42,8 @@ scheme, names (``layers.{i}.weight``, ``layers.{i}.bias``), seed, dtype and conv
 squares of ``h_l`` and ``∂L/∂h_l`` over batch, units and positions. The matmuls use BLAS
 in float32 on a signal rescaled to unit RMS (a matmul is linear, so the scale is put back
 exactly; it keeps 2^−1000 from underflowing), the activations float64: this is a
-measurement, not served bytes, so BLAS's summation order does not matter here.
+measurement, not served bytes, so BLAS's summation order does not matter here. BLAS runs
+single-threaded (:func:`_single_threaded_blas`): the engine's pools are its parallelism.
 
 **Verdict** from the theory's gradient: ``G_0 / G_L`` (gradient at the input against the
 output) within [1/2, 2] is ``stable``, below is ``vanishing``, above ``exploding``; the
@@ -67,6 +68,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 import scipy.special
+import threadpoolctl
 
 from .errors import InvalidParameterError, LimitExceededError, TensorinitError
 from .fans import check_convention
@@ -659,6 +661,28 @@ def _fold(grad: Array, shape: tuple[int, ...], kernel: tuple[int, ...]) -> Array
     return out
 
 
+_blas_lock = threading.Lock()
+_blas_pinned = False
+
+
+def _single_threaded_blas() -> None:
+    """Pin the process's BLAS to one thread, once (threadpoolctl; OpenBLAS's count is process-wide, not per thread).
+
+    Why: OpenBLAS's worker threads spin while they wait for each other. Passes run in the
+    block pool, one per core, and the machine is shared: two BLAS threads per pass then
+    oversubscribe the cores and the spinning thread burns the slice its partner needs.
+    Measured on the 2 shared cores of docs/benchmarks.md: 256×1024 @ 1024×1024 in float32
+    at 9 GFLOP/s with OpenBLAS's 2 threads, 39–50 GFLOP/s with one. Nothing served passes
+    through BLAS (see REFERENCE §6), so the count changes no bytes; a context manager
+    would not do, as concurrent passes would restore each other's count.
+    """
+    global _blas_pinned
+    with _blas_lock:
+        if not _blas_pinned:
+            threadpoolctl.threadpool_limits(limits=1, user_api="blas")
+            _blas_pinned = True
+
+
 def _matmul(x: Array, w_t: Array) -> Array:
     """x @ w_t in float32 BLAS on x rescaled to unit RMS, the scale restored in float64."""
     rms = math.sqrt(float(np.mean(np.square(x)))) if x.size else 0.0
@@ -676,6 +700,7 @@ def _layer_norm(x: Array) -> tuple[Array, Array]:
 
 def measure(network: Network, halt: threading.Event | None = None) -> Measurement:
     """The real pass of the module docstring through the served tensors (BLAS matmuls, float32 on a rescaled signal)."""
+    _single_threaded_blas()
     rng = np.random.default_rng([network.seed, 0x70726F70])  # "prop": the batch, apart from any served stream
     shape = (network.batch, *network.spatial)
     x = rng.standard_normal((*shape, network.input_width)) * math.sqrt(network.input_variance)
