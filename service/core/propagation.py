@@ -70,8 +70,9 @@ import scipy.optimize
 import scipy.special
 import threadpoolctl
 
-from .errors import InvalidParameterError, LimitExceededError, TensorinitError
+from .errors import InvalidParameterError, LimitExceededError, TensorinitError, UncoveredTensorsError
 from .fans import check_convention
+from .recipes import plan_recipe
 from .schemes import Limits, check_dtype, resolve
 from .spec import ResolvedSpec, check_seed
 from .stats import theory as distribution_theory
@@ -358,6 +359,86 @@ def _resolve_at(where: str, scheme: str, shape: tuple[int, ...], params: dict[st
         raise
 
 
+RECIPE_BIAS: Any = object()  # a layer's bias is its init recipe's choice
+RECIPE_FIELDS = frozenset({"recipe", "recipe_params", "roles"})
+
+
+def _is_recipe(init: object) -> bool:
+    return isinstance(init, Mapping) and "recipe" in init
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A layer checked but not yet resolved: a recipe needs every layer's shape first."""
+
+    where: str
+    width: int
+    activation: Activation
+    kernel: tuple[int, ...]
+    residual: bool
+    multiplier: float
+    norm: str | None
+    init: Any
+    bias: Any
+    shape: tuple[int, ...]
+
+
+class _RecipePlans:
+    """A recipe's choice for a layer: what it gives ``layers.{i}.weight`` / ``.bias`` in a manifest of the whole network.
+
+    The manifest holds every layer as a module ``layers.{i}`` of kind ``linear`` (``conv{d}d``
+    with a kernel), its weight and, where the layer has one, its bias, so depth- and
+    width-aware recipes (gpt2's n_layer, mup's base shapes, fixup's roles) see the network
+    as ``POST /plan`` would; the specs are exactly :func:`~service.core.recipes.plan_recipe`'s.
+    A recipe that covers no such tensor is an error at the layer's ``init``.
+    """
+
+    def __init__(self, pending: Sequence[_Pending], options: Mapping[str, Any]):
+        self.options = options
+        self.tensors: dict[str, Any] = {}
+        for i, row in enumerate(pending):
+            kind = f"conv{len(row.kernel)}d" if row.kernel else "linear"
+            self.tensors[f"layers.{i}.weight"] = {"shape": list(row.shape), "kind": kind}
+            if row.bias is not None:
+                self.tensors[f"layers.{i}.bias"] = {"shape": [row.width], "kind": kind}
+        self._plans: dict[str, dict[str, ResolvedSpec]] = {}
+
+    def spec(self, init: Mapping[str, Any], where: str, name: str) -> ResolvedSpec:
+        extra = sorted(set(init) - RECIPE_FIELDS)
+        if extra:
+            raise InvalidParameterError(
+                f"{where}.{extra[0]}", init[extra[0]], "recipe, recipe_params and roles (the network gives the tensors)"
+            )
+        key = repr(sorted((k, repr(v)) for k, v in init.items()))
+        if key not in self._plans:
+            try:
+                plan = plan_recipe(
+                    init["recipe"],
+                    self.tensors,
+                    recipe_params=init.get("recipe_params"),
+                    roles=init.get("roles"),
+                    seed=self.options["seed"],
+                    dtype=self.options["dtype"],
+                    convention=self.options["convention"],
+                    limits=self.options["limits"],
+                )
+            except UncoveredTensorsError as err:
+                raise InvalidParameterError(
+                    where, init, f"a recipe that covers this network's linear or conv layers ({err.message})"
+                ) from None
+            except TensorinitError as err:
+                # plan_recipe locates an error in its own document (recipe_params, tensors/<name>):
+                # here every such place is this layer's init.
+                prefix = f"{where}.recipe_params" if getattr(err, "where", ())[:1] == ("recipe_params",) else where
+                path = f"{prefix}.{err.param}" if err.param else prefix
+                err.where = ()  # type: ignore[attr-defined]
+                err.message = f"{path}: {err.message.removeprefix(f'{err.param}: ')}"
+                err.param, err.args = path, (err.message,)
+                raise
+            self._plans[key] = {spec.name: spec for spec in plan.specs}
+        return self._plans[key][name]
+
+
 def build_network(
     document: Mapping[str, Any],
     *,
@@ -373,6 +454,9 @@ def build_network(
     "norm": "layer" | null}``), plus ``input_width`` (default: the first layer's width),
     ``input_variance`` (default 1), ``spatial`` (the input's spatial shape, for convolutions),
     ``batch`` (default 512), ``seed`` (default 0), ``dtype`` and ``convention`` of the tensors.
+    An ``init`` is a scheme spec or a recipe's choice, ``{"recipe": ..., "recipe_params": {...},
+    "roles": {...}}`` (:class:`_RecipePlans`): then the bias is the recipe's too, unless ``bias``
+    is given in the layer or at the top level.
     Raises :class:`TensorinitError` naming the field; limits raise :class:`LimitExceededError`.
     """
     plimits = propagation_limits or PropagationLimits()
@@ -403,7 +487,7 @@ def build_network(
         if depth > plimits.max_depth:
             raise LimitExceededError("depth", depth, "max_propagation_depth", plimits.max_depth)
         rows = [{"width": width}] * depth
-    layers: list[Layer] = []
+    pending: list[_Pending] = []
     previous = document.get("input_width")
     for i, row in enumerate(rows):
         where = f"layers[{i}]"
@@ -442,17 +526,28 @@ def build_network(
         init_raw = row.get("init", default_init)
         if init_raw is None:
             raise InvalidParameterError(f"{where}.init", None, "a scheme (give init at the top level, per layer, or compare)")
-        scheme, params = _scheme_spec(init_raw, f"{where}.init")
         shape = (width, fan, *kernel) if convention == "torch" else (*kernel, fan, width)
-        options = {"seed": seed, "dtype": dtype, "convention": convention, "limits": limits}
-        weight = _resolve_at(f"{where}.init", scheme, shape, params, name=f"layers.{i}.weight", **options)
-        bias_raw = row.get("bias", default_bias)
-        bias = None
-        if bias_raw is not None:
-            bscheme, bparams = _scheme_spec(bias_raw, f"{where}.bias")
-            bias = _resolve_at(f"{where}.bias", bscheme, (width,), bparams, name=f"layers.{i}.bias", **options)
-        layers.append(Layer(width, act, weight, bias, kernel, residual, multiplier, norm))
+        # A recipe gives the bias too, unless the request names one (an explicit null: no bias).
+        bias_raw = row["bias"] if "bias" in row else default_bias if "bias" in document or not _is_recipe(init_raw) else RECIPE_BIAS
+        pending.append(_Pending(where, width, act, kernel, residual, multiplier, norm, init_raw, bias_raw, shape))
         previous = width
+    options = {"seed": seed, "dtype": dtype, "convention": convention, "limits": limits}
+    plans = _RecipePlans(pending, options)
+    layers: list[Layer] = []
+    for i, row_ in enumerate(pending):
+        where = row_.where
+        if _is_recipe(row_.init):
+            weight = plans.spec(row_.init, f"{where}.init", f"layers.{i}.weight")
+        else:
+            scheme, params = _scheme_spec(row_.init, f"{where}.init")
+            weight = _resolve_at(f"{where}.init", scheme, row_.shape, params, name=f"layers.{i}.weight", **options)
+        bias = None
+        if row_.bias is RECIPE_BIAS:
+            bias = plans.spec(row_.init, f"{where}.init", f"layers.{i}.bias")
+        elif row_.bias is not None:
+            bscheme, bparams = _scheme_spec(row_.bias, f"{where}.bias")
+            bias = _resolve_at(f"{where}.bias", bscheme, (row_.width,), bparams, name=f"layers.{i}.bias", **options)
+        layers.append(Layer(row_.width, row_.activation, weight, bias, row_.kernel, row_.residual, row_.multiplier, row_.norm))
     network = Network(tuple(layers), layers[0].in_width, input_variance, spatial, batch, seed)
     widest = max([network.input_width, *(la.width for la in layers)])
     if widest * network.positions * batch > plimits.max_width_batch:
@@ -767,6 +862,9 @@ class Result:
                     "fan_out": layer.fan_out,
                     "activation": layer.activation.to_dict(),
                     "scheme": layer.weight.scheme,
+                    "recipe": dict(layer.weight.derivation).get("recipe"),
+                    "weight": layer.weight.to_dict(),
+                    "bias": None if layer.bias is None else layer.bias.to_dict(),
                     "sigma_w2": layer.sigma_w2,
                     "sigma_b2": layer.bias_square,
                     "forward": {"theory": _json(self.theory.forward[i]), "measured": None if m is None else _json(m.forward[i])},
@@ -822,9 +920,13 @@ def propagate(network: Network, *, measured: bool = True, label: str = "", halt:
 
 
 def label_of(init: object) -> str:
-    """A short label for a scheme spec: its name, and its parameters if any."""
+    """A short label for a scheme spec or a recipe: its name, and its parameters if any."""
     if isinstance(init, str):
         return init
+    if _is_recipe(init):
+        assert isinstance(init, Mapping)
+        params = ", ".join(f"{k}={v}" for k, v in (init.get("recipe_params") or {}).items())
+        return f"recipe {init['recipe']}" + (f" ({params})" if params else "")
     if isinstance(init, Mapping):
         params = ", ".join(f"{k}={v}" for k, v in init.items() if k != "scheme")
         return f"{init.get('scheme')}" + (f" ({params})" if params else "")
