@@ -295,3 +295,44 @@ async def test_a_recipe_that_cannot_cover_a_convolution_is_refused(api: httpx.As
     assert problem["errors"][0]["path"] == ["layers", 0, "init"]
     assert "layers.0.weight" in problem["errors"][0]["allowed"]
 
+
+PAGE_KEY = "page-test-key-1"
+
+
+@pytest.fixture
+async def keyed() -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of an app that requires an API key."""
+    app: FastAPI = create_app(Settings(api_keys=PAGE_KEY))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+KEYED = [
+    # (method, path, with the key, status): the page and its files are public, the API it calls is not
+    ("GET", "/", False, 200),
+    ("GET", "/static/page.js", False, 200),
+    ("GET", "/static/page.css", False, 200),
+    ("GET", "/static/favicon.svg", False, 200),
+    ("GET", "/static/index.html", False, 401),  # not a page file: a 404 only for whoever has a key
+    ("GET", "/static/nope.js", False, 401),
+    ("GET", "/static/nope.js", True, 404),
+    ("POST", "/propagation", False, 401),
+    ("POST", "/propagation", True, 200),
+    ("POST", "/stats", False, 401),
+    ("GET", "/schemes", False, 401),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "with_key", "status"), KEYED)
+async def test_with_api_keys_the_page_is_public_and_its_calls_are_not(
+    keyed: httpx.AsyncClient, method: str, path: str, with_key: bool, status: int
+) -> None:
+    headers = {"Authorization": f"Bearer {PAGE_KEY}"} if with_key else {}
+    body = {**SMALL, "measure": False} if path == "/propagation" else {"scheme": "he_normal", "shape": [8, 8]}
+    r = await keyed.request(method, path, headers=headers, json=body if method == "POST" else None)
+    assert r.status_code == status, r.text
+    if status == 401:
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    if path == "/" and status == 200:
+        assert 'name="key"' in r.text  # the field the page takes the key from
