@@ -60,10 +60,11 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
-from functools import cached_property
-from typing import Any
+from functools import cached_property, partial
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.optimize
@@ -74,11 +75,12 @@ from .errors import InvalidParameterError, LimitExceededError, TensorinitError, 
 from .fans import check_convention
 from .recipes import plan_recipe
 from .schemes import Limits, check_dtype, resolve
-from .spec import ResolvedSpec, check_seed
+from .spec import ELEMENTWISE, ResolvedSpec, check_seed
 from .stats import theory as distribution_theory
 from .streams import Tensor, inner_executor
 
 Array = np.ndarray[Any, Any]
+T = TypeVar("T")
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "sigmoid", "selu", "elu", "gelu", "silu", "softplus")
 NORMALIZATIONS = ("layer",)
@@ -305,7 +307,7 @@ class Network:
         widest = max([self.input_width, *(la.width for la in self.layers)])
         kernel = max((math.prod(la.kernel) for la in self.layers), default=1)
         live = widest * self.positions * self.batch * (8 * 3 + 4 * kernel)
-        weights = max((la.fan_in * la.width for la in self.layers), default=0) * 12
+        weights = max((la.fan_in * la.width for la in self.layers), default=0) * 12 * 2  # this one and the next (prefetched)
         return self.cells() * 4 + live + weights
 
 
@@ -720,9 +722,47 @@ def _served(spec: ResolvedSpec) -> Array:
     return Tensor(spec).array(executor=inner_executor())
 
 
-def _weight_matrix(layer: Layer) -> Array:
+class _InThisThread(Executor):
+    """An executor that runs each task at once, in the caller's thread."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:
+            future.set_exception(err)
+        return future
+
+
+def _weights(layers: Sequence[Layer]) -> Iterator[Array]:
+    """Each layer's weight matrix in turn, the next one filled on the inner pool while the caller multiplies by this one.
+
+    The pass runs BLAS on one thread: the core beside it generates the next weight (one inner
+    task, its chunks in that task's thread, so it queues nothing more). Only elementwise
+    weights are made ahead: orthogonal, sparse and delta-orthogonal ones queue their own
+    parts on the inner pool, so they are made in the caller's thread when their turn comes.
+    Two weights are alive at once (``measure_bytes``);
+    a pass stopped by its halt event leaves at most one weight being made.
+    """
+
+    def start(layer: Layer) -> Callable[[], Array]:
+        if not isinstance(layer.weight.distribution, ELEMENTWISE):
+            return partial(_weight_matrix, layer)
+        return inner_executor().submit(_weight_matrix, layer, _IN_THIS_THREAD).result
+
+    pending = [start(layer) for layer in layers[:1]]
+    for i in range(len(layers)):
+        current = pending.pop()
+        pending.extend(start(layer) for layer in layers[i + 1 : i + 2])
+        yield current()
+
+
+_IN_THIS_THREAD = _InThisThread()
+
+
+def _weight_matrix(layer: Layer, executor: Executor | None = None) -> Array:
     """The served weight as an (out, in·∏kernel) matrix, input channel major, kernel offsets in C order."""
-    w = _served(layer.weight)
+    w = Tensor(layer.weight).array(executor=executor or inner_executor())
     if layer.weight.convention != "torch":  # (*kernel, in, out) → (out, in, *kernel)
         k = len(layer.kernel)
         w = np.moveaxis(np.moveaxis(w, -1, 0), -1, 1) if k else w.T
@@ -802,11 +842,10 @@ def measure(network: Network, halt: threading.Event | None = None) -> Measuremen
     out_grad = rng.standard_normal((*shape, network.layers[-1].width))
     kept: list[tuple[Array, Array | None, Array | None]] = []
     forward: list[float] = []
-    for layer in network.layers:
+    for layer, w in zip(network.layers, _weights(network.layers), strict=True):
         if halt is not None and halt.is_set():
             raise PropagationCancelledError
         u, sigma = _layer_norm(x) if layer.norm else (x, None)
-        w = _weight_matrix(layer)
         h = _matmul(_unfold(u, layer.kernel), w.T).reshape(*shape, layer.width)
         if layer.bias is not None:
             h += _served(layer.bias).astype(np.float64)
@@ -816,6 +855,9 @@ def measure(network: Network, halt: threading.Event | None = None) -> Measuremen
         kept.append((layer.activation.dphi(h).astype(np.float32), u.astype(np.float32) if layer.norm else None, sigma))
     backward = [0.0] * len(network.layers)
     g = out_grad
+    # Backward needs every weight but the first layer's (unless residual), last to first.
+    needed = [la for i, la in reversed(list(enumerate(network.layers))) if i > 0 or la.residual]
+    back_weights = _weights(needed)
     for i in range(len(network.layers) - 1, -1, -1):
         if halt is not None and halt.is_set():
             raise PropagationCancelledError
@@ -825,7 +867,7 @@ def measure(network: Network, halt: threading.Event | None = None) -> Measuremen
         backward[i] = float(np.mean(np.square(delta)))
         if i == 0 and not layer.residual:
             break
-        w = _weight_matrix(layer)
+        w = next(back_weights)
         in_shape = (*shape, layer.in_width)
         gu = _fold(_matmul(delta.reshape(-1, layer.width), w), in_shape, layer.kernel).reshape(in_shape)
         if layer.norm is not None:

@@ -124,6 +124,22 @@ def test_a_pass_runs_blas_on_one_thread() -> None:
     assert blas and all(lib["num_threads"] == 1 for lib in blas if lib["user_api"] == "blas")
 
 
+def test_weights_made_ahead_give_the_pass_of_weights_made_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Elementwise weights are made on the inner pool one layer ahead; orthogonal ones in turn.
+    from service.core import propagation
+
+    layers = [{"width": 96, "init": init} for init in ("he_normal", "orthogonal", "he_uniform", "orthogonal", "lecun_normal")]
+    net = build_network({"layers": layers, "input_width": 64, "activation": "tanh", "batch": 32, "seed": 3})
+    ahead = measure(net)
+
+    def in_turn(layers: Any) -> Any:
+        for layer in layers:
+            yield propagation._weight_matrix(layer)
+
+    monkeypatch.setattr(propagation, "_weights", in_turn)
+    assert measure(net) == ahead
+
+
 def test_passes_in_every_block_worker_at_once_cannot_deadlock() -> None:
     # The route runs one pass per compared network on the block pool; 1024² weights have four chunks each.
     pool = default_executor()
