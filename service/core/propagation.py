@@ -411,6 +411,9 @@ class _RecipePlans:
             raise InvalidParameterError(
                 f"{where}.{extra[0]}", init[extra[0]], "recipe, recipe_params and roles (the network gives the tensors)"
             )
+        for part in ("recipe_params", "roles"):
+            if init.get(part) is not None and not isinstance(init[part], Mapping):
+                raise InvalidParameterError(f"{where}.{part}", init[part], "an object (as in POST /plan)")
         key = repr(sorted((k, repr(v)) for k, v in init.items()))
         if key not in self._plans:
             try:
@@ -431,7 +434,8 @@ class _RecipePlans:
             except TensorinitError as err:
                 # plan_recipe locates an error in its own document (recipe_params, tensors/<name>):
                 # here every such place is this layer's init.
-                prefix = f"{where}.recipe_params" if getattr(err, "where", ())[:1] == ("recipe_params",) else where
+                place = getattr(err, "where", ())[:1]
+                prefix = f"{where}.{place[0]}" if place in (("recipe_params",), ("roles",)) else where
                 path = f"{prefix}.{err.param}" if err.param else prefix
                 err.where = ()  # type: ignore[attr-defined]
                 err.message = f"{path}: {err.message.removeprefix(f'{err.param}: ')}"

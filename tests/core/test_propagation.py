@@ -343,6 +343,17 @@ BAD = [
         InvalidParameterError,
         "layers[0].init.shape",
     ),
+    ({"depth": 2, "width": 8, "init": {"recipe": "gpt2", "recipe_params": 5}}, InvalidParameterError, "layers[0].init.recipe_params"),
+    (
+        {"depth": 2, "width": 8, "init": {"recipe": "gpt2", "recipe_params": {"n_layer": 1}, "roles": 5}},
+        InvalidParameterError,
+        "layers[0].init.roles",
+    ),
+    (
+        {"depth": 2, "width": 8, "init": {"recipe": "gpt2", "recipe_params": {"n_layer": 1}, "roles": {"readout": 5}}},
+        TensorinitError,
+        "layers[0].init.roles.readout",
+    ),
     # gpt2 covers linear layers, not convolutions: a 422 at the layer's init, naming the tensors.
     (
         {"layers": [{"width": 8, "kernel": [3]}], "spatial": [8], "init": {"recipe": "gpt2", "recipe_params": {"n_layer": 1}}},
