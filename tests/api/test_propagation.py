@@ -186,6 +186,12 @@ async def test_wrong_before_too_large(small: httpx.AsyncClient) -> None:
     assert r.status_code in (413, 422)
     r = await small.post("/propagation", json={**SMALL, "width": 512, "activation": "swish"})
     assert r.status_code == 422
+    # too many schemes to compare and a bad field: still the 422, naming the field
+    r = await small.post("/propagation", json={**SMALL, "bias": [1], "compare": ["he_normal"] * 5})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["path"][:2] == ["layers", 0]
+    r = await small.post("/propagation", json={**SMALL, "compare": ["he_normal"] * 5})
+    assert r.status_code == 413
 
 
 @pytest.mark.parametrize(

@@ -230,11 +230,14 @@ def networks_of(document: Any, settings: Settings, media_type: str) -> tuple[lis
     inits: list[Any] = ([document["init"]] if document.get("init") is not None else []) + list(compare)
     limits = settings.propagation_limits
     try:
-        if len(inits) > limits.max_compare + 1:
-            raise LimitExceededError("compare", f"<{len(inits) - 1} schemes>", "max_propagation_compare", limits.max_compare)
+        # Wrong before too large: the networks the limit allows are validated first (the rest of
+        # the body with them), so a bad field is a 422 even when compare is also too long.
+        allowed = inits[: limits.max_compare + 1]
         networks = [
-            build_network(document, init=init, limits=settings.engine_limits, propagation_limits=limits) for init in inits or [None]
+            build_network(document, init=init, limits=settings.engine_limits, propagation_limits=limits) for init in allowed or [None]
         ]
+        if len(inits) > len(allowed):
+            raise LimitExceededError("compare", f"<{len(inits) - 1} schemes>", "max_propagation_compare", limits.max_compare)
         if measure:
             check_cells(networks, limits)
     except TensorinitError as err:
