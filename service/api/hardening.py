@@ -8,6 +8,7 @@ hide client disconnects from the routes)::
                         and status, one JSON access-log line (edge.py)
     CORSMiddleware      only when ``cors_origins`` is set (off by default)
     ApiKeyMiddleware    only when keys are configured: 401 unless the bearer key is valid
+                        (the probes and the page's own files are public: the page asks for the key)
     (DirectRoutes       the app factory's own, innermost: see edge.py)
     the app's routes
 
@@ -39,6 +40,7 @@ from .edge import EdgeMiddleware
 from .logging import AccessLog
 from .metrics import Chunk, Metrics, chunk_bytes
 from .problems import Problem, ProblemError
+from .routes.page import PAGE_PATHS
 from .security import PUBLIC_PATHS, ApiKeyMiddleware, ApiKeys
 
 BEARER_SCHEME = "bearerAuth"
@@ -119,7 +121,8 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
 
     # add_middleware puts each new layer outside the previous ones: innermost first.
     if keys.enabled:
-        app.add_middleware(ApiKeyMiddleware, keys=keys, on_reject=lambda: metrics.reject("unauthorized"))
+        public = PUBLIC_PATHS | PAGE_PATHS  # a browser cannot send a bearer header for a page it opens
+        app.add_middleware(ApiKeyMiddleware, keys=keys, public_paths=public, on_reject=lambda: metrics.reject("unauthorized"))
     origins = cors_origins(settings.cors_origins)
     if origins:
         app.add_middleware(

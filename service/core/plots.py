@@ -77,8 +77,11 @@ def propagation_figure(results: Sequence[Result], media_type: str) -> bytes:
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("layer")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_title(title, loc="left")
+            ax.xaxis.set_major_locator(
+                MaxNLocator(nbins=6, steps=[1, 2, 5, 10], integer=True)
+            )  # round layer numbers, fewer ticks to lay out
+            # A fixed y: left to itself, matplotlib lays out every tick label to place the title.
+            ax.set_title(title, loc="left", y=1.0)
             ax.grid(True, which="major", alpha=0.3)
         forward.set_ylabel("variance (lines: theory, dots: measured)")
         backward.legend(loc="best", frameon=False)

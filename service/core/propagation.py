@@ -42,7 +42,8 @@ scheme, names (``layers.{i}.weight``, ``layers.{i}.bias``), seed, dtype and conv
 squares of ``h_l`` and ``∂L/∂h_l`` over batch, units and positions. The matmuls use BLAS
 in float32 on a signal rescaled to unit RMS (a matmul is linear, so the scale is put back
 exactly; it keeps 2^−1000 from underflowing), the activations float64: this is a
-measurement, not served bytes, so BLAS's summation order does not matter here.
+measurement, not served bytes, so BLAS's summation order does not matter here. BLAS runs
+single-threaded (:func:`_single_threaded_blas`): the engine's pools are its parallelism.
 
 **Verdict** from the theory's gradient: ``G_0 / G_L`` (gradient at the input against the
 output) within [1/2, 2] is ``stable``, below is ``vanishing``, above ``exploding``; the
@@ -59,23 +60,27 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
-from functools import cached_property
-from typing import Any
+from functools import cached_property, partial
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.optimize
 import scipy.special
+import threadpoolctl
 
-from .errors import InvalidParameterError, LimitExceededError, TensorinitError
+from .errors import InvalidParameterError, LimitExceededError, TensorinitError, UncoveredTensorsError
 from .fans import check_convention
+from .recipes import plan_recipe
 from .schemes import Limits, check_dtype, resolve
-from .spec import ResolvedSpec, check_seed
+from .spec import ELEMENTWISE, ResolvedSpec, check_seed
 from .stats import theory as distribution_theory
 from .streams import Tensor, inner_executor
 
 Array = np.ndarray[Any, Any]
+T = TypeVar("T")
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "sigmoid", "selu", "elu", "gelu", "silu", "softplus")
 NORMALIZATIONS = ("layer",)
@@ -302,7 +307,7 @@ class Network:
         widest = max([self.input_width, *(la.width for la in self.layers)])
         kernel = max((math.prod(la.kernel) for la in self.layers), default=1)
         live = widest * self.positions * self.batch * (8 * 3 + 4 * kernel)
-        weights = max((la.fan_in * la.width for la in self.layers), default=0) * 12
+        weights = max((la.fan_in * la.width for la in self.layers), default=0) * 12 * 2  # this one and the next (prefetched)
         return self.cells() * 4 + live + weights
 
 
@@ -356,6 +361,90 @@ def _resolve_at(where: str, scheme: str, shape: tuple[int, ...], params: dict[st
         raise
 
 
+RECIPE_BIAS: Any = object()  # a layer's bias is its init recipe's choice
+RECIPE_FIELDS = frozenset({"recipe", "recipe_params", "roles"})
+
+
+def _is_recipe(init: object) -> bool:
+    return isinstance(init, Mapping) and "recipe" in init
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A layer checked but not yet resolved: a recipe needs every layer's shape first."""
+
+    where: str
+    width: int
+    activation: Activation
+    kernel: tuple[int, ...]
+    residual: bool
+    multiplier: float
+    norm: str | None
+    init: Any
+    bias: Any
+    shape: tuple[int, ...]
+
+
+class _RecipePlans:
+    """A recipe's choice for a layer: what it gives ``layers.{i}.weight`` / ``.bias`` in a manifest of the whole network.
+
+    The manifest holds every layer as a module ``layers.{i}`` of kind ``linear`` (``conv{d}d``
+    with a kernel), its weight and, where the layer has one, its bias, so depth- and
+    width-aware recipes (gpt2's n_layer, mup's base shapes, fixup's roles) see the network
+    as ``POST /plan`` would; the specs are exactly :func:`~service.core.recipes.plan_recipe`'s.
+    A recipe that covers no such tensor is an error at the layer's ``init``.
+    """
+
+    def __init__(self, pending: Sequence[_Pending], options: Mapping[str, Any]):
+        self.options = options
+        self.tensors: dict[str, Any] = {}
+        for i, row in enumerate(pending):
+            kind = f"conv{len(row.kernel)}d" if row.kernel else "linear"
+            self.tensors[f"layers.{i}.weight"] = {"shape": list(row.shape), "kind": kind}
+            if row.bias is not None:
+                self.tensors[f"layers.{i}.bias"] = {"shape": [row.width], "kind": kind}
+        self._plans: dict[str, dict[str, ResolvedSpec]] = {}
+
+    def spec(self, init: Mapping[str, Any], where: str, name: str) -> ResolvedSpec:
+        extra = sorted(set(init) - RECIPE_FIELDS)
+        if extra:
+            raise InvalidParameterError(
+                f"{where}.{extra[0]}", init[extra[0]], "recipe, recipe_params and roles (the network gives the tensors)"
+            )
+        for part in ("recipe_params", "roles"):
+            if init.get(part) is not None and not isinstance(init[part], Mapping):
+                raise InvalidParameterError(f"{where}.{part}", init[part], "an object (as in POST /plan)")
+        key = repr(sorted((k, repr(v)) for k, v in init.items()))
+        if key not in self._plans:
+            try:
+                plan = plan_recipe(
+                    init["recipe"],
+                    self.tensors,
+                    recipe_params=init.get("recipe_params"),
+                    roles=init.get("roles"),
+                    seed=self.options["seed"],
+                    dtype=self.options["dtype"],
+                    convention=self.options["convention"],
+                    limits=self.options["limits"],
+                )
+            except UncoveredTensorsError as err:
+                raise InvalidParameterError(
+                    where, init, f"a recipe that covers this network's linear or conv layers ({err.message})"
+                ) from None
+            except TensorinitError as err:
+                # plan_recipe locates an error in its own document (recipe_params, tensors/<name>):
+                # here every such place is this layer's init.
+                place = getattr(err, "where", ())[:1]
+                prefix = f"{where}.{place[0]}" if place in (("recipe_params",), ("roles",)) else where
+                path = f"{prefix}.{err.param}" if err.param else prefix
+                err.where = ()  # type: ignore[attr-defined]
+                err.message = f"{path}: {err.message.removeprefix(f'{err.param}: ')}"
+                err.param, err.args = path, (err.message,)
+                raise
+            self._plans[key] = {spec.name: spec for spec in plan.specs}
+        return self._plans[key][name]
+
+
 def build_network(
     document: Mapping[str, Any],
     *,
@@ -371,6 +460,9 @@ def build_network(
     "norm": "layer" | null}``), plus ``input_width`` (default: the first layer's width),
     ``input_variance`` (default 1), ``spatial`` (the input's spatial shape, for convolutions),
     ``batch`` (default 512), ``seed`` (default 0), ``dtype`` and ``convention`` of the tensors.
+    An ``init`` is a scheme spec or a recipe's choice, ``{"recipe": ..., "recipe_params": {...},
+    "roles": {...}}`` (:class:`_RecipePlans`): then the bias is the recipe's too, unless ``bias``
+    is given in the layer or at the top level.
     Raises :class:`TensorinitError` naming the field; limits raise :class:`LimitExceededError`.
     """
     plimits = propagation_limits or PropagationLimits()
@@ -401,7 +493,7 @@ def build_network(
         if depth > plimits.max_depth:
             raise LimitExceededError("depth", depth, "max_propagation_depth", plimits.max_depth)
         rows = [{"width": width}] * depth
-    layers: list[Layer] = []
+    pending: list[_Pending] = []
     previous = document.get("input_width")
     for i, row in enumerate(rows):
         where = f"layers[{i}]"
@@ -440,17 +532,28 @@ def build_network(
         init_raw = row.get("init", default_init)
         if init_raw is None:
             raise InvalidParameterError(f"{where}.init", None, "a scheme (give init at the top level, per layer, or compare)")
-        scheme, params = _scheme_spec(init_raw, f"{where}.init")
         shape = (width, fan, *kernel) if convention == "torch" else (*kernel, fan, width)
-        options = {"seed": seed, "dtype": dtype, "convention": convention, "limits": limits}
-        weight = _resolve_at(f"{where}.init", scheme, shape, params, name=f"layers.{i}.weight", **options)
-        bias_raw = row.get("bias", default_bias)
-        bias = None
-        if bias_raw is not None:
-            bscheme, bparams = _scheme_spec(bias_raw, f"{where}.bias")
-            bias = _resolve_at(f"{where}.bias", bscheme, (width,), bparams, name=f"layers.{i}.bias", **options)
-        layers.append(Layer(width, act, weight, bias, kernel, residual, multiplier, norm))
+        # A recipe gives the bias too, unless the request names one (an explicit null: no bias).
+        bias_raw = row["bias"] if "bias" in row else default_bias if "bias" in document or not _is_recipe(init_raw) else RECIPE_BIAS
+        pending.append(_Pending(where, width, act, kernel, residual, multiplier, norm, init_raw, bias_raw, shape))
         previous = width
+    options = {"seed": seed, "dtype": dtype, "convention": convention, "limits": limits}
+    plans = _RecipePlans(pending, options)
+    layers: list[Layer] = []
+    for i, row_ in enumerate(pending):
+        where = row_.where
+        if _is_recipe(row_.init):
+            weight = plans.spec(row_.init, f"{where}.init", f"layers.{i}.weight")
+        else:
+            scheme, params = _scheme_spec(row_.init, f"{where}.init")
+            weight = _resolve_at(f"{where}.init", scheme, row_.shape, params, name=f"layers.{i}.weight", **options)
+        bias = None
+        if row_.bias is RECIPE_BIAS:
+            bias = plans.spec(row_.init, f"{where}.init", f"layers.{i}.bias")
+        elif row_.bias is not None:
+            bscheme, bparams = _scheme_spec(row_.bias, f"{where}.bias")
+            bias = _resolve_at(f"{where}.bias", bscheme, (row_.width,), bparams, name=f"layers.{i}.bias", **options)
+        layers.append(Layer(row_.width, row_.activation, weight, bias, row_.kernel, row_.residual, row_.multiplier, row_.norm))
     network = Network(tuple(layers), layers[0].in_width, input_variance, spatial, batch, seed)
     widest = max([network.input_width, *(la.width for la in layers)])
     if widest * network.positions * batch > plimits.max_width_batch:
@@ -623,9 +726,47 @@ def _served(spec: ResolvedSpec) -> Array:
     return Tensor(spec).array(executor=inner_executor())
 
 
-def _weight_matrix(layer: Layer) -> Array:
+class _InThisThread(Executor):
+    """An executor that runs each task at once, in the caller's thread."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:
+            future.set_exception(err)
+        return future
+
+
+def _weights(layers: Sequence[Layer]) -> Iterator[Array]:
+    """Each layer's weight matrix in turn, the next one filled on the inner pool while the caller multiplies by this one.
+
+    The pass runs BLAS on one thread: the core beside it generates the next weight (one inner
+    task, its chunks in that task's thread, so it queues nothing more). Only elementwise
+    weights are made ahead: orthogonal, sparse and delta-orthogonal ones queue their own
+    parts on the inner pool, so they are made in the caller's thread when their turn comes.
+    Two weights are alive at once (``measure_bytes``);
+    a pass stopped by its halt event leaves at most one weight being made.
+    """
+
+    def start(layer: Layer) -> Callable[[], Array]:
+        if not isinstance(layer.weight.distribution, ELEMENTWISE):
+            return partial(_weight_matrix, layer)
+        return inner_executor().submit(_weight_matrix, layer, _IN_THIS_THREAD).result
+
+    pending = [start(layer) for layer in layers[:1]]
+    for i in range(len(layers)):
+        current = pending.pop()
+        pending.extend(start(layer) for layer in layers[i + 1 : i + 2])
+        yield current()
+
+
+_IN_THIS_THREAD = _InThisThread()
+
+
+def _weight_matrix(layer: Layer, executor: Executor | None = None) -> Array:
     """The served weight as an (out, in·∏kernel) matrix, input channel major, kernel offsets in C order."""
-    w = _served(layer.weight)
+    w = Tensor(layer.weight).array(executor=executor or inner_executor())
     if layer.weight.convention != "torch":  # (*kernel, in, out) → (out, in, *kernel)
         k = len(layer.kernel)
         w = np.moveaxis(np.moveaxis(w, -1, 0), -1, 1) if k else w.T
@@ -659,6 +800,28 @@ def _fold(grad: Array, shape: tuple[int, ...], kernel: tuple[int, ...]) -> Array
     return out
 
 
+_blas_lock = threading.Lock()
+_blas_pinned = False
+
+
+def _single_threaded_blas() -> None:
+    """Pin the process's BLAS to one thread, once (threadpoolctl; OpenBLAS's count is process-wide, not per thread).
+
+    Why: OpenBLAS's worker threads spin while they wait for each other. Passes run in the
+    block pool, one per core, and the machine is shared: two BLAS threads per pass then
+    oversubscribe the cores and the spinning thread burns the slice its partner needs.
+    Measured on the 2 shared cores of docs/benchmarks.md: 256×1024 @ 1024×1024 in float32
+    at 9 GFLOP/s with OpenBLAS's 2 threads, 39–50 GFLOP/s with one. Nothing served passes
+    through BLAS (see REFERENCE §6), so the count changes no bytes; a context manager
+    would not do, as concurrent passes would restore each other's count.
+    """
+    global _blas_pinned
+    with _blas_lock:
+        if not _blas_pinned:
+            threadpoolctl.threadpool_limits(limits=1, user_api="blas")
+            _blas_pinned = True
+
+
 def _matmul(x: Array, w_t: Array) -> Array:
     """x @ w_t in float32 BLAS on x rescaled to unit RMS, the scale restored in float64."""
     rms = math.sqrt(float(np.mean(np.square(x)))) if x.size else 0.0
@@ -676,17 +839,17 @@ def _layer_norm(x: Array) -> tuple[Array, Array]:
 
 def measure(network: Network, halt: threading.Event | None = None) -> Measurement:
     """The real pass of the module docstring through the served tensors (BLAS matmuls, float32 on a rescaled signal)."""
+    _single_threaded_blas()
     rng = np.random.default_rng([network.seed, 0x70726F70])  # "prop": the batch, apart from any served stream
     shape = (network.batch, *network.spatial)
     x = rng.standard_normal((*shape, network.input_width)) * math.sqrt(network.input_variance)
     out_grad = rng.standard_normal((*shape, network.layers[-1].width))
     kept: list[tuple[Array, Array | None, Array | None]] = []
     forward: list[float] = []
-    for layer in network.layers:
+    for layer, w in zip(network.layers, _weights(network.layers), strict=True):
         if halt is not None and halt.is_set():
             raise PropagationCancelledError
         u, sigma = _layer_norm(x) if layer.norm else (x, None)
-        w = _weight_matrix(layer)
         h = _matmul(_unfold(u, layer.kernel), w.T).reshape(*shape, layer.width)
         if layer.bias is not None:
             h += _served(layer.bias).astype(np.float64)
@@ -696,6 +859,9 @@ def measure(network: Network, halt: threading.Event | None = None) -> Measuremen
         kept.append((layer.activation.dphi(h).astype(np.float32), u.astype(np.float32) if layer.norm else None, sigma))
     backward = [0.0] * len(network.layers)
     g = out_grad
+    # Backward needs every weight but the first layer's (unless residual), last to first.
+    needed = [la for i, la in reversed(list(enumerate(network.layers))) if i > 0 or la.residual]
+    back_weights = _weights(needed)
     for i in range(len(network.layers) - 1, -1, -1):
         if halt is not None and halt.is_set():
             raise PropagationCancelledError
@@ -705,7 +871,7 @@ def measure(network: Network, halt: threading.Event | None = None) -> Measuremen
         backward[i] = float(np.mean(np.square(delta)))
         if i == 0 and not layer.residual:
             break
-        w = _weight_matrix(layer)
+        w = next(back_weights)
         in_shape = (*shape, layer.in_width)
         gu = _fold(_matmul(delta.reshape(-1, layer.width), w), in_shape, layer.kernel).reshape(in_shape)
         if layer.norm is not None:
@@ -742,6 +908,9 @@ class Result:
                     "fan_out": layer.fan_out,
                     "activation": layer.activation.to_dict(),
                     "scheme": layer.weight.scheme,
+                    "recipe": dict(layer.weight.derivation).get("recipe"),
+                    "weight": layer.weight.to_dict(),
+                    "bias": None if layer.bias is None else layer.bias.to_dict(),
                     "sigma_w2": layer.sigma_w2,
                     "sigma_b2": layer.bias_square,
                     "forward": {"theory": _json(self.theory.forward[i]), "measured": None if m is None else _json(m.forward[i])},
@@ -797,9 +966,13 @@ def propagate(network: Network, *, measured: bool = True, label: str = "", halt:
 
 
 def label_of(init: object) -> str:
-    """A short label for a scheme spec: its name, and its parameters if any."""
+    """A short label for a scheme spec or a recipe: its name, and its parameters if any."""
     if isinstance(init, str):
         return init
+    if _is_recipe(init):
+        assert isinstance(init, Mapping)
+        params = ", ".join(f"{k}={v}" for k, v in (init.get("recipe_params") or {}).items())
+        return f"recipe {init['recipe']}" + (f" ({params})" if params else "")
     if isinstance(init, Mapping):
         params = ", ".join(f"{k}={v}" for k, v in init.items() if k != "scheme")
         return f"{init.get('scheme')}" + (f" ({params})" if params else "")

@@ -186,6 +186,12 @@ async def test_wrong_before_too_large(small: httpx.AsyncClient) -> None:
     assert r.status_code in (413, 422)
     r = await small.post("/propagation", json={**SMALL, "width": 512, "activation": "swish"})
     assert r.status_code == 422
+    # too many schemes to compare and a bad field: still the 422, naming the field
+    r = await small.post("/propagation", json={**SMALL, "bias": [1], "compare": ["he_normal"] * 5})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["path"][:2] == ["layers", 0]
+    r = await small.post("/propagation", json={**SMALL, "compare": ["he_normal"] * 5})
+    assert r.status_code == 413
 
 
 @pytest.mark.parametrize(
@@ -224,3 +230,115 @@ async def test_page_files(api: httpx.AsyncClient, path: str, status: int, kind: 
         assert "default-src 'self'" in r.headers["content-security-policy"]
         assert "http://" not in r.text
         assert "https://" not in r.text
+
+
+RECIPE_INITS = [
+    ({"recipe": "gpt2", "recipe_params": {"n_layer": 4}}, {"n_layer": 4}),
+    ({"recipe": "fixup", "recipe_params": {"num_layers": 2}}, {"num_layers": 2}),
+    ({"recipe": "torch"}, None),
+]
+
+
+@pytest.mark.parametrize(("init", "params"), RECIPE_INITS, ids=lambda v: v["recipe"] if isinstance(v, dict) and "recipe" in v else "")
+async def test_a_recipe_s_specs_are_those_of_post_plan(api: httpx.AsyncClient, init: dict[str, Any], params: dict[str, Any] | None) -> None:
+    body = {"depth": 3, "width": 48, "activation": "relu", "init": init, "seed": 4, "batch": 8}
+    r = await api.post("/propagation", json=body)
+    assert r.status_code == 200, r.text
+    layers = r.json()["layers"]
+    tensors = {
+        f"layers.{i}.{role}": {"shape": shape, "kind": "linear"} for i in range(3) for role, shape in (("weight", [48, 48]), ("bias", [48]))
+    }
+    plan = await api.post("/plan", json={"recipe": init["recipe"], "recipe_params": params, "tensors": tensors, "seed": 4})
+    assert plan.status_code == 200, plan.text
+    planned = {s["name"]: s for s in plan.json()["specs"]}
+    for i, layer in enumerate(layers):
+        assert layer["weight"] == planned[f"layers.{i}.weight"]
+        assert layer["bias"] == planned[f"layers.{i}.bias"]
+        assert layer["recipe"] == init["recipe"]
+        var = layer["weight"]["distribution"]
+        second = var["std"] ** 2 if "std" in var else (var["high"] - var["low"]) ** 2 / 12
+        assert layer["sigma_w2"] == pytest.approx(48 * second, rel=1e-9)  # theory's σ_w² is the recipe's
+
+
+async def test_a_recipe_and_schemes_side_by_side(api: httpx.AsyncClient) -> None:
+    body = {**SMALL, "init": None, "compare": ["he_normal", {"recipe": "gpt2", "recipe_params": {"n_layer": 3}}]}
+    r = await api.post("/propagation", json=body)
+    assert r.status_code == 200, r.text
+    results = r.json()["networks"]
+    assert [res["label"] for res in results] == ["he_normal", "recipe gpt2 (n_layer=3)"]
+    assert results[1]["layers"][0]["weight"]["distribution"]["std"] == pytest.approx(0.02)
+    svg = await api.post("/propagation", json=body, headers={"Accept": "image/svg+xml"})
+    assert svg.status_code == 200
+    assert "recipe gpt2" in svg.text
+
+
+RECIPE_REFUSALS = [
+    ({"recipe": "gpt2"}, ["layers", 0, "init", "recipe_params", "n_layer"]),
+    ({"recipe": "nope"}, ["layers", 0, "init", "recipe"]),
+    ({"recipe": "gpt2", "recipe_params": {"n_layer": 2}, "scheme": "he_normal"}, None),  # the schema: one or the other
+]
+
+
+@pytest.mark.parametrize(("init", "path"), RECIPE_REFUSALS)
+async def test_recipe_refusals_name_the_field(api: httpx.AsyncClient, init: dict[str, Any], path: list[Any] | None) -> None:
+    r = await api.post("/propagation", json={**SMALL, "init": init})
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    if path is not None:
+        assert r.json()["errors"][0]["path"] == path
+
+
+async def test_a_recipe_that_cannot_cover_a_convolution_is_refused(api: httpx.AsyncClient) -> None:
+    body = {
+        "layers": [{"width": 8, "kernel": [3]}],
+        "spatial": [8],
+        "init": {"recipe": "gpt2", "recipe_params": {"n_layer": 1}},
+        "batch": 2,
+    }
+    r = await api.post("/propagation", json=body)
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["errors"][0]["path"] == ["layers", 0, "init"]
+    assert "layers.0.weight" in problem["errors"][0]["allowed"]
+
+
+PAGE_KEY = "page-test-key-1"
+
+
+@pytest.fixture
+async def keyed() -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of an app that requires an API key."""
+    app: FastAPI = create_app(Settings(api_keys=PAGE_KEY))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+KEYED = [
+    # (method, path, with the key, status): the page and its files are public, the API it calls is not
+    ("GET", "/", False, 200),
+    ("GET", "/static/page.js", False, 200),
+    ("GET", "/static/page.css", False, 200),
+    ("GET", "/static/favicon.svg", False, 200),
+    ("GET", "/static/index.html", False, 401),  # not a page file: a 404 only for whoever has a key
+    ("GET", "/static/nope.js", False, 401),
+    ("GET", "/static/nope.js", True, 404),
+    ("POST", "/propagation", False, 401),
+    ("POST", "/propagation", True, 200),
+    ("POST", "/stats", False, 401),
+    ("GET", "/schemes", False, 401),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "with_key", "status"), KEYED)
+async def test_with_api_keys_the_page_is_public_and_its_calls_are_not(
+    keyed: httpx.AsyncClient, method: str, path: str, with_key: bool, status: int
+) -> None:
+    headers = {"Authorization": f"Bearer {PAGE_KEY}"} if with_key else {}
+    body = {**SMALL, "measure": False} if path == "/propagation" else {"scheme": "he_normal", "shape": [8, 8]}
+    r = await keyed.request(method, path, headers=headers, json=body if method == "POST" else None)
+    assert r.status_code == status, r.text
+    if status == 401:
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    if path == "/" and status == 200:
+        assert 'name="key"' in r.text  # the field the page takes the key from

@@ -72,6 +72,14 @@ def _fill(driver: Any, name: str, value: str) -> None:
     field.send_keys(value)
 
 
+def _drawn_or_failed(driver: Any) -> bool:
+    ready = driver.execute_script(
+        "const img = document.querySelector('#plot'), h = document.querySelector('#histogram');"
+        "return document.body.dataset.layers !== undefined && img.complete && img.naturalWidth > 0 && h.complete && h.naturalWidth > 0;"
+    )
+    return bool(ready) or "error" in driver.find_element(By.ID, "status").get_attribute("class")
+
+
 def test_page_draws_the_network(server: LiveServer, browser: Any, tmp_path: Path) -> None:
     browser.get(server.url + "/")
     assert browser.title == "tensorinit · signal propagation"
@@ -84,15 +92,7 @@ def test_page_draws_the_network(server: LiveServer, browser: Any, tmp_path: Path
         if box.get_attribute("value") in ("lecun_normal", "orthogonal") and not box.is_selected():
             box.click()
     browser.find_element(By.CSS_SELECTOR, "#network button").click()
-
-    def drawn(driver: Any) -> bool:
-        ready = driver.execute_script(
-            "const img = document.querySelector('#plot'), h = document.querySelector('#histogram');"
-            "return document.body.dataset.layers !== undefined && img.complete && img.naturalWidth > 0 && h.complete && h.naturalWidth > 0;"
-        )
-        return bool(ready) or "error" in driver.find_element(By.ID, "status").get_attribute("class")
-
-    WebDriverWait(browser, 120).until(drawn)
+    WebDriverWait(browser, 120).until(_drawn_or_failed)
     status = browser.find_element(By.ID, "status")
     assert "error" not in (status.get_attribute("class") or ""), status.text
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-layers") == "16"
@@ -108,3 +108,38 @@ def test_page_draws_the_network(server: LiveServer, browser: Any, tmp_path: Path
     shot = Path(os.environ.get("TENSORINIT_SCREENSHOT") or tmp_path / "page.png")
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+KEY = "browser-page-key"
+
+
+@pytest.fixture(scope="module")
+def keyed_server() -> Iterator[LiveServer]:
+    live = start_server(create_app(Settings(api_keys=KEY)))
+    try:
+        yield live
+    finally:
+        stop_server(live)
+
+
+def test_page_takes_the_key_when_the_server_needs_one(keyed_server: LiveServer, browser: Any) -> None:
+    # The page and its files open without a key; its calls carry the one typed into it.
+    browser.get(keyed_server.url + "/")
+    assert browser.title == "tensorinit · signal propagation"
+    _fill(browser, "depth", "4")
+    _fill(browser, "width", "32")
+    _fill(browser, "batch", "16")
+    button = browser.find_element(By.CSS_SELECTOR, "#network button")
+    button.click()
+    WebDriverWait(browser, 60).until(_drawn_or_failed)
+    assert "needs an API key" in browser.find_element(By.ID, "status").text
+    _fill(browser, "key", KEY)
+    button.click()
+    WebDriverWait(browser, 120).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-layers") == "4")
+    assert "error" not in (browser.find_element(By.ID, "status").get_attribute("class") or "")
+    assert browser.execute_script("return sessionStorage.getItem('tensorinit.api-key')") == KEY
+    browser.refresh()  # the tab keeps it, and the field shows it again
+    assert browser.find_element(By.NAME, "key").get_attribute("value") == KEY
+    # Only the refused calls are in the console (Chromium logs each 401 fetch), nothing else.
+    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING") and "401" not in e["message"]]
+    assert errors == []

@@ -23,6 +23,7 @@ from service.core.propagation import (
     theory,
     verdict,
 )
+from service.core.recipes import plan_recipe
 
 
 def _net(**fields: Any) -> Any:
@@ -113,6 +114,30 @@ def test_measurement_uses_the_served_tensors() -> None:
     measured = measure(net).forward[0]
     expected = float(np.sum(served.astype(np.float64) ** 2)) / 32  # E[h²] = ‖W‖²_F/out for unit-variance x
     assert measured == pytest.approx(expected, rel=0.05)
+
+
+def test_a_pass_runs_blas_on_one_thread() -> None:
+    # OpenBLAS's own threads spin on the engine's pool threads' cores (docs/benchmarks.md): a pass pins them.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    measure(_net(depth=1))
+    blas = threadpoolctl.threadpool_info()
+    assert blas and all(lib["num_threads"] == 1 for lib in blas if lib["user_api"] == "blas")
+
+
+def test_weights_made_ahead_give_the_pass_of_weights_made_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Elementwise weights are made on the inner pool one layer ahead; orthogonal ones in turn.
+    from service.core import propagation
+
+    layers = [{"width": 96, "init": init} for init in ("he_normal", "orthogonal", "he_uniform", "orthogonal", "lecun_normal")]
+    net = build_network({"layers": layers, "input_width": 64, "activation": "tanh", "batch": 32, "seed": 3})
+    ahead = measure(net)
+
+    def in_turn(layers: Any) -> Any:
+        for layer in layers:
+            yield propagation._weight_matrix(layer)
+
+    monkeypatch.setattr(propagation, "_weights", in_turn)
+    assert measure(net) == ahead
 
 
 def test_passes_in_every_block_worker_at_once_cannot_deadlock() -> None:
@@ -306,6 +331,35 @@ BAD = [
     ({"depth": 2, "width": 8, "init": "he_normal", "convention": "mxnet"}, InvalidParameterError, "convention"),
     ({"depth": 1001, "width": 8, "init": "he_normal"}, LimitExceededError, "depth"),
     ({"depth": 2, "width": 2048, "batch": 1024, "init": "he_normal"}, LimitExceededError, "batch"),
+    ({"depth": 2, "width": 8, "init": {"recipe": "gpt3"}}, TensorinitError, "layers[0].init.recipe"),
+    ({"depth": 2, "width": 8, "init": {"recipe": "gpt2"}}, TensorinitError, "layers[0].init.recipe_params.n_layer"),
+    (
+        {"depth": 2, "width": 8, "init": {"recipe": "gpt2", "recipe_params": {"n_layer": 0}}},
+        TensorinitError,
+        "layers[0].init.recipe_params.n_layer",
+    ),
+    (
+        {"depth": 2, "width": 8, "init": {"recipe": "gpt2", "recipe_params": {"n_layer": 2}, "shape": [8, 8]}},
+        InvalidParameterError,
+        "layers[0].init.shape",
+    ),
+    ({"depth": 2, "width": 8, "init": {"recipe": "gpt2", "recipe_params": 5}}, InvalidParameterError, "layers[0].init.recipe_params"),
+    (
+        {"depth": 2, "width": 8, "init": {"recipe": "gpt2", "recipe_params": {"n_layer": 1}, "roles": 5}},
+        InvalidParameterError,
+        "layers[0].init.roles",
+    ),
+    (
+        {"depth": 2, "width": 8, "init": {"recipe": "gpt2", "recipe_params": {"n_layer": 1}, "roles": {"readout": 5}}},
+        TensorinitError,
+        "layers[0].init.roles.readout",
+    ),
+    # gpt2 covers linear layers, not convolutions: a 422 at the layer's init, naming the tensors.
+    (
+        {"layers": [{"width": 8, "kernel": [3]}], "spatial": [8], "init": {"recipe": "gpt2", "recipe_params": {"n_layer": 1}}},
+        InvalidParameterError,
+        "layers[0].init",
+    ),
 ]
 
 
@@ -315,3 +369,47 @@ def test_invalid_networks_name_the_field(document: dict[str, Any], error: type[E
         build_network(document, propagation_limits=PropagationLimits())
     assert isinstance(caught.value, TensorinitError)
     assert caught.value.param == param
+
+
+# -- a recipe's choice for a layer ----------------------------------------------------------------
+
+RECIPE_CASES = [
+    # (recipe, params, the weight's std by hand (None: uniform, bound given), bias kind)
+    ("gpt2", {"n_layer": 3}, 0.02, "zeros"),
+    ("gpt2", {"n_layer": 3, "std": 0.05}, 0.05, "zeros"),
+    ("fixup", {"num_layers": 4}, math.sqrt(2 / 64), "zeros"),  # not a branch layer: He normal (fan_out)
+    ("torch", {}, 1 / math.sqrt(3 * 64), "uniform"),  # U(±1/√fan_in): std = bound/√3
+    ("keras", {}, math.sqrt(2 / (64 + 64)), "zeros"),  # glorot_uniform
+]
+
+
+@pytest.mark.parametrize(("name", "params", "std", "bias_kind"), RECIPE_CASES)
+def test_a_recipe_gives_each_layer_what_plan_recipe_gives_the_network(
+    name: str, params: dict[str, Any], std: float, bias_kind: str
+) -> None:
+    net = _net(depth=3, width=64, seed=9, init={"recipe": name, "recipe_params": params})
+    manifest = {
+        f"layers.{i}.{role}": {"shape": shape, "kind": "linear"} for i in range(3) for role, shape in (("weight", [64, 64]), ("bias", [64]))
+    }
+    planned = {s.name: s for s in plan_recipe(name, manifest, recipe_params=params, seed=9).specs}
+    for i, layer in enumerate(net.layers):
+        assert layer.weight == planned[f"layers.{i}.weight"]
+        assert layer.bias == planned[f"layers.{i}.bias"]
+        assert layer.bias is not None
+        assert layer.bias.scheme == bias_kind
+        assert layer.sigma_w2 == pytest.approx(64 * std * std, rel=1e-9)  # σ_w² = fan_in·Var(W), from the recipe's spec
+        assert (generate(layer.weight) == generate(planned[f"layers.{i}.weight"])).all()
+    th = theory(net)
+    assert th.forward[0] == pytest.approx(64 * std * std + net.layers[0].bias_square, rel=1e-9)  # q_1 = σ_w²·1 + σ_b²
+
+
+def test_a_recipe_s_bias_yields_to_an_explicit_one_and_its_depth_to_the_network() -> None:
+    recipe = {"recipe": "gpt2", "recipe_params": {"n_layer": 2}}
+    no_bias = _net(depth=2, width=16, init=recipe, bias=None)
+    assert all(layer.bias is None for layer in no_bias.layers)
+    ones = build_network({"layers": [{"width": 16, "bias": "ones"}, {"width": 16}], "init": recipe, "batch": 4})
+    assert ones.layers[0].bias is not None and ones.layers[0].bias.scheme == "ones"
+    assert ones.layers[1].bias is not None and ones.layers[1].bias.scheme == "zeros"  # the recipe's
+    mixed = build_network({"layers": [{"width": 16, "init": "he_normal"}, {"width": 16, "init": recipe}], "batch": 4})
+    assert mixed.layers[0].weight.scheme == "he_normal"
+    assert mixed.layers[1].weight.distribution.std == pytest.approx(0.02)  # type: ignore[union-attr]

@@ -22,6 +22,8 @@ _FILES = {
     for path in (Path(__file__).parent.parent / "static").iterdir()
     if path.suffix in _TYPES
 }
+PAGE_PATHS = frozenset({"/", *(f"/static/{name}" for name in _FILES if name != "index.html")})
+"""The page and its files: public when API keys are configured (the calls the page makes still need a key)."""
 # Self-contained on purpose: the page fetches only from its own origin, images only from blobs it made.
 _POLICY = "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'"
 

@@ -28,10 +28,11 @@ from service.core.propagation import (
     label_of,
     propagate,
 )
+from service.core.recipes import RECIPES
 
 from ..docs import problem
 from ..hardening import admit, while_connected
-from ..problems import ProblemError, from_engine
+from ..problems import ProblemError, from_engine, param_path
 from ..resolution import read_json
 from ..settings import Settings
 from .stats import IMAGE_TYPES, SPARK, negotiate
@@ -79,6 +80,23 @@ def _scheme_schema() -> dict[str, Any]:
     }
 
 
+def _init_schema() -> dict[str, Any]:
+    """A weight's init: a scheme spec, or a recipe's choice for the layer (its bias too, unless bias is given)."""
+    recipe = {
+        "type": "object",
+        "required": ["recipe"],
+        "additionalProperties": False,
+        "properties": {
+            "recipe": {"type": "string", "enum": sorted(RECIPES)},
+            "recipe_params": {"type": "object", "description": "the recipe's parameters (GET /recipes)"},
+            "roles": {"type": "object", "description": 'model roles as in POST /plan, e.g. {"readout": ["layers.19.weight"]}'},
+        },
+        "description": "what the recipe gives layers.{i}.weight and .bias in a manifest of this network (kind linear, or conv<d>d)",
+    }
+    scheme = _scheme_schema()
+    return {"oneOf": [*scheme["oneOf"], recipe]}
+
+
 def _activation_schema() -> dict[str, Any]:
     return {
         "oneOf": [
@@ -120,7 +138,7 @@ def request_schema() -> dict[str, Any]:
         "properties": {
             "width": {**positive, "description": "output features (or channels)"},
             "activation": _activation_schema(),
-            "init": _scheme_schema(),
+            "init": _init_schema(),
             "bias": {"oneOf": [{"type": "null"}, _scheme_schema()]},
             "kernel": {"type": "array", "items": positive, "maxItems": 3, "description": "odd sizes, one per spatial axis"},
             "residual": residual,
@@ -135,8 +153,8 @@ def request_schema() -> dict[str, Any]:
             "width": positive,
             "layers": {"type": "array", "items": layer, "minItems": 1},
             "activation": _activation_schema(),
-            "init": _scheme_schema(),
-            "bias": {"oneOf": [{"type": "null"}, _scheme_schema()], "description": "default zeros"},
+            "init": _init_schema(),
+            "bias": {"oneOf": [{"type": "null"}, _scheme_schema()], "description": "default zeros (or the init recipe's)"},
             "residual": residual,
             "input_width": {**positive, "description": "default: the first layer's width"},
             "input_variance": {"type": "number", "exclusiveMinimum": 0, "default": 1},
@@ -145,7 +163,7 @@ def request_schema() -> dict[str, Any]:
             "seed": {"type": "integer", "minimum": 0, "maximum": 2**64 - 1, "default": 0},
             "dtype": {"type": "string", "enum": ["float32", "float64", "float16", "bfloat16"], "default": "float32"},
             "convention": {"type": "string", "enum": ["torch", "keras", "jax", "flax", "haiku"], "default": "torch"},
-            "compare": {"type": "array", "items": _scheme_schema(), "minItems": 1, "description": "schemes to draw side by side"},
+            "compare": {"type": "array", "items": _init_schema(), "minItems": 1, "description": "schemes or recipes to draw side by side"},
             "measure": {"type": "boolean", "default": True, "description": "false: theory only"},
         },
         "example": {"depth": 8, "width": 64, "activation": "relu", "init": {"scheme": "he_normal"}, "seed": 0, "batch": 64},
@@ -168,6 +186,16 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     415: problem("the body is not JSON"),
     422: problem("invalid parameters, with paths and allowed values"),
 }
+
+
+def _from_engine(err: TensorinitError) -> ProblemError:
+    """:func:`from_engine` with the engine's dotted parameter (``layers[3].init.gain``) as the problem's whole path."""
+    if err.param and "." in err.param:
+        *head, last = err.param.split(".")
+        err.message = f"{last}: {err.message.removeprefix(f'{err.param}: ')}"
+        err.param = last
+        return from_engine(err, [part for piece in head for part in param_path(piece)])
+    return from_engine(err)
 
 
 def networks_of(document: Any, settings: Settings, media_type: str) -> tuple[list[Network], list[str], bool]:
@@ -202,15 +230,18 @@ def networks_of(document: Any, settings: Settings, media_type: str) -> tuple[lis
     inits: list[Any] = ([document["init"]] if document.get("init") is not None else []) + list(compare)
     limits = settings.propagation_limits
     try:
-        if len(inits) > limits.max_compare + 1:
-            raise LimitExceededError("compare", f"<{len(inits) - 1} schemes>", "max_propagation_compare", limits.max_compare)
+        # Wrong before too large: the networks the limit allows are validated first (the rest of
+        # the body with them), so a bad field is a 422 even when compare is also too long.
+        allowed = inits[: limits.max_compare + 1]
         networks = [
-            build_network(document, init=init, limits=settings.engine_limits, propagation_limits=limits) for init in inits or [None]
+            build_network(document, init=init, limits=settings.engine_limits, propagation_limits=limits) for init in allowed or [None]
         ]
+        if len(inits) > len(allowed):
+            raise LimitExceededError("compare", f"<{len(inits) - 1} schemes>", "max_propagation_compare", limits.max_compare)
         if measure:
             check_cells(networks, limits)
     except TensorinitError as err:
-        raise from_engine(err) from None
+        raise _from_engine(err) from None
     if media_type in IMAGE_TYPES:
         points = sum(4 * len(n.layers) for n in networks)
         if points > settings.max_plot_points:

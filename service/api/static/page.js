@@ -4,6 +4,7 @@
 const PALETTE = ["#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7ea4", "#57606a", "#e16f24"];
 const $ = (selector) => document.querySelector(selector);
 const urls = [];
+const KEY = "tensorinit.api-key"; // sessionStorage: this tab only, gone when it closes
 
 function fmt(value) {
   if (value === null || value === undefined) return "–";
@@ -11,12 +12,13 @@ function fmt(value) {
   return abs !== 0 && (abs < 1e-3 || abs >= 1e4) ? value.toExponential(3) : value.toPrecision(4);
 }
 
-async function ask(path, body, accept) {
-  const response = await fetch(path, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", Accept: accept },
-    body: JSON.stringify(body),
-  });
+async function ask(path, body, accept, key) {
+  const headers = { "Content-Type": "application/json", Accept: accept };
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
+  if (response.status === 401) {
+    throw new Error(key ? "The API key was refused: check it under Access." : "This server needs an API key: enter it under Access.");
+  }
   if (!response.ok) {
     let detail = `${response.status} ${response.statusText}`;
     try { detail = (await response.json()).detail || detail; } catch (ignored) { /* not a problem document */ }
@@ -111,6 +113,8 @@ async function run(event) {
     depth, width, seed, batch: Number(form.get("batch")), activation: form.get("activation"),
     init: { scheme: schemes[0] }, ...(schemes.length > 1 ? { compare: schemes.slice(1) } : {}),
   };
+  const key = String(form.get("key") || "").trim();
+  if (key) sessionStorage.setItem(KEY, key); else sessionStorage.removeItem(KEY);
   const name = `layers.${layer}.weight`;
   const tensor = { scheme: schemes[0], shape: [width, width], name, seed, bins: 64 };
   const button = $("#network button");
@@ -119,10 +123,10 @@ async function run(event) {
   const started = performance.now();
   try {
     const [answer, plot, stats, histogram] = await Promise.all([
-      ask("/propagation", network, "application/json"),
-      ask("/propagation", network, "image/svg+xml"),
-      ask("/stats", tensor, "application/json"),
-      ask("/stats", tensor, "image/svg+xml"),
+      ask("/propagation", network, "application/json", key),
+      ask("/propagation", network, "image/svg+xml", key),
+      ask("/stats", tensor, "application/json", key),
+      ask("/stats", tensor, "image/svg+xml", key),
     ]);
     while (urls.length) URL.revokeObjectURL(urls.pop());
     show($("#plot"), plot);
@@ -143,4 +147,5 @@ async function run(event) {
   }
 }
 
+$("#network").elements.key.value = sessionStorage.getItem(KEY) || "";
 $("#network").addEventListener("submit", run);
