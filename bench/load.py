@@ -38,7 +38,9 @@ from tests.hardening.live import LiveProcess
 
 MiB = 1 << 20
 KEY = "load-test-key"
-RSS_LIMIT = 500 * MiB
+RSS_LIMIT = 640 * MiB
+# Growth under load over the idle server (idle is ~400 MiB with numba, scipy and matplotlib loaded).
+RSS_GROWTH_LIMIT = 200 * MiB
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ def ok(report: dict[str, Any]) -> bool:
         not report["unexpected_5xx"]
         and report["failure_count"] == 0
         and report["peak_rss_mib"] * MiB < RSS_LIMIT
+        and (report["peak_rss_mib"] - report["idle_rss_mib"]) * MiB < RSS_GROWTH_LIMIT
         and report["healthy_after"]
         and report["statuses"].get("200", 0) > 0
         and report["statuses"].get("206", 0) > 0
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{report['clients']} clients for {report['seconds']} s on 127.0.0.1: {report['requests']} requests")
         print(f"  {report['requests_per_s']} req/s, p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms, {report['mib_per_s']} MiB/s")
         print(f"  statuses {report['statuses']}; kinds {report['kinds']}")
-        print(f"  server RSS idle {report['idle_rss_mib']} MiB, peak {report['peak_rss_mib']} MiB (limit 500)")
+        print(f"  server RSS idle {report['idle_rss_mib']} MiB, peak {report['peak_rss_mib']} MiB (limits: peak 640, growth 200)")
         print(
             f"  unexpected 5xx {report['unexpected_5xx']}; verification failures {report['failure_count']}; healthy after: {report['healthy_after']}"
         )

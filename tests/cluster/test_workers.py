@@ -88,12 +88,19 @@ def test_metrics_count_the_requests_of_every_worker(workers: tuple[str, Path], t
     assert sum(1 for n in by_worker.values() if n > 0) == 2, by_worker
     assert sum(by_worker.values()) == sent
     # Whichever worker answers a scrape, it reports every worker's answers.
+    idle = re.compile(r"^tensorinit_generations_in_flight(\{[^}]*\})? 0\.0$", re.M)
+    # Another worker's in-flight gauge is copied to the shared files every SAMPLE_SECONDS:
+    # it reads 0 once that worker's last stream has ended and been sampled (bounded wait).
+    deadline = time.monotonic() + 10
+    while not idle.search(httpx.get(url + "/metrics").text):
+        assert time.monotonic() < deadline, "livesum gauges: 0 when idle"
+        time.sleep(0.1)
     for _ in range(6):
         with httpx.Client() as fresh:  # a new connection: any worker may take it
             assert served(url) == sent
             text = fresh.get(url + "/metrics").text
         assert _count(text, "tensorinit_http_requests_total", route="/init", status="200") == sent
-        assert re.search(r"^tensorinit_generations_in_flight(\{[^}]*\})? 0\.0$", text, re.M), "livesum gauges: 0 when idle"
+        assert idle.search(text), "livesum gauges: 0 when idle"
     # Stream counters are copied from each worker at least every SAMPLE_SECONDS.
     deadline = time.monotonic() + 10
     while (completed := _count(httpx.get(url + "/metrics").text, "tensorinit_streams_total", outcome="completed")) < sent:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from service.core.errors import UnknownRecipeError
@@ -41,7 +41,9 @@ async def recipes_list() -> dict[str, Any]:
     summary="One recipe",
     responses={404: problem("no such recipe (not-found)"), 422: problem("invalid path")},
 )
-async def recipes_get(name: str) -> dict[str, Any]:
+async def recipes_get(
+    name: Annotated[str, Path(description="a recipe name", json_schema_extra={"enum": sorted(RECIPES)})],
+) -> dict[str, Any]:
     try:
         return lookup_recipe(name).describe()
     except UnknownRecipeError as err:
