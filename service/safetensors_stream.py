@@ -21,6 +21,7 @@ import asyncio
 import json
 import mmap
 import struct
+import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -179,19 +180,71 @@ def _block_len(piece: Piece) -> int:
     return hi - lo
 
 
+def _refs(items: list[np.ndarray], i: int) -> int:
+    return sys.getrefcount(items[i])
+
+
+_IDLE_REFS = _refs([np.empty(0)], 0)
+"""What :func:`_refs` reads for an array that only its list refers to (measured, not assumed: it varies between Python versions)."""
+
+
+class BufferPool:
+    """Job buffers of CHUNK_BYTES, reused across jobs and streams.
+
+    Hand-written because no allocator knows when the server is done with a chunk. A
+    fresh 4 MiB buffer per job costs the kernel's page faults and zeroing every time,
+    and glibc hands freed ones back to the kernel (trimming its heap): on 2 cores that
+    was about a quarter of a served he_normal's CPU, the first requests of a process
+    slowest (docs/benchmarks.md). Everything that can still read a buffer's bytes
+    (a view of it, a slice, the memoryview handed to the server, a transport's pending
+    write) refers to the array that owns them, so a buffer is handed out again only
+    when its reference count is back to the pool's own. At most ``keep`` buffers are
+    kept; beyond that a job gets a fresh one that is freed as before.
+    """
+
+    def __init__(self, size: int, keep: int):
+        self.size = size
+        self.keep = keep
+        self._buffers: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> np.ndarray:
+        """A uint8 buffer of at least ``nbytes`` bytes that nothing else refers to."""
+        if nbytes > self.size:
+            return np.empty(nbytes, np.uint8)
+        with self._lock:
+            for i in range(len(self._buffers)):
+                if _refs(self._buffers, i) <= _IDLE_REFS:
+                    return self._buffers[i]
+            buffer = np.empty(self.size, np.uint8)
+            if len(self._buffers) < self.keep:
+                self._buffers.append(buffer)
+            return buffer
+
+    def __len__(self) -> int:
+        return len(self._buffers)
+
+
+BUFFERS = BufferPool(CHUNK_BYTES, keep=16)
+
+
 def _generate(job: list[Piece], counters: Counters | None, stop: threading.Event) -> memoryview:
-    """The bytes of a job (run on the executor); gives up between blocks once ``stop`` is set."""
+    """The bytes of a job (run on the executor) in a pooled buffer; gives up between blocks once ``stop`` is set.
+
+    A memoryview of a float array would have len() = element count; the server counts
+    len() against Content-Length, so it is handed unsigned bytes.
+    """
     first = job[0]
     assert first.entry is not None
     tensor = first.entry.tensor
     if len(job) == 1:
-        out = tensor.block(first.block).view(np.uint8)
+        lo, hi = tensor.block_bounds(first.block)
+        buffer = BUFFERS.take((hi - lo) * tensor.itemsize)
+        tensor.fill_block(first.block, buffer[: (hi - lo) * tensor.itemsize].view(tensor.dtype))
         if counters is not None:
             counters.add("blocks_generated")
-        # A memoryview of the float array would have len() = element count; the server
-        # counts len() against Content-Length, so hand it unsigned bytes.
-        return out.data[first.lo : first.hi]
-    buffer = np.empty(sum(p.hi for p in job), np.uint8)
+        return buffer.data[first.lo : first.hi]
+    buffer = BUFFERS.take(sum(p.hi for p in job))
     pos = 0
     for piece in job:
         if stop.is_set():
@@ -200,7 +253,7 @@ def _generate(job: list[Piece], counters: Counters | None, stop: threading.Event
         pos += piece.hi
         if counters is not None:
             counters.add("blocks_generated")
-    return buffer.data
+    return buffer.data[:pos]
 
 
 _CONSTANT_CHUNKS: dict[tuple[str, bytes], memoryview] = {}

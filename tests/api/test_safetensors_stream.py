@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from service.core import BLOCK_ELEMENTS, ResolvedSpec, Tensor, default_executor, generate, resolve
-from service.safetensors_stream import Counters, Plan, stream
+from service.safetensors_stream import BUFFERS, BufferPool, Counters, Plan, stream
 
 META = {"tensorinit": json.dumps({"algorithm": 1, "note": 'é "quoted" \\ back'}, ensure_ascii=False)}
 
@@ -205,3 +205,37 @@ def test_constant_tensors_are_served_from_one_buffer_with_the_engines_bytes(
     counters = Counters()
     assert collect(plan, lo, hi, counters) == ref[lo:hi]
     assert counters.blocks_generated == 0, "a constant tensor is not generated block by block"
+
+
+def test_a_pooled_buffer_is_handed_out_again_only_when_nothing_refers_to_it() -> None:
+    pool = BufferPool(1 << 10, keep=2)
+    a = pool.take(100)
+    b = pool.take(1 << 10)
+    assert a is not b and len(pool) == 2
+    view = a[10:20].view(np.uint16).data  # a memoryview of a view of a slice: it still refers to a
+    del a
+    c = pool.take(1)
+    assert c is not b and c.base is None and len(pool) == 2  # both kept ones are in use: a fresh one, not kept
+    del view, c
+    again = pool.take(1)
+    assert again.size == 1 << 10 and len(pool) == 2
+    del b
+    assert pool.take(1) is not again  # the other one, now free
+    assert pool.take((1 << 10) + 1).size == (1 << 10) + 1  # larger than the pool's buffers: a fresh one
+
+
+def test_chunks_held_by_the_consumer_keep_their_bytes_while_the_stream_goes_on() -> None:
+    # Two streams at once, every chunk kept alive as the memoryview the server got: if a
+    # buffer were reused while referred to, an earlier chunk would change under us.
+    plans = [Plan([Tensor(resolve(scheme, [40, BLOCK_ELEMENTS]))], META) for scheme in ("he_normal", "uniform")]
+
+    async def run() -> list[list[Any]]:
+        async def one(plan: Plan) -> list[Any]:
+            return [c async for c in stream(plan, executor=default_executor(), ahead=4)]
+
+        return list(await asyncio.gather(*(one(p) for p in plans)))
+
+    held = asyncio.run(run())
+    assert sum(len(chunks) for chunks in held) > BUFFERS.keep + 2  # more chunks held at once than the pool keeps
+    for plan, chunks in zip(plans, held, strict=True):
+        assert b"".join(bytes(c) for c in chunks) == plan.read()
