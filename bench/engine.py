@@ -12,6 +12,7 @@ modules use it); orthogonal makes a fresh tensor on both sides. Both use two thr
 
 from __future__ import annotations
 
+import argparse
 import gc
 import importlib
 import os
@@ -286,6 +287,9 @@ def format_table(results: list[Result]) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Issue 9's engine targets, ours against torch in place, side by side.")
+    parser.add_argument("--only", default="", help="run only the cases whose label contains this text (e.g. trunc)")
+    args = parser.parse_args()
     torch.set_num_threads(THREADS)
     print(f"cpus: {os.cpu_count()}  cpu: {cpu_model()}")
     print(
@@ -296,7 +300,7 @@ def main() -> None:
     warm_memory()
     print(f"idle cores before the run: {idle_cores():.2f} of {os.cpu_count()}", flush=True)
     results = []
-    for case in cases():
+    for case in (c for c in cases() if args.only in c.label):
         results.append(run_case(case))
         print(f"  measured {case.label} vs {case.anchor_label}", flush=True)
     print(f"idle cores after the run: {idle_cores():.2f} of {os.cpu_count()}")

@@ -204,3 +204,41 @@ def test_tiny_std_stays_subnormal_not_zero() -> None:
     kernels.normal_f64(x, 0, *philox_key(stream_key(0, "tiny")), 0.0, 1e-310)
     assert np.count_nonzero(x) == x.size and np.all(np.abs(x) < 1e-306)
     assert np.finfo(np.float64).smallest_subnormal > 0
+
+
+def _py_trunc_values(words: Array, p0: float, dp: float, flip: float, mean: float, std: float, low: float, high: float) -> Array:
+    out = np.empty(words.size, np.float32)
+    for i in range(words.size):
+        out[i] = np.float32(kernels._trunc_value(kernels.open32(words[i]), p0, dp, flip, mean, std, low, high))
+    return out
+
+
+_trunc_values: Any = numba.njit(_py_trunc_values)
+
+# (mean, std, low, high): central only, central and near tails (±2σ), both tails and the
+# far one (r > 5 reachable), an upper tail (flip), lower tails beyond 6σ and 20σ (where
+# only AS 241's far branch gives the right float32).
+TRUNC_CASES = {
+    "central only": (0.0, 1.0, -1.2, 1.2),
+    "keras ±2σ": (0.0, 0.05, -0.1, 0.1),
+    "±8.5σ, far tails reachable": (0.0, 1.0, -8.5, 8.5),
+    "upper tail from 5.5σ": (1.0, 2.0, 12.0, 1e9),
+    "lower tail below -6σ": (0.0, 1.0, -40.0, -6.0),
+    "lower tail below -20σ": (0.0, 1.0, -40.0, -20.0),
+}
+
+
+@pytest.mark.parametrize("case", TRUNC_CASES, ids=list(TRUNC_CASES))
+@pytest.mark.parametrize(("start", "n"), [(0, 3 * 2048 + 5), (3, 1001), (2**40 + 1, 9)])
+def test_truncated_normal_in_passes_is_the_one_element_formula(case: str, start: int, n: int) -> None:
+    from service.core.algorithms.v2 import trunc_constants
+    from service.core.spec import TruncatedNormal
+
+    mean, std, low, high = TRUNC_CASES[case]
+    p0, dp, flip = trunc_constants(TruncatedNormal(mean=mean, std=std, low=low, high=high))
+    key = philox_key(stream_key(11, case))
+    got = np.empty(n, np.float32)
+    kernels.truncnorm_f32(got, start, *key, p0, dp, flip, mean, std, low, high)
+    first = start >> 2
+    words = kernels.philox_block(first, ((start + n + 3) >> 2) - first, *key)[start - 4 * first :][:n]
+    assert got.tobytes() == _trunc_values(words, p0, dp, flip, mean, std, low, high).tobytes()

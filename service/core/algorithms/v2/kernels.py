@@ -583,36 +583,129 @@ def _horner8(c: Any, x: float) -> float:
 
 
 @numba.njit(inline="always", **_JIT)
-def ndtri_lower(p: float) -> float:
-    """Φ⁻¹(p) for p in (0, 1) by AS 241, branch-free so that the loop vectorizes.
-
-    Every branch's polynomials are evaluated and the right numerator and denominator
-    selected before the one division (the same value AS 241's branches give). The tails
-    use r = √(−ln min(p, 1 − p)); computing p's own tail, not 1 − p, keeps tiny
-    probabilities exact (callers pass upper-tail probabilities as p and negate, so deep
-    upper tails never go through 1 − p).
-    """
-    q = p - 0.5
+def _ndtri_central(q: float) -> float:
+    """AS 241's central branch, for q = p − ½ with |q| ≤ 0.425."""
     r2 = 0.180625 - q * q
+    return (q * _horner8(_A, r2)) / _horner8(_B, r2)
+
+
+@numba.njit(inline="always", **_JIT)
+def _tail_r(p: float) -> tuple[float, float]:
+    """(q, r) of AS 241's tails: q = p − ½, r = √(−ln min(p, 1 − p))."""
+    q = p - 0.5
     tail_p = p if q <= 0.0 else 1.0 - p
-    r = np.sqrt(-log_pos(tail_p))
+    return q, np.sqrt(-log_pos(tail_p))
+
+
+@numba.njit(inline="always", **_JIT)
+def _ndtri_tail(p: float) -> float:
+    """AS 241's two tail branches (branch-free between them), for |p − ½| > 0.425."""
+    q, r = _tail_r(p)
     near = r <= 5.0
     rn = r - 1.6
     rf = r - 5.0
     num = _horner8(_C, rn) if near else _horner8(_E, rf)
     den = _horner8(_D, rn) if near else _horner8(_F, rf)
     num = -num if q < 0.0 else num
-    central = abs(q) <= 0.425
-    top = q * _horner8(_A, r2) if central else num
-    bottom = _horner8(_B, r2) if central else den
-    return top / bottom
+    return num / den
+
+
+@numba.njit(inline="always", **_JIT)
+def _ndtri_near_tail(p: float) -> float:
+    """:func:`_ndtri_tail` where r ≤ 5 is known (min(p, 1 − p) ≥ e^−25): its near branch alone."""
+    q, r = _tail_r(p)
+    rn = r - 1.6
+    num = _horner8(_C, rn)
+    num = -num if q < 0.0 else num
+    return num / _horner8(_D, rn)
+
+
+NEAR_ONLY_P = 1e-10
+"""A kernel whose every p has min(p, 1 − p) above this skips AS 241's far tail (r > 5 needs it below e^−25 ≈ 1.4e-11)."""
+
+
+@numba.njit(inline="always", **_JIT)
+def ndtri_lower(p: float) -> float:
+    """Φ⁻¹(p) for p in (0, 1) by AS 241, branch-free so that the loop vectorizes.
+
+    Every branch's polynomials are evaluated and the right one selected (the same value
+    AS 241's branches give). The tails use r = √(−ln min(p, 1 − p)); computing p's own
+    tail, not 1 − p, keeps tiny probabilities exact (callers pass upper-tail
+    probabilities as p and negate, so deep upper tails never go through 1 − p).
+    """
+    central = _ndtri_central(p - 0.5)
+    tail = _ndtri_tail(p)
+    return central if abs(p - 0.5) <= 0.425 else tail
+
+
+@numba.njit(inline="always", **_JIT)
+def _trunc_finish(v: float, flip: float, mean: float, std: float, low: float, high: float) -> float:
+    x = (flip * v) * std + mean
+    return min(max(x, low), high)
 
 
 @numba.njit(inline="always", **_JIT)
 def _trunc_value(u: float, p0: float, dp: float, flip: float, mean: float, std: float, low: float, high: float) -> float:
-    z = flip * ndtri_lower(p0 + u * dp)
-    x = z * std + mean
-    return min(max(x, low), high)
+    return _trunc_finish(ndtri_lower(p0 + u * dp), flip, mean, std, low, high)
+
+
+@numba.njit(inline="always", **_JIT)
+def _truncnorm_planes(
+    values: Any,
+    planes: Any,
+    groups: int,
+    ps: Any,
+    tail_at: Any,
+    tail_p: Any,
+    p0: float,
+    dp: float,
+    flip: float,
+    mean: float,
+    std: float,
+    low: float,
+    high: float,
+) -> None:
+    """values[k, g] = f32(clip(flip·Φ⁻¹(p0 + open32(planes[k, g])·dp)·std + mean, low, high)), in float64.
+
+    The same value as ``_trunc_value(u, ...)`` element by element, computed in passes so
+    that no lane evaluates a branch it does not take: every element through AS 241's
+    central rational (one loop that vectorizes, two elements per step so that two
+    Horner chains overlap); the elements whose |p − ½| > 0.425 (12.7% of a ±2σ
+    truncation) gathered into a contiguous list; their tail branch (a second loop that
+    vectorizes; the far tail's polynomials only when some p of the distribution can
+    need them); and their values written back. Only the order in which elements are
+    computed changes, never an operation of one element.
+    """
+    far = min(p0, 1.0 - (p0 + dp)) <= NEAR_ONLY_P
+    half = groups >> 1
+    for k in range(4):
+        pw, pv = planes[k], values[k]
+        for g in range(half):
+            a = p0 + open32(pw[g]) * dp
+            b = p0 + open32(pw[g + half]) * dp
+            ps[g] = a
+            ps[g + half] = b
+            za = _ndtri_central(a - 0.5)
+            zb = _ndtri_central(b - 0.5)
+            pv[g] = np.float32(_trunc_finish(za, flip, mean, std, low, high))
+            pv[g + half] = np.float32(_trunc_finish(zb, flip, mean, std, low, high))
+        for g in range(2 * half, groups):
+            a = p0 + open32(pw[g]) * dp
+            ps[g] = a
+            pv[g] = np.float32(_trunc_finish(_ndtri_central(a - 0.5), flip, mean, std, low, high))
+        count = 0
+        for g in range(groups):  # the list of tail elements, branch-free
+            tail_at[count] = g
+            tail_p[count] = ps[g]
+            count += 1 if abs(ps[g] - 0.5) > 0.425 else 0
+        if far:
+            for t in range(count):
+                tail_p[t] = _trunc_finish(_ndtri_tail(tail_p[t]), flip, mean, std, low, high)
+        else:
+            for t in range(count):
+                tail_p[t] = _trunc_finish(_ndtri_near_tail(tail_p[t]), flip, mean, std, low, high)
+        for t in range(count):
+            pv[tail_at[t]] = np.float32(tail_p[t])
 
 
 @numba.njit(**_JIT)
@@ -631,11 +724,14 @@ def truncnorm_f32(
     low: float,
     high: float,
 ) -> None:
-    """out[j] = f32(clip(flip·Φ⁻¹(p0 + open32(W[e])·dp)·std + mean, low, high)), computed in float64."""
+    """out[j] = f32(clip(flip·Φ⁻¹(p0 + open32(W[e])·dp)·std + mean, low, high)), computed in float64 (see _truncnorm_planes)."""
     n = out.size
     planes = np.empty((4, CHUNK_GROUPS), np.uint32)
     values = np.empty((4, CHUNK_GROUPS), np.float32)
     scratch = np.empty(4 * CHUNK_GROUPS, np.float32)
+    ps = np.empty(CHUNK_GROUPS, np.float64)
+    tail_at = np.empty(CHUNK_GROUPS, np.int64)
+    tail_p = np.empty(CHUNK_GROUPS, np.float64)
     k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
     j = 0
     while j < n:
@@ -643,10 +739,7 @@ def truncnorm_f32(
         g0 = e >> 2
         groups = min(CHUNK_GROUPS, ((start + n + 3) >> 2) - g0)
         philox_planes(planes, g0, groups, k0, k1, c2, c3)
-        for k in range(4):
-            pw, pv = planes[k], values[k]
-            for g in range(groups):
-                pv[g] = np.float32(_trunc_value(open32(pw[g]), p0, dp, flip, mean, std, low, high))
+        _truncnorm_planes(values, planes, groups, ps, tail_at, tail_p, p0, dp, flip, mean, std, low, high)
         skip = e - 4 * g0
         m = min(n - j, 4 * groups - skip)
         _emit_planes(out, j, skip, m, values, scratch, groups)
