@@ -7,29 +7,34 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
-from urllib.parse import quote
 
 import anyio  # httpx's own async backend layer: sleeps work under asyncio and trio alike
 import httpx
-import numpy as np
 import numpy.typing as npt
 
-from . import _manifest, _rules, _safetensors, _torch
+from . import _safetensors, _torch
 from ._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
-    FILE_ACCEPT,
-    JSON_ACCEPT,
     BaseClient,
-    batch_body,
-    in_request_order,
-    pick_single,
-    single_body,
-    stats_body,
+    Fetch,
+    Query,
+    T,
+    download_paths,
+    init_call,
+    init_many_call,
+    init_module_call,
+    init_state_dict_call,
+    init_tree_call,
+    plan_module_call,
+    received,
+    schemes_call,
+    stats_call,
     tls_context,
+    version_call,
 )
 from ._progress import Progress, ProgressOption
-from ._receive import FileSink, MemorySink, Receiver, ScatterSink, Sink
+from ._receive import FileSink, MemorySink, Receiver, Sink
 from ._retry import RetryPolicy
 from ._rules import Rules
 from ._stats import Stats
@@ -144,17 +149,10 @@ class AsyncClient(BaseClient):
         ``out`` is a preallocated numpy array of exactly the served dtype and shape: the
         bytes are received straight into it (no new memory to fault in) and it is returned.
         """
-        _safetensors.check_framework(framework)
-        body = single_body(scheme, shape, seed=seed, dtype=dtype, name=name, convention=convention, params=params)
-        if out is not None:
-            if framework != "numpy":
-                raise ValueError(f"out: is a numpy array, so framework must be 'numpy'; got {framework!r}")
-            sink = ScatterSink(_safetensors.place_array(out))
-            served = pick_single(await self._fetch(body, "numpy", verify, sink), name)
-            if not sink.placed:  # no Content-Length: the body went to the buffer
-                np.copyto(out, served, casting="no")
-            return out
-        return pick_single(await self._fetch(body, framework, verify), name)
+        call = init_call(
+            scheme, shape, seed=seed, dtype=dtype, name=name, convention=convention, framework=framework, out=out, params=params
+        )
+        return await self._run(call, verify)
 
     @overload
     async def init_many(
@@ -205,11 +203,7 @@ class AsyncClient(BaseClient):
         ``dtype`` and ``convention`` are defaults each spec may override. The arrays are
         views of one shared buffer, which stays alive while any of them does.
         """
-        _safetensors.check_framework(framework)
-        if not tensors:
-            return {}
-        body = batch_body(tensors, seed=seed, dtype=dtype, convention=convention)
-        return in_request_order(await self._fetch(body, framework, verify), list(tensors))
+        return await self._run(init_many_call(tensors, seed=seed, dtype=dtype, convention=convention, framework=framework), verify)
 
     @overload
     async def init_state_dict(
@@ -264,9 +258,8 @@ class AsyncClient(BaseClient):
         first match wins, a spec is a scheme name, a mapping without ``shape``, or None to
         skip the name; a name no rule matches raises :class:`NoMatchingRuleError`.
         """
-        _safetensors.check_framework(framework)
-        tensors = _rules.batch(shapes, rules)
-        return await self.init_many(tensors, seed=seed, dtype=dtype, convention=convention, framework=framework, verify=verify)
+        call = init_state_dict_call(shapes, rules, seed=seed, dtype=dtype, convention=convention, framework=framework)
+        return await self._run(call, verify)
 
     async def init_module(
         self,
@@ -297,21 +290,18 @@ class AsyncClient(BaseClient):
         ``rules`` then win over the recipe (a None spec leaves a tensor alone) and ``roles``
         replace the name patterns of a model role (``{"residual_out": ["*.c_proj.weight"]}``).
         """
-        if recipe is None:
-            if rules is None:
-                raise TypeError("init_module needs rules or a recipe")
-            found = _torch.targets(module, buffers=buffers)
-            tensors = _torch.batch_tensors(found, rules, shard)
-            if not tensors:
-                return []
-            return await self._fill(batch_body(tensors, seed=seed, dtype=None, convention=convention), found, verify)
-        if shard is not None:
-            raise TypeError("init_module(recipe=...) does not take shard: a recipe request serves whole tensors")
-        manifest, targets = _manifest.module_manifest(module, buffers=buffers)
-        body = _manifest.recipe_body(
-            recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules
+        call = init_module_call(
+            module,
+            rules,
+            recipe=recipe,
+            recipe_params=recipe_params,
+            roles=roles,
+            seed=seed,
+            convention=convention,
+            buffers=buffers,
+            shard=shard,
         )
-        return await self._fill(body, targets, verify)
+        return await self._run(call, verify)
 
     async def plan_module(
         self,
@@ -329,12 +319,10 @@ class AsyncClient(BaseClient):
         Returns ``{"recipe", "algorithm", "etag", "bytes", "elements", "specs": [...], "skipped": [...]}``;
         each spec's ``derivation`` holds the recipe's reason (``recipe_rule``).
         """
-        manifest, _ = _manifest.module_manifest(module)
-        body = _manifest.recipe_body(
-            recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules
+        call = plan_module_call(
+            module, recipe=recipe, recipe_params=recipe_params, roles=roles, rules=rules, seed=seed, convention=convention
         )
-        result: dict[str, Any] = await self._request_json("POST", "/plan", json=body)
-        return result
+        return await self._query(call)
 
     async def init_tree(
         self,
@@ -358,12 +346,10 @@ class AsyncClient(BaseClient):
         ``convention`` ``"jax"`` reads kernels as (*kernel, in, out). For jax:
         ``jax.tree.map(jnp.asarray, client.init_tree(...))``.
         """
-        manifest = _manifest.tree_manifest(tree, kinds, sep=sep)
-        body = _manifest.recipe_body(
-            recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules
+        call = init_tree_call(
+            tree, kinds, recipe=recipe, recipe_params=recipe_params, roles=roles, rules=rules, seed=seed, convention=convention, sep=sep
         )
-        served = await self._fetch(body, "numpy", verify)
-        return _manifest.unflatten(tree, served, sep=sep)
+        return await self._run(call, verify)
 
     async def stats(
         self,
@@ -380,19 +366,17 @@ class AsyncClient(BaseClient):
         """Statistics of what ``/init`` would serve: ``stats("he_normal", (256, 128), ...)`` with
         the arguments of :meth:`init`, or ``stats(body)`` with a whole request mapping (single
         or batch, as in docs/api.md)."""
-        fields = {"seed": seed, "dtype": dtype, "name": name, "convention": convention, "params": params}
-        return Stats.from_json(await self._request_json("POST", "/stats", json=stats_body(request, shape, fields, bins)))
+        call = stats_call(request, shape, seed=seed, dtype=dtype, name=name, convention=convention, bins=bins, params=params)
+        return await self._query(call)
 
     async def schemes(self, name: str | None = None) -> dict[str, Any]:
         """The scheme catalogue (``{"schemes": [...], "conventions", "dtypes", "limits"}``), or one
         scheme's entry (aliases resolve) when ``name`` is given; an unknown name raises :class:`NotFound`."""
-        result: dict[str, Any] = await self._request_json("GET", "/schemes" if name is None else f"/schemes/{quote(name, safe='')}")
-        return result
+        return await self._query(schemes_call(name))
 
     async def version(self) -> dict[str, Any]:
         """Versions and limits of the service."""
-        result: dict[str, Any] = await self._request_json("GET", "/version")
-        return result
+        return await self._query(version_call())
 
     async def download(
         self, request: Mapping[str, Any], path: str | os.PathLike[str], *, progress: ProgressOption = None, verify: bool = False
@@ -405,8 +389,7 @@ class AsyncClient(BaseClient):
         ``progress``: None shows a bar above a few MiB when stderr is a terminal, True or
         False force it, a callable gets ``(received, total)``.
         """
-        target = Path(path)
-        part = target.with_name(target.name + ".part")
+        target, part = download_paths(path)
         bar = Progress(progress, target.name)
         try:
             # Plain file writes on the event loop: each is one chunk (~64 KiB) into the page
@@ -427,45 +410,45 @@ class AsyncClient(BaseClient):
 
     # -- transport -----------------------------------------------------------------------
 
-    async def _fill(self, body: dict[str, Any], targets: dict[str, torch.Tensor], verify: bool) -> list[str]:
-        """POST ``body`` and set ``targets`` from it: received straight into their storage where they allow it."""
-        sink = ScatterSink(_torch.places(targets))
-        served = await self._fetch(body, "torch", verify, sink)
-        return _torch.fill(targets, served, sink.placed)
+    async def _run(self, call: Fetch[T], verify: bool) -> T:
+        """Send ``call`` (unless it has nothing to ask for) and make its result from the served tensors."""
+        if call.body is None:
+            return call.finish({})
+        return call.finish(await self._fetch(call.body, call.framework, verify, call.sink))
+
+    async def _query(self, call: Query[T]) -> T:
+        return call.finish(await self._request_json(call.method, call.path, json=call.json))
 
     async def _fetch(self, body: dict[str, Any], framework: str, verify: bool, sink: MemorySink | None = None) -> dict[str, Any]:
         sink = sink or MemorySink()
         rx = await self._receive(body, sink)
-        buffer = sink.take()
-        header = _safetensors.parse_header(buffer, len(buffer))
+        buffer, header = received(sink)
         if verify:
             self.check_stats(_safetensors.digests_of_views(sink.views(header)), await self.stats(body), rx.etag)
         return _safetensors.build(buffer, header, framework)
 
     async def _request_json(self, method: str, path: str, *, json: Any = None) -> Any:
-        headers = {**self.headers, "Accept": JSON_ACCEPT}
-        failures = 0
+        headers = self.json_headers()
+        attempts = self.attempts()
         while True:
             try:
                 response = await self._http.request(method, self.url(path), json=json, headers=headers, timeout=self.timeout)
             except httpx.TransportError as exc:
-                failures += 1
-                delay = self.delay_after_transport(exc, failures)
+                delay = attempts.after_transport(exc)
             else:
                 if response.is_success:
                     return self.decode_json(response)
-                failures += 1
-                delay = self.delay_after_status(response, response.content, failures)
+                delay = attempts.after_status(response, response.content)
             await anyio.sleep(delay)
 
     async def _receive(self, body: dict[str, Any], sink: Sink, progress: Progress | None = None) -> Receiver:
         """POST /init and drive the body into ``sink``, retrying and resuming as the policy allows."""
         rx = Receiver(sink, progress)
-        failures = 0
+        attempts = self.attempts()
         while True:
             high_water = rx.high_water
             cut: httpx.TransportError | str | None = None
-            headers = {**self.headers, "Accept": FILE_ACCEPT, **rx.request_headers()}
+            headers = self.file_headers(rx)
             try:
                 async with self._http.stream("POST", self.url("/init"), json=body, headers=headers, timeout=self.timeout) as response:
                     if response.status_code in (200, 206):
@@ -476,12 +459,9 @@ class AsyncClient(BaseClient):
                             return rx
                         cut = rx.shortfall()
                     else:
-                        failures += 1
-                        delay = self.delay_after_status(response, await response.aread(), failures)
+                        delay = attempts.after_status(response, await response.aread())
             except httpx.TransportError as exc:
                 cut = exc
             if cut is not None:
-                # A cut that brought new bytes starts a fresh count: length alone never exhausts retries.
-                failures = 1 if rx.high_water > high_water else failures + 1
-                delay = self.delay_after_transport(cut, failures)
+                delay = attempts.after_transport(cut, progressed=rx.high_water > high_water)
             await anyio.sleep(delay)
