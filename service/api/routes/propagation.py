@@ -30,12 +30,13 @@ from service.core.propagation import (
 )
 from service.core.recipes import RECIPES
 
-from ..docs import problem
+from ..docs import negotiated
 from ..hardening import admit, while_connected
+from ..negotiation import IMAGE_TYPES, PICTURES, negotiate
 from ..problems import ProblemError, from_engine, param_path
 from ..resolution import read_json
 from ..settings import Settings
-from .stats import IMAGE_TYPES, SPARK, negotiate
+from .stats import SPARK
 
 router = APIRouter(tags=["analysis"])
 T = TypeVar("T")
@@ -60,7 +61,6 @@ TOP_FIELDS = frozenset(
         "measure",
     }
 )
-OFFERS = ("application/json", "text/plain", *IMAGE_TYPES)
 
 
 def _scheme_schema() -> dict[str, Any]:
@@ -170,22 +170,11 @@ def request_schema() -> dict[str, Any]:
     }
 
 
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "per layer the forward and backward variance, theory and measured, and the verdict",
-        "content": {
-            "application/json": {"schema": {"type": "object"}},
-            "text/plain": {"schema": {"type": "string"}},
-            "image/svg+xml": {"schema": {"type": "string"}},
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-        },
-    },
-    400: problem("malformed JSON"),
-    406: problem("none of JSON, text/plain, SVG or PNG is acceptable (not-acceptable)"),
-    413: problem("a limit exceeded: depth, width × batch, cells measured, schemes compared or points per plot"),
-    415: problem("the body is not JSON"),
-    422: problem("invalid parameters, with paths and allowed values"),
-}
+RESPONSES = negotiated(
+    "per layer the forward and backward variance, theory and measured, and the verdict",
+    PICTURES,
+    too_large="a limit exceeded: depth, width × batch, cells measured, schemes compared or points per plot",
+)
 
 
 def _from_engine(err: TensorinitError) -> ProblemError:
@@ -278,7 +267,7 @@ async def _in_pool(fn: Callable[[], T]) -> T:
 )
 async def propagation_post(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    media_type = negotiate(request.headers.get("accept"), OFFERS)
+    media_type = negotiate(request.headers.get("accept"), PICTURES)
     document = await read_json(request, settings.max_body_bytes)
     # Every check before any work: a thousand layers resolve in a fraction of a second, off the loop.
     networks, labels, measure = await _in_pool(lambda: networks_of(document, settings, media_type))

@@ -12,12 +12,12 @@ from service.core.errors import UnknownRecipeError
 from service.core.manifest import ATTRIBUTES, KINDS, MODEL_ROLES
 from service.core.recipes import RECIPES, lookup_recipe
 
-from ..docs import problem
+from ..docs import negotiated, problem
 from ..models import RecipeRequest
+from ..negotiation import TABLES, TEXT, negotiate
 from ..problems import ProblemError
 from ..resolution import plan_for, read_json, resolve_recipe, validate
 from ..settings import Settings
-from .stats import wants_text
 
 router = APIRouter(tags=["recipes"])
 
@@ -50,17 +50,12 @@ async def recipes_get(
         raise ProblemError("not-found", err.message) from None
 
 
-PLAN_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "the resolved spec of every tensor (JSON), or a table with Accept: text/plain",
-        "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}}},
-    },
-    400: problem("malformed JSON"),
-    406: problem("neither JSON nor text/plain is acceptable (not-acceptable)"),
-    413: problem("too many tensors (max_batch_tensors), the body or the file too large"),
-    415: problem("the body is not JSON"),
-    422: problem("an unknown recipe, kind, role or parameter, a missing recipe parameter, or tensors nothing covers (each listed)"),
-}
+PLAN_RESPONSES = negotiated(
+    "the resolved spec of every tensor (JSON), or a table with Accept: text/plain",
+    TABLES,
+    too_large="too many tensors (max_batch_tensors), the body or the file too large",
+    invalid="an unknown recipe, kind, role or parameter, a missing recipe parameter, or tensors nothing covers (each listed)",
+)
 
 
 def _describe(dist: dict[str, Any]) -> str:
@@ -111,7 +106,7 @@ def render_plan(body: dict[str, Any]) -> str:
 )
 async def plan_post(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    text = wants_text(request.headers.get("accept"))
+    media_type = negotiate(request.headers.get("accept"), TABLES)
     document = await read_json(request, settings.max_body_bytes)
     if not isinstance(document, dict) or "recipe" not in document:
         raise ProblemError(
@@ -133,6 +128,6 @@ async def plan_post(request: Request) -> Response:
         "skipped": plan.skipped,
     }
     headers = {"Vary": "Accept"}
-    if text:
+    if media_type == TEXT:
         return PlainTextResponse(render_plan(body), headers=headers)
     return JSONResponse(body, headers=headers)
