@@ -291,6 +291,7 @@ PLAN_BODY = {"recipe": "torch", "tensors": {"fc.weight": {"shape": [4, 4], "kind
         ("DELETE", "/init", {}, 405, "method-not-allowed"),
         ("PUT", "/schemes", {}, 405, "method-not-allowed"),
         ("GET", "/schemes/xavir_uniform", {}, 404, "not-found"),
+        ("GET", "/recipes/gtp2", {}, 404, "not-found"),
         ("GET", "/stats?scheme=zeros&shape=2&bins=0", {}, 422, "validation-error"),
         ("GET", "/stats?scheme=zeros&shape=2&bins=100000", {}, 413, "limit-exceeded"),
         ("GET", "/stats?scheme=zeros&shape=2", {"headers": {"accept": "application/xml"}}, 406, "not-acceptable"),

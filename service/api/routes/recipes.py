@@ -5,19 +5,19 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from service.core.errors import UnknownRecipeError
 from service.core.manifest import ATTRIBUTES, KINDS, MODEL_ROLES
-from service.core.recipes import RECIPES, lookup_recipe
+from service.core.recipes import RECIPES, Recipe, lookup_recipe
 
-from ..docs import negotiated, problem
+from ..docs import negotiated
 from ..models import RecipeRequest
 from ..negotiation import TABLES, TEXT, negotiate
 from ..problems import ProblemError
 from ..resolution import plan_for, read_json, resolve_recipe, validate
 from ..settings import Settings
+from .catalogue import entry, entry_responses, name_parameter
 
 router = APIRouter(tags=["recipes"])
 
@@ -35,19 +35,9 @@ async def recipes_list() -> dict[str, Any]:
     }
 
 
-@router.get(
-    "/recipes/{name}",
-    operation_id="recipes_get",
-    summary="One recipe",
-    responses={404: problem("no such recipe (not-found)"), 422: problem("invalid path")},
-)
-async def recipes_get(
-    name: Annotated[str, Path(description="a recipe name", json_schema_extra={"enum": sorted(RECIPES)})],
-) -> dict[str, Any]:
-    try:
-        return lookup_recipe(name).describe()
-    except UnknownRecipeError as err:
-        raise ProblemError("not-found", err.message) from None
+@router.get("/recipes/{name}", operation_id="recipes_get", summary="One recipe", responses=entry_responses("no such recipe (not-found)"))
+async def recipes_get(name: Annotated[str, name_parameter("a recipe name", sorted(RECIPES))]) -> dict[str, Any]:
+    return entry(name, lookup_recipe, Recipe.describe)
 
 
 PLAN_RESPONSES = negotiated(
