@@ -23,8 +23,7 @@ from service.core.propagation import (
     NORMALIZATIONS,
     Network,
     Result,
-    build_network,
-    check_cells,
+    build_networks,
     label_of,
     propagate,
 )
@@ -217,18 +216,10 @@ def networks_of(document: Any, settings: Settings, media_type: str) -> tuple[lis
             errors=[{"path": ["compare"], "message": "not a non-empty list", "allowed": "a list of scheme names or objects"}],
         )
     inits: list[Any] = ([document["init"]] if document.get("init") is not None else []) + list(compare)
-    limits = settings.propagation_limits
     try:
-        # Wrong before too large: the networks the limit allows are validated first (the rest of
-        # the body with them), so a bad field is a 422 even when compare is also too long.
-        allowed = inits[: limits.max_compare + 1]
-        networks = [
-            build_network(document, init=init, limits=settings.engine_limits, propagation_limits=limits) for init in allowed or [None]
-        ]
-        if len(inits) > len(allowed):
-            raise LimitExceededError("compare", f"<{len(inits) - 1} schemes>", "max_propagation_compare", limits.max_compare)
-        if measure:
-            check_cells(networks, limits)
+        networks = build_networks(
+            document, inits, measured=measure, limits=settings.engine_limits, propagation_limits=settings.propagation_limits
+        )
     except TensorinitError as err:
         raise _from_engine(err) from None
     if media_type in IMAGE_TYPES:
