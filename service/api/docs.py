@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from service.core import ALGORITHMS, CONVENTIONS, DTYPES, SCHEMES, Scheme, TensorinitError, resolve
 
 from .models import INIT_ADAPTER
+from .negotiation import JSON, TEXT
 from .problems import MEDIA_TYPE, Problem
 
 REF = "#/components/schemas/{model}"
@@ -15,6 +17,36 @@ BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 def problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {MEDIA_TYPE: {"schema": {"$ref": REF.format(model="Problem")}}}}
+
+
+MEDIA = {
+    JSON: ("JSON", {"type": "object"}),
+    TEXT: ("text/plain", {"type": "string"}),
+    "image/svg+xml": ("SVG", {"type": "string"}),
+    "image/png": ("PNG", BINARY["schema"]),
+}
+"""What each offered media type is called in a 406's description, and its schema in a 200."""
+
+
+def negotiated(
+    ok: str,
+    offers: Sequence[str],
+    *,
+    too_large: str,
+    invalid: str = "invalid parameters, with paths and allowed values",
+    malformed: str = "malformed JSON",
+) -> dict[int | str, dict[str, Any]]:
+    """The responses of a POST (or GET) answered in one of ``offers`` (:func:`.negotiation.negotiate`): 200 and its problems."""
+    names = [MEDIA[m][0] for m in offers]
+    listed = f"neither {names[0]} nor {names[1]}" if len(names) == 2 else f"none of {', '.join(names[:-1])} or {names[-1]}"
+    return {
+        200: {"description": ok, "content": {m: {"schema": MEDIA[m][1]} for m in offers}},
+        400: problem(malformed),
+        406: problem(f"{listed} is acceptable (not-acceptable)"),
+        413: problem(too_large),
+        415: problem("the body is not JSON"),
+        422: problem(invalid),
+    }
 
 
 def request_body(description: str) -> dict[str, Any]:

@@ -405,7 +405,8 @@ class _RecipePlans:
                 self.tensors[f"layers.{i}.bias"] = {"shape": [row.width], "kind": kind}
         self._plans: dict[str, dict[str, ResolvedSpec]] = {}
 
-    def spec(self, init: Mapping[str, Any], where: str, name: str) -> ResolvedSpec:
+    def spec(self, init: Mapping[str, Any], where: str, name: str, charge: Callable[[int], None] | None = None) -> ResolvedSpec:
+        """The spec of tensor ``name`` in ``init``'s plan of the network (planned once per init; ``charge`` is told its size)."""
         extra = sorted(set(init) - RECIPE_FIELDS)
         if extra:
             raise InvalidParameterError(
@@ -416,6 +417,8 @@ class _RecipePlans:
                 raise InvalidParameterError(f"{where}.{part}", init[part], "an object (as in POST /plan)")
         key = repr(sorted((k, repr(v)) for k, v in init.items()))
         if key not in self._plans:
+            if charge is not None:
+                charge(len(self.tensors))
             try:
                 plan = plan_recipe(
                     init["recipe"],
@@ -445,6 +448,137 @@ class _RecipePlans:
         return self._plans[key][name]
 
 
+class _Resolutions:
+    """The specs of one request's networks: each (scheme spec, shape) resolved once, limits kept until the form is checked.
+
+    Two layers with the same init and shape differ by their tensor's name only (the name
+    picks the random stream, and enters the spec nowhere else), so a stack of a thousand
+    layers resolves a few specs, and ``compare`` past its limit costs little to check. A
+    :class:`LimitExceededError` met resolving (a weight over ``max_elements``) is kept in
+    :attr:`deferred`, not raised: wrong before too large. Once the request is known to be
+    over a limit (:meth:`bound`), every layer and spec counts against a budget; spending it
+    raises :class:`_OverBudgetError`, and the request is refused for that limit (:attr:`over`).
+    """
+
+    def __init__(self, budget_of_one: int):
+        self.budget_of_one = budget_of_one
+        self._specs: dict[tuple[str, tuple[int, ...], str], ResolvedSpec] = {}
+        self.deferred: LimitExceededError | None = None
+        self.spent = 0
+        self.budget: int | None = None
+        self.over: LimitExceededError | None = None
+
+    def bound(self, over: LimitExceededError, budget: int) -> None:
+        """The request is ``over`` a limit: from now on, at most ``budget`` more layers, specs or recipe tensors are checked."""
+        if self.over is None:
+            self.over, self.budget = over, self.spent + budget
+
+    def charge(self, count: int = 1) -> None:
+        self.spent += count
+        if self.budget is not None and self.spent > self.budget:
+            raise _OverBudgetError
+
+    def scheme(self, where: str, raw: object, shape: tuple[int, ...], name: str, options: Mapping[str, Any]) -> ResolvedSpec | None:
+        """``raw`` (a scheme spec) resolved for ``shape`` as tensor ``name``; None when a limit refused it (:attr:`deferred`)."""
+        self.charge()
+        key = (repr(raw), shape, repr(sorted(options.items())))  # JSON values: equal reprs, equal specs
+        if key not in self._specs:
+            scheme, params = _scheme_spec(raw, where)
+            try:
+                self._specs[key] = _resolve_at(where, scheme, shape, params, name=name, **options)
+            except LimitExceededError as err:
+                self.deferred = self.deferred or err
+                return None
+        spec = self._specs[key]
+        return spec if spec.name == name else replace(spec, name=name)
+
+    def recipe(self, plans: _RecipePlans, init: Mapping[str, Any], where: str, name: str) -> ResolvedSpec | None:
+        """The recipe's spec for tensor ``name``; None when a limit refused the plan (:attr:`deferred`)."""
+        self.charge()
+        try:
+            return plans.spec(init, where, name, charge=self.charge)
+        except LimitExceededError as err:
+            self.deferred = self.deferred or err
+            return None
+
+
+class _OverBudgetError(Exception):
+    """Checking what lies past a limit would cost more than the largest request the limits allow."""
+
+
+@dataclass
+class _Built:
+    """One network as checked: its layers (None where a limit refused a spec) and the size limit it is over, if any."""
+
+    network: Network | None
+    too_deep: LimitExceededError | None
+
+
+def build_networks(
+    document: Mapping[str, Any],
+    inits: Sequence[object | None] = (None,),
+    *,
+    measured: bool = False,
+    limits: Limits | None = None,
+    propagation_limits: PropagationLimits | None = None,
+) -> list[Network]:
+    """One :class:`Network` per entry of ``inits`` (None: the document's own ``init``; see :func:`build_network`).
+
+    Wrong before too large: the form of every layer of every network (kinds, widths,
+    activations, kernels, residuals, init and bias specs) is checked before any size limit,
+    so a malformed request that is also too large is refused for its form (naming the field)
+    wherever the fault lies, past ``max_depth`` layers or past ``max_compare`` entries too.
+    Then the limits, in this order: one a spec met (``max_elements``), the number compared
+    (``inits`` past the first, against ``max_compare``), each network's depth and width ×
+    batch, and with ``measured`` the cells of the measurement over all networks.
+
+    What lies past a limit is checked as far as the largest request the limits allow would
+    be (its specs and recipe tensors counted), no further: a body of a million compared
+    schemes costs no more than an allowed one before its 413. A uniform stack deeper than
+    ``max_depth`` is checked on its first ``max_depth`` layers, the same as the rest.
+    """
+    plimits = propagation_limits or PropagationLimits()
+    limits = limits or Limits()
+    entries = list(inits) or [None]
+    allowed = plimits.max_compare + 1
+    # What the largest allowed request costs: per layer its row, weight and bias, and a recipe plan's two tensors.
+    budget = 5 * plimits.max_depth * allowed
+    too_many = LimitExceededError("compare", f"<{len(entries) - 1} schemes>", "max_propagation_compare", plimits.max_compare)
+    resolutions = _Resolutions(budget)
+    if len(entries) > allowed:
+        resolutions.bound(too_many, budget)
+    built: list[_Built] = []
+    seen: set[str] = set()
+    try:
+        for k, init in enumerate(entries):
+            if k >= allowed and repr(init) in seen:
+                continue  # past the limit, an entry checked once is checked
+            seen.add(repr(init))
+            one = _build(document, init, limits, plimits, resolutions)
+            if k < allowed:
+                built.append(one)
+    except _OverBudgetError:
+        assert resolutions.over is not None
+        raise resolutions.deferred or resolutions.over from None
+    if resolutions.deferred is not None:
+        raise resolutions.deferred
+    if len(entries) > allowed:
+        raise too_many
+    networks = []
+    for one in built:
+        if one.too_deep is not None:
+            raise one.too_deep
+        assert one.network is not None
+        network = one.network
+        widest = max([network.input_width, *(la.width for la in network.layers)])
+        if widest * network.positions * network.batch > plimits.max_width_batch:
+            raise LimitExceededError("batch", network.batch, "max_propagation_width_batch", plimits.max_width_batch)
+        networks.append(network)
+    if measured:
+        check_cells(networks, plimits)
+    return networks
+
+
 def build_network(
     document: Mapping[str, Any],
     *,
@@ -463,10 +597,16 @@ def build_network(
     An ``init`` is a scheme spec or a recipe's choice, ``{"recipe": ..., "recipe_params": {...},
     "roles": {...}}`` (:class:`_RecipePlans`): then the bias is the recipe's too, unless ``bias``
     is given in the layer or at the top level.
-    Raises :class:`TensorinitError` naming the field; limits raise :class:`LimitExceededError`.
+    Raises :class:`TensorinitError` naming the field, every layer's form checked before any
+    limit (:func:`build_networks`); limits raise :class:`LimitExceededError`.
     """
-    plimits = propagation_limits or PropagationLimits()
-    limits = limits or Limits()
+    return build_networks(document, [init], limits=limits, propagation_limits=propagation_limits)[0]
+
+
+def _build(
+    document: Mapping[str, Any], init: object | None, limits: Limits, plimits: PropagationLimits, resolutions: _Resolutions
+) -> _Built:
+    """One network's form checked and its specs resolved, its own size limits left to the caller (:class:`_Built`)."""
     seed = check_seed(int(raw) if isinstance(raw := document.get("seed", 0), float) and raw.is_integer() else raw)
     dtype, convention = check_dtype(document.get("dtype", "float32")), check_convention(document.get("convention", "torch"))
     batch = _positive_int(document.get("batch", 512), "batch")
@@ -479,6 +619,8 @@ def build_network(
     default_init = init if init is not None else document.get("init")
     default_bias = document.get("bias", {"scheme": "zeros"})
     default_residual = document.get("residual")
+    options = {"seed": seed, "dtype": dtype, "convention": convention, "limits": limits}
+    too_deep = None
     if "layers" in document:
         if "depth" in document or "width" in document:
             raise InvalidParameterError("layers", "<layers>", "either layers or depth and width, not both")
@@ -486,16 +628,19 @@ def build_network(
         if not isinstance(rows, list) or not rows:
             raise InvalidParameterError("layers", rows, "a non-empty list of layer objects")
         if len(rows) > plimits.max_depth:
-            raise LimitExceededError("layers", f"<{len(rows)} layers>", "max_propagation_depth", plimits.max_depth)
+            too_deep = LimitExceededError("layers", f"<{len(rows)} layers>", "max_propagation_depth", plimits.max_depth)
     else:
         depth = _positive_int(document.get("depth"), "depth")
         width = _positive_int(document.get("width"), "width")
         if depth > plimits.max_depth:
-            raise LimitExceededError("depth", depth, "max_propagation_depth", plimits.max_depth)
-        rows = [{"width": width}] * depth
+            too_deep = LimitExceededError("depth", depth, "max_propagation_depth", plimits.max_depth)
+        rows = [{"width": width}] * min(depth, plimits.max_depth)  # past it, every layer is as the last
+    if too_deep is not None:
+        resolutions.bound(too_deep, resolutions.budget_of_one)
     pending: list[_Pending] = []
     previous = document.get("input_width")
     for i, row in enumerate(rows):
+        resolutions.charge()
         where = f"layers[{i}]"
         if not isinstance(row, Mapping):
             raise InvalidParameterError(where, row, "an object with width and optionally activation, init, bias, kernel, residual")
@@ -537,28 +682,25 @@ def build_network(
         bias_raw = row["bias"] if "bias" in row else default_bias if "bias" in document or not _is_recipe(init_raw) else RECIPE_BIAS
         pending.append(_Pending(where, width, act, kernel, residual, multiplier, norm, init_raw, bias_raw, shape))
         previous = width
-    options = {"seed": seed, "dtype": dtype, "convention": convention, "limits": limits}
     plans = _RecipePlans(pending, options)
-    layers: list[Layer] = []
+    layers: list[Layer] | None = []
     for i, row_ in enumerate(pending):
         where = row_.where
         if _is_recipe(row_.init):
-            weight = plans.spec(row_.init, f"{where}.init", f"layers.{i}.weight")
+            weight = resolutions.recipe(plans, row_.init, f"{where}.init", f"layers.{i}.weight")
         else:
-            scheme, params = _scheme_spec(row_.init, f"{where}.init")
-            weight = _resolve_at(f"{where}.init", scheme, row_.shape, params, name=f"layers.{i}.weight", **options)
+            weight = resolutions.scheme(f"{where}.init", row_.init, row_.shape, f"layers.{i}.weight", options)
         bias = None
         if row_.bias is RECIPE_BIAS:
-            bias = plans.spec(row_.init, f"{where}.init", f"layers.{i}.bias")
+            bias = resolutions.recipe(plans, row_.init, f"{where}.init", f"layers.{i}.bias")
         elif row_.bias is not None:
-            bscheme, bparams = _scheme_spec(row_.bias, f"{where}.bias")
-            bias = _resolve_at(f"{where}.bias", bscheme, (row_.width,), bparams, name=f"layers.{i}.bias", **options)
-        layers.append(Layer(row_.width, row_.activation, weight, bias, row_.kernel, row_.residual, row_.multiplier, row_.norm))
-    network = Network(tuple(layers), layers[0].in_width, input_variance, spatial, batch, seed)
-    widest = max([network.input_width, *(la.width for la in layers)])
-    if widest * network.positions * batch > plimits.max_width_batch:
-        raise LimitExceededError("batch", batch, "max_propagation_width_batch", plimits.max_width_batch)
-    return network
+            bias = resolutions.scheme(f"{where}.bias", row_.bias, (row_.width,), f"layers.{i}.bias", options)
+        if weight is None or (bias is None and row_.bias is not None):
+            layers = None  # a limit refused a spec: the form of the rest is still checked
+        if layers is not None and weight is not None:
+            layers.append(Layer(row_.width, row_.activation, weight, bias, row_.kernel, row_.residual, row_.multiplier, row_.norm))
+    network = None if layers is None else Network(tuple(layers), layers[0].in_width, input_variance, spatial, batch, seed)
+    return _Built(network, too_deep)
 
 
 def check_cells(networks: Sequence[Network], limits: PropagationLimits) -> None:

@@ -265,6 +265,9 @@ async def test_get_query_forms(api: httpx.AsyncClient) -> None:
     assert typed.content == post.content
 
 
+PLAN_BODY = {"recipe": "torch", "tensors": {"fc.weight": {"shape": [4, 4], "kind": "linear"}}}
+
+
 @pytest.mark.parametrize(
     ("method", "url", "kwargs", "status", "kind"),
     [
@@ -288,9 +291,12 @@ async def test_get_query_forms(api: httpx.AsyncClient) -> None:
         ("DELETE", "/init", {}, 405, "method-not-allowed"),
         ("PUT", "/schemes", {}, 405, "method-not-allowed"),
         ("GET", "/schemes/xavir_uniform", {}, 404, "not-found"),
+        ("GET", "/recipes/gtp2", {}, 404, "not-found"),
         ("GET", "/stats?scheme=zeros&shape=2&bins=0", {}, 422, "validation-error"),
         ("GET", "/stats?scheme=zeros&shape=2&bins=100000", {}, 413, "limit-exceeded"),
         ("GET", "/stats?scheme=zeros&shape=2", {"headers": {"accept": "application/xml"}}, 406, "not-acceptable"),
+        ("POST", "/plan", {"json": PLAN_BODY, "headers": {"accept": "image/png"}}, 406, "not-acceptable"),
+        ("POST", "/plan", {"json": PLAN_BODY, "headers": {"accept": "application/json;q=0, text/plain;q=0"}}, 406, "not-acceptable"),
     ],
 )
 async def test_protocol_errors_are_problems(

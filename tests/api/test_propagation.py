@@ -180,18 +180,44 @@ async def test_invalid_is_422(api: httpx.AsyncClient, body: Any, slug: str, wher
     assert (path[0] if path else "") == where
 
 
-async def test_wrong_before_too_large(small: httpx.AsyncClient) -> None:
-    # depth over the limit and an unknown scheme: the 422 wins, no work started
-    r = await small.post("/propagation", json={**SMALL, "depth": 10_000, "init": "nope"})
-    assert r.status_code in (413, 422)
-    r = await small.post("/propagation", json={**SMALL, "width": 512, "activation": "swish"})
-    assert r.status_code == 422
-    # too many schemes to compare and a bad field: still the 422, naming the field
-    r = await small.post("/propagation", json={**SMALL, "bias": [1], "compare": ["he_normal"] * 5})
-    assert r.status_code == 422
-    assert r.json()["errors"][0]["path"][:2] == ["layers", 0]
-    r = await small.post("/propagation", json={**SMALL, "compare": ["he_normal"] * 5})
-    assert r.status_code == 413
+DEEP = [{"width": 4}] * 51  # one layer past the small app's max_propagation_depth
+COMPARED = ["he_normal", "lecun_normal", "orthogonal"]  # one entry past its max_propagation_compare
+# Wrong before too large: a request malformed anywhere, past a limit too, is the 422 naming
+# the field; only a well-formed one is the 413 (limit_name given instead of a path).
+WRONG_AND_TOO_LARGE: list[tuple[dict[str, Any], int, list[Any] | str]] = [
+    ({**SMALL, "depth": 10_000, "init": "nope"}, 422, ["layers", 0, "init"]),
+    ({**SMALL, "width": 512, "activation": "swish"}, 422, ["layers", 0, "activation"]),
+    ({**SMALL, "bias": [1], "compare": ["he_normal"] * 5}, 422, ["layers", 0, "bias"]),
+    # a malformed layer past max_depth: its activation, its init's parameter, its width
+    ({**SMALL, "depth": None, "width": None, "layers": [*DEEP, {"width": 4, "activation": "swish"}]}, 422, ["layers", 51, "activation"]),
+    (
+        {**SMALL, "depth": None, "width": None, "layers": [*DEEP, {"width": 4, "init": {"scheme": "he_normal", "gain": "big"}}]},
+        422,
+        ["layers", 51, "init", "gain"],
+    ),
+    ({**SMALL, "depth": None, "width": None, "layers": [*DEEP, {"width": 0}]}, 422, ["layers", 51, "width"]),
+    # a malformed compare entry past max_compare: an unknown scheme, a scheme this network's layers cannot take
+    ({**SMALL, "compare": [*COMPARED, "he_nromal"]}, 422, ["layers", 0, "init"]),
+    ({**SMALL, "compare": [*COMPARED, {"scheme": "dirac"}]}, 422, ["layers", 0, "init", "shape"]),
+    # well-formed but too large
+    ({**SMALL, "depth": None, "width": None, "layers": [*DEEP, {"width": 4, "activation": "selu"}]}, 413, "max_propagation_depth"),
+    ({**SMALL, "depth": 10_000}, 413, "max_propagation_depth"),
+    ({**SMALL, "compare": [*COMPARED, {"scheme": "he_normal", "gain": 2}]}, 413, "max_propagation_compare"),
+    ({**SMALL, "compare": ["he_normal"] * 5}, 413, "max_propagation_compare"),
+    ({**SMALL, "compare": [{"scheme": "he_normal", "gain": 1 + i / 1000} for i in range(5000)]}, 413, "max_propagation_compare"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "where"), WRONG_AND_TOO_LARGE)
+async def test_wrong_before_too_large(small: httpx.AsyncClient, body: dict[str, Any], status: int, where: list[Any] | str) -> None:
+    body = {k: v for k, v in body.items() if v is not None}
+    r = await small.post("/propagation", json=body)
+    assert r.status_code == status, r.text
+    problem = r.json()
+    if status == 422:
+        assert problem["errors"][0]["path"][: len(where)] == where
+    else:
+        assert problem["limit_name"] == where
 
 
 @pytest.mark.parametrize(

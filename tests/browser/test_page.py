@@ -1,4 +1,4 @@
-"""The page at / in a real headless Chromium (Debian's chromium and chromedriver, `make browser`), against a live uvicorn.
+"""The page at / in a real headless Chromium (Debian's chromium and chromedriver, `make browser`), against tests/conftest.py's live server.
 
 Fills the form, submits, waits for the plot, checks the layers shown and that the console
 stayed clean, and saves a screenshot (``TENSORINIT_SCREENSHOT=docs/page.png`` writes the
@@ -40,15 +40,6 @@ FLAGS = (
 )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LiveServer]:
-    live = start_server(create_app(Settings()))
-    try:
-        yield live
-    finally:
-        stop_server(live)
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
@@ -80,8 +71,8 @@ def _drawn_or_failed(driver: Any) -> bool:
     return bool(ready) or "error" in driver.find_element(By.ID, "status").get_attribute("class")
 
 
-def test_page_draws_the_network(server: LiveServer, browser: Any, tmp_path: Path) -> None:
-    browser.get(server.url + "/")
+def test_page_draws_the_network(live_server: LiveServer, browser: Any, tmp_path: Path) -> None:
+    browser.get(live_server.url + "/")
     assert browser.title == "tensorinit · signal propagation"
     Select(browser.find_element(By.NAME, "activation")).select_by_visible_text("tanh")
     _fill(browser, "depth", "16")
@@ -115,6 +106,7 @@ KEY = "browser-page-key"
 
 @pytest.fixture(scope="module")
 def keyed_server() -> Iterator[LiveServer]:
+    """The shared launcher's server, with an API key (the session-wide live_server has none)."""
     live = start_server(create_app(Settings(api_keys=KEY)))
     try:
         yield live

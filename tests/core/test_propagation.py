@@ -11,12 +11,22 @@ import numpy as np
 import pytest
 import scipy.integrate
 
-from service.core import InvalidParameterError, LimitExceededError, TensorinitError, default_executor, generate, resolve
+from service.core import (
+    InvalidParameterError,
+    LimitExceededError,
+    Limits,
+    TensorinitError,
+    UnknownSchemeError,
+    default_executor,
+    generate,
+    resolve,
+)
 from service.core.propagation import (
     ACTIVATIONS,
     Activation,
     PropagationLimits,
     build_network,
+    build_networks,
     fixed_point,
     measure,
     propagate,
@@ -330,6 +340,14 @@ BAD = [
     ({"depth": 2, "width": 8, "init": "he_normal", "dtype": "int8"}, InvalidParameterError, "dtype"),
     ({"depth": 2, "width": 8, "init": "he_normal", "convention": "mxnet"}, InvalidParameterError, "convention"),
     ({"depth": 1001, "width": 8, "init": "he_normal"}, LimitExceededError, "depth"),
+    # wrong before too large: every layer's form is checked before the depth limit, past it too
+    (
+        {"layers": [{"width": 4}] * 1000 + [{"width": 4, "activation": "swish"}], "init": "he_normal"},
+        InvalidParameterError,
+        "layers[1000].activation",
+    ),
+    ({"depth": 5000, "width": 8, "init": {"scheme": "he_normal", "gain": "big"}}, TensorinitError, "layers[0].init.gain"),
+    ({"layers": [{"width": 4}] * 1001, "init": "he_normal"}, LimitExceededError, "layers"),
     ({"depth": 2, "width": 2048, "batch": 1024, "init": "he_normal"}, LimitExceededError, "batch"),
     ({"depth": 2, "width": 8, "init": {"recipe": "gpt3"}}, TensorinitError, "layers[0].init.recipe"),
     ({"depth": 2, "width": 8, "init": {"recipe": "gpt2"}}, TensorinitError, "layers[0].init.recipe_params.n_layer"),
@@ -367,6 +385,40 @@ BAD = [
 def test_invalid_networks_name_the_field(document: dict[str, Any], error: type[Exception], param: str) -> None:
     with pytest.raises(error) as caught:
         build_network(document, propagation_limits=PropagationLimits())
+    assert isinstance(caught.value, TensorinitError)
+    assert caught.value.param == param
+
+
+WRONG_AND_TOO_LARGE: list[tuple[dict[str, Any], list[Any], Limits, type[Exception], str]] = [
+    # a compare entry past max_compare is checked as the allowed ones are
+    ({"depth": 2, "width": 8}, ["he_normal", "lecun_normal", "he_nromal"], Limits(), UnknownSchemeError, "layers[0].init.scheme"),
+    ({"depth": 2, "width": 8}, ["he_normal", "lecun_normal", "glorot_normal"], Limits(), LimitExceededError, "compare"),
+    # a spec over max_elements waits until the form of the rest is checked
+    (
+        {"layers": [{"width": 64}, {"width": 4, "init": {"scheme": "he_normal", "gain": "big"}}]},
+        ["he_normal"],
+        Limits(max_elements=1000),
+        TensorinitError,
+        "layers[1].init.gain",
+    ),
+    ({"layers": [{"width": 64}, {"width": 4}]}, ["he_normal"], Limits(max_elements=1000), LimitExceededError, "layers[0].init.shape"),
+    # past a limit, no more is checked than the largest allowed request: a million schemes cost no more
+    (
+        {"depth": 1000, "width": 8},
+        [{"scheme": "he_normal", "gain": 1 + i / 1e6} for i in range(10**6)],
+        Limits(),
+        LimitExceededError,
+        "compare",
+    ),
+]
+
+
+@pytest.mark.parametrize(("document", "inits", "limits", "error", "param"), WRONG_AND_TOO_LARGE)
+def test_form_before_limits_over_every_network(
+    document: dict[str, Any], inits: list[Any], limits: Limits, error: type[Exception], param: str
+) -> None:
+    with pytest.raises(error) as caught:
+        build_networks(document, inits, limits=limits, propagation_limits=PropagationLimits(max_compare=1))
     assert isinstance(caught.value, TensorinitError)
     assert caught.value.param == param
 

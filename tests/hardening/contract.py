@@ -12,20 +12,72 @@ example, so :func:`refused_beyond_schema` takes it out of the positive set; it a
 service's own resolution, never the response. Anything the request models refuse stays
 in: a document that promises more than the models accept is a contract bug. Negative
 examples are never filtered.
+
+Which operations resolve, and how, is read off the OpenAPI document (:func:`operation_kinds`),
+not off their paths or operation ids: every operation that documents a 413 is one the
+service can refuse beyond the schema, and one this filter must know how to ask about, so a
+renamed or new one fails the run instead of escaping the filter and the budget.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
 import schemathesis
 
+from service.api.docs import REF
+from service.api.openapi_export import document as openapi_document
 from service.api.problems import ProblemError
 from service.api.resolution import plan_for, query_document, resolve_document, validate
-from service.api.routes.propagation import networks_of
+from service.api.routes.propagation import TOP_FIELDS, networks_of
 from service.api.settings import Settings
+
+Kind = Literal["tensors", "stats", "plan", "network"]
+"""How an operation's request is resolved: tensors served as bytes, tensors summarized
+(statistics, with ``bins``), a recipe's plan (nothing generated), or a /propagation network."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An operation the service can refuse beyond the schema: its :data:`Kind`, and the scheme its path names, if any."""
+
+    kind: Kind
+    scheme: str | None = None  # a per-scheme query form (/init/<scheme>) names it in the path, not in a parameter
+
+
+@functools.cache
+def operation_kinds() -> dict[tuple[str, str], Operation]:
+    """``(METHOD, path template)`` of every operation that documents a 413, and its :class:`Operation`, from the document.
+
+    A tensor request is a body of ``InitRequest`` or a query with ``shape``; its answer is
+    the tensor (``application/octet-stream``) or statistics of it. A ``RecipeRequest`` body is
+    a plan; a body whose fields are /propagation's is a network. Any other operation with a
+    413 is an error here: the filter would not know what it refuses, nor what it costs.
+    """
+    kinds: dict[tuple[str, str], Operation] = {}
+    for path, operations in openapi_document()["paths"].items():
+        for method, operation in operations.items():
+            if "413" not in operation["responses"]:
+                continue
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            params = {p["name"] for p in operation.get("parameters", [])}
+            answers = operation["responses"].get("200", {}).get("content", {})
+            kind: Kind
+            if body.get("$ref") == REF.format(model="InitRequest") or "shape" in params:
+                kind = "tensors" if "application/octet-stream" in answers else "stats"
+            elif body.get("$ref") == REF.format(model="RecipeRequest"):
+                kind = "plan"
+            elif set(body.get("properties", {})) == TOP_FIELDS:
+                kind = "network"
+            else:
+                raise ValueError(f"{method.upper()} {path} documents a 413, but its request is none that the contract filter resolves")
+            named = "shape" in params and "scheme" not in params
+            kinds[(method.upper(), path)] = Operation(kind, path.rsplit("/", 1)[1] if named else None)
+    return kinds
 
 
 def _query_items(query: dict[str, Any]) -> list[tuple[str, str]]:
@@ -49,13 +101,15 @@ def _accepted_bytes(case: schemathesis.Case[Any], settings: Settings) -> int | N
 
     0 when it is not a generating request, or one the request models refuse.
     """
-    resource, _, scheme = case.operation.path.strip("/").partition("/")
-    if resource == "propagation":
-        return _propagation_bytes(case.body, settings)
-    if resource not in ("init", "stats", "plan"):
+    path, method = case.operation.path, case.method.upper()
+    operation = operation_kinds().get((method, path))
+    if operation is None:
         return 0
-    if case.method.upper() in ("GET", "HEAD"):
-        named = [("scheme", scheme)] if scheme else []  # the per-scheme form names it in the path
+    kind = operation.kind
+    if kind == "network":
+        return _propagation_bytes(case.body, settings)
+    if method in ("GET", "HEAD"):
+        named = [("scheme", operation.scheme)] if operation.scheme else []
         try:
             document: Any = query_document(named + _query_items(dict(case.query or {})))
         except ProblemError:
@@ -63,7 +117,7 @@ def _accepted_bytes(case: schemathesis.Case[Any], settings: Settings) -> int | N
     else:
         document = case.body
     bins = None
-    if resource == "stats" and isinstance(document, dict):
+    if kind == "stats" and isinstance(document, dict):
         document = dict(document)
         bins = document.pop("bins", None)
     try:
@@ -76,7 +130,7 @@ def _accepted_bytes(case: schemathesis.Case[Any], settings: Settings) -> int | N
         return None
     if isinstance(bins, int) and bins > settings.max_histogram_bins:
         return None
-    return 0 if case.method.upper() == "HEAD" or resource == "plan" else prepared.size
+    return 0 if method == "HEAD" or kind == "plan" else prepared.size
 
 
 def _propagation_bytes(body: Any, settings: Settings) -> int | None:

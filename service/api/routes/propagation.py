@@ -23,19 +23,19 @@ from service.core.propagation import (
     NORMALIZATIONS,
     Network,
     Result,
-    build_network,
-    check_cells,
+    build_networks,
     label_of,
     propagate,
 )
 from service.core.recipes import RECIPES
 
-from ..docs import problem
+from ..docs import negotiated
 from ..hardening import admit, while_connected
+from ..negotiation import IMAGE_TYPES, PICTURES, negotiate
 from ..problems import ProblemError, from_engine, param_path
 from ..resolution import read_json
 from ..settings import Settings
-from .stats import IMAGE_TYPES, SPARK, negotiate
+from .stats import SPARK
 
 router = APIRouter(tags=["analysis"])
 T = TypeVar("T")
@@ -60,7 +60,6 @@ TOP_FIELDS = frozenset(
         "measure",
     }
 )
-OFFERS = ("application/json", "text/plain", *IMAGE_TYPES)
 
 
 def _scheme_schema() -> dict[str, Any]:
@@ -170,22 +169,11 @@ def request_schema() -> dict[str, Any]:
     }
 
 
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "per layer the forward and backward variance, theory and measured, and the verdict",
-        "content": {
-            "application/json": {"schema": {"type": "object"}},
-            "text/plain": {"schema": {"type": "string"}},
-            "image/svg+xml": {"schema": {"type": "string"}},
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-        },
-    },
-    400: problem("malformed JSON"),
-    406: problem("none of JSON, text/plain, SVG or PNG is acceptable (not-acceptable)"),
-    413: problem("a limit exceeded: depth, width × batch, cells measured, schemes compared or points per plot"),
-    415: problem("the body is not JSON"),
-    422: problem("invalid parameters, with paths and allowed values"),
-}
+RESPONSES = negotiated(
+    "per layer the forward and backward variance, theory and measured, and the verdict",
+    PICTURES,
+    too_large="a limit exceeded: depth, width × batch, cells measured, schemes compared or points per plot",
+)
 
 
 def _from_engine(err: TensorinitError) -> ProblemError:
@@ -228,18 +216,10 @@ def networks_of(document: Any, settings: Settings, media_type: str) -> tuple[lis
             errors=[{"path": ["compare"], "message": "not a non-empty list", "allowed": "a list of scheme names or objects"}],
         )
     inits: list[Any] = ([document["init"]] if document.get("init") is not None else []) + list(compare)
-    limits = settings.propagation_limits
     try:
-        # Wrong before too large: the networks the limit allows are validated first (the rest of
-        # the body with them), so a bad field is a 422 even when compare is also too long.
-        allowed = inits[: limits.max_compare + 1]
-        networks = [
-            build_network(document, init=init, limits=settings.engine_limits, propagation_limits=limits) for init in allowed or [None]
-        ]
-        if len(inits) > len(allowed):
-            raise LimitExceededError("compare", f"<{len(inits) - 1} schemes>", "max_propagation_compare", limits.max_compare)
-        if measure:
-            check_cells(networks, limits)
+        networks = build_networks(
+            document, inits, measured=measure, limits=settings.engine_limits, propagation_limits=settings.propagation_limits
+        )
     except TensorinitError as err:
         raise _from_engine(err) from None
     if media_type in IMAGE_TYPES:
@@ -278,7 +258,7 @@ async def _in_pool(fn: Callable[[], T]) -> T:
 )
 async def propagation_post(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    media_type = negotiate(request.headers.get("accept"), OFFERS)
+    media_type = negotiate(request.headers.get("accept"), PICTURES)
     document = await read_json(request, settings.max_body_bytes)
     # Every check before any work: a thousand layers resolve in a fraction of a second, off the loop.
     networks, labels, measure = await _in_pool(lambda: networks_of(document, settings, media_type))

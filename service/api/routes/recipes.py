@@ -5,19 +5,19 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from service.core.errors import UnknownRecipeError
 from service.core.manifest import ATTRIBUTES, KINDS, MODEL_ROLES
-from service.core.recipes import RECIPES, lookup_recipe
+from service.core.recipes import RECIPES, Recipe, lookup_recipe
 
-from ..docs import problem
+from ..docs import negotiated
 from ..models import RecipeRequest
+from ..negotiation import TABLES, TEXT, negotiate
 from ..problems import ProblemError
 from ..resolution import plan_for, read_json, resolve_recipe, validate
 from ..settings import Settings
-from .stats import wants_text
+from .catalogue import entry, entry_responses, name_parameter
 
 router = APIRouter(tags=["recipes"])
 
@@ -35,32 +35,17 @@ async def recipes_list() -> dict[str, Any]:
     }
 
 
-@router.get(
-    "/recipes/{name}",
-    operation_id="recipes_get",
-    summary="One recipe",
-    responses={404: problem("no such recipe (not-found)"), 422: problem("invalid path")},
+@router.get("/recipes/{name}", operation_id="recipes_get", summary="One recipe", responses=entry_responses("no such recipe (not-found)"))
+async def recipes_get(name: Annotated[str, name_parameter("a recipe name", sorted(RECIPES))]) -> dict[str, Any]:
+    return entry(name, lookup_recipe, Recipe.describe)
+
+
+PLAN_RESPONSES = negotiated(
+    "the resolved spec of every tensor (JSON), or a table with Accept: text/plain",
+    TABLES,
+    too_large="too many tensors (max_batch_tensors), the body or the file too large",
+    invalid="an unknown recipe, kind, role or parameter, a missing recipe parameter, or tensors nothing covers (each listed)",
 )
-async def recipes_get(
-    name: Annotated[str, Path(description="a recipe name", json_schema_extra={"enum": sorted(RECIPES)})],
-) -> dict[str, Any]:
-    try:
-        return lookup_recipe(name).describe()
-    except UnknownRecipeError as err:
-        raise ProblemError("not-found", err.message) from None
-
-
-PLAN_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "the resolved spec of every tensor (JSON), or a table with Accept: text/plain",
-        "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}}},
-    },
-    400: problem("malformed JSON"),
-    406: problem("neither JSON nor text/plain is acceptable (not-acceptable)"),
-    413: problem("too many tensors (max_batch_tensors), the body or the file too large"),
-    415: problem("the body is not JSON"),
-    422: problem("an unknown recipe, kind, role or parameter, a missing recipe parameter, or tensors nothing covers (each listed)"),
-}
 
 
 def _describe(dist: dict[str, Any]) -> str:
@@ -111,7 +96,7 @@ def render_plan(body: dict[str, Any]) -> str:
 )
 async def plan_post(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    text = wants_text(request.headers.get("accept"))
+    media_type = negotiate(request.headers.get("accept"), TABLES)
     document = await read_json(request, settings.max_body_bytes)
     if not isinstance(document, dict) or "recipe" not in document:
         raise ProblemError(
@@ -133,6 +118,6 @@ async def plan_post(request: Request) -> Response:
         "skipped": plan.skipped,
     }
     headers = {"Vary": "Accept"}
-    if text:
+    if media_type == TEXT:
         return PlainTextResponse(render_plan(body), headers=headers)
     return JSONResponse(body, headers=headers)

@@ -16,76 +16,27 @@ from service.core import ALGORITHM_VERSION, SCHEMES, LimitExceededError, Resolve
 from service.core.plots import histogram_figure
 from service.core.stats import compute_stats
 
-from ..docs import FLAT_FORM, problem, query_parameters, request_body
+from ..docs import FLAT_FORM, negotiated, query_parameters, request_body
 from ..hardening import admit, while_connected
+from ..negotiation import IMAGE_TYPES, PICTURES, negotiate
 from ..problems import ProblemError, from_engine
 from ..resolution import DEFAULT_BINS, Prepared, prepare, query_document, query_items, read_json
 from ..settings import Settings
 
 router = APIRouter(tags=["tensors"])
 
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "statistics per tensor (JSON), a compact table with Accept: text/plain, or the histograms "
-        "under their theoretical densities with Accept: image/svg+xml or image/png",
-        "content": {
-            "application/json": {"schema": {"type": "object"}},
-            "text/plain": {"schema": {"type": "string"}},
-            "image/svg+xml": {"schema": {"type": "string"}},
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-        },
-    },
-    400: problem("malformed JSON or an invalid request"),
-    406: problem("none of JSON, text/plain, SVG or PNG is acceptable (not-acceptable)"),
-    413: problem("a limit exceeded, e.g. bins over max_histogram_bins, or bins × tensors over max_plot_points for a picture"),
-    415: problem("the body is not JSON"),
-    422: problem("invalid parameters, with paths and allowed values"),
-}
+RESPONSES = negotiated(
+    "statistics per tensor (JSON), a compact table with Accept: text/plain, or the histograms "
+    "under their theoretical densities with Accept: image/svg+xml or image/png",
+    PICTURES,
+    malformed="malformed JSON or an invalid request",
+    too_large="a limit exceeded, e.g. bins over max_histogram_bins, or bins × tensors over max_plot_points for a picture",
+)
 STATS_CACHE = "public, max-age=86400"
 """GET /stats may be stored (deploy/nginx.conf does) for a day, not forever as GET /init: its
 numbers are sums in floating point and a KS p-value computed by scipy, which a later
 release of the service may compute to other last digits; the tensor's bytes are frozen."""
 SPARK = "▁▂▃▄▅▆▇█"
-IMAGE_TYPES = ("image/svg+xml", "image/png")
-OFFERS = ("application/json", "text/plain", *IMAGE_TYPES)
-
-
-def _quality(accept: str, offer: str) -> float:
-    """q of ``offer`` under ``accept``: the q of its most specific matching media range (RFC 9110 §12.5.1)."""
-    major = offer.split("/", maxsplit=1)[0]
-    best, rank = 0.0, -1
-    for item in accept.split(","):
-        kind, *params = (part.strip().lower() for part in item.split(";"))
-        this = 2 if kind == offer else 1 if kind == f"{major}/*" else 0 if kind == "*/*" else -1
-        if this > rank:
-            q = 1.0
-            for p in params:
-                if p.startswith("q="):
-                    try:
-                        q = float(p[2:])
-                    except ValueError:
-                        q = 0.0
-            best, rank = q, this
-    return best
-
-
-def wants_text(accept: str | None) -> bool:
-    """Content negotiation: text/plain only when preferred to application/json (JSON wins ties)."""
-    return negotiate(accept, ("application/json", "text/plain")) == "text/plain"
-
-
-def negotiate(accept: str | None, offers: tuple[str, ...]) -> str:
-    """The offer with the highest q under ``accept`` (the first offer wins ties; no Accept: the first)."""
-    if not accept:
-        return offers[0]
-    best, best_q = offers[0], 0.0
-    for offer in offers:
-        q = _quality(accept, offer)
-        if q > best_q:
-            best, best_q = offer, q
-    if best_q <= 0:
-        raise ProblemError("not-acceptable", f"Accept {accept[:100]!r}: this resource is " + ", ".join(offers))
-    return best
 
 
 def _bins(value: Any, settings: Settings, *, limit: bool = True) -> int:
@@ -225,7 +176,7 @@ async def stats_get(request: Request) -> Response:
 
 async def _get(request: Request, items: list[tuple[str, str]]) -> Response:
     settings: Settings = request.app.state.settings
-    media_type = negotiate(request.headers.get("accept"), OFFERS)
+    media_type = negotiate(request.headers.get("accept"), PICTURES)
     document = query_document(items)
     response = await _valid_then_answer(request, document, document.pop("bins", None), settings, media_type)
     response.headers["Cache-Control"] = STATS_CACHE
@@ -262,7 +213,7 @@ for _scheme in SCHEMES.values():  # as /init/<scheme> (files.py)
 )
 async def stats_post(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    media_type = negotiate(request.headers.get("accept"), OFFERS)
+    media_type = negotiate(request.headers.get("accept"), PICTURES)
     document = await read_json(request, settings.max_body_bytes)
     bins = document.pop("bins", None) if isinstance(document, dict) else None
     return await _valid_then_answer(request, document, bins, settings, media_type)
