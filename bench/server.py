@@ -123,12 +123,16 @@ def free_port() -> int:
 
 @contextmanager
 def server(target: str, port: int | None = None) -> Iterator[tuple[str, int]]:
-    """``uvicorn <target> --factory`` on ``port`` (default: a free loopback port): (base url, pid)."""
+    """``uvicorn <target> --factory`` on ``port`` (default: a free loopback port): (base url, pid).
+
+    Ours through ``python -m service.api.serve`` (what ``make run`` and the Dockerfile
+    run: its HTTP protocol, no uvicorn access log), the bare anchor through plain uvicorn.
+    """
     port = port or free_port()
     cmd = [
         sys.executable,
         "-m",
-        "uvicorn",
+        "service.api.serve" if target.startswith("service.") else "uvicorn",
         target,
         "--factory",
         "--host",
