@@ -13,8 +13,7 @@ Run as ``python -m bench.server`` (after ``make``'s venv exists). Everything tar
   (its pages faulted in) and with ``out=`` into a preallocated one (as torch's tensor is);
 * small requests: requests/s, p50 and p99 of 64×64 he_uniform, a new seed per request,
   against a bare Starlette endpoint returning the same number of bytes (curl, parallel,
-  keep-alive), and, for information, against ours on uvicorn's stock httptools protocol
-  (``--http httptools``: the head and the body in two writes);
+  keep-alive);
 * server peak RSS while streaming a 4 GiB tensor, sampled from /proc, minus idle.
 
 The servers run as subprocesses (``uvicorn ... --log-level warning``, no access log),
@@ -123,11 +122,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(target: str, port: int | None = None, extra: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:
+def server(target: str, port: int | None = None) -> Iterator[tuple[str, int]]:
     """``uvicorn <target> --factory`` on ``port`` (default: a free loopback port): (base url, pid).
 
     Ours through ``python -m service.api.serve`` (what ``make run`` and the Dockerfile
-    run: its HTTP protocol, no uvicorn access log), the bare anchor through plain uvicorn.
+    run), the bare anchor through plain uvicorn.
     """
     port = port or free_port()
     cmd = [
@@ -143,7 +142,6 @@ def server(target: str, port: int | None = None, extra: tuple[str, ...] = ()) ->
         "--log-level",
         "warning",
         "--no-access-log",
-        *extra,
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -327,17 +325,12 @@ def end_to_end(ours_url: str, reps: int, row: Row) -> None:
     row("client init(out=) → preallocated he_normal", "torch kaiming_normal_ in place", gbps / e2e, gbps / anchor, 1.0, median=median)
 
 
-def small(ours_url: str, bare_url: str, stock_url: str, count: int, parallel: int, row: Row, rounds: int = 4) -> None:
+def small(ours_url: str, bare_url: str, count: int, parallel: int, row: Row, rounds: int = 4) -> None:
     size = len(httpx.get(f"{ours_url}/init?{SMALL_QUERY}").content)
     print(f"small requests: {count} GETs each, curl --parallel-max {parallel}, {size}-byte bodies, {rounds} interleaved rounds:")
     for seed in (0, 1, 2**64 - 1):  # the floor makes our very bytes
         assert httpx.get(f"{bare_url}/floor?seed={seed}").content == httpx.get(f"{ours_url}/init?{SMALL_QUERY}&seed={seed}").content
-    urls = {
-        "ours": f"{ours_url}/init?{SMALL_QUERY}",
-        "bare": f"{bare_url}/small?size={size}",
-        "floor": f"{bare_url}/floor?x=0",
-        "stock": f"{stock_url}/init?{SMALL_QUERY}",
-    }
+    urls = {"ours": f"{ours_url}/init?{SMALL_QUERY}", "bare": f"{bare_url}/small?size={size}", "floor": f"{bare_url}/floor?x=0"}
     for url in urls.values():
         small_load(url, 200, parallel)  # warm-up
     rates: dict[str, list[float]] = {name: [] for name in urls}
@@ -359,11 +352,6 @@ def small(ours_url: str, bare_url: str, stock_url: str, count: int, parallel: in
         f"    floor, bare Starlette making the same bytes with the engine's primitives only: {total['floor']:.0f} req/s"
         f" = {total['floor'] / total['bare']:.2f}× bare (median of rounds {floor_median:.2f}×; p50 {p50['floor']:.2f} ms,"
         f" p99 {p99['floor']:.2f} ms); ours = {total['ours'] / total['floor']:.2f}× the floor"
-    )
-    stock_median = statistics.median(o / s for o, s in zip(rates["ours"], rates["stock"], strict=True))
-    print(
-        f"    ours on uvicorn's stock httptools protocol (--http httptools): {total['stock']:.0f} req/s"
-        f" = {total['stock'] / total['bare']:.2f}× bare; ours = {total['ours'] / total['stock']:.2f}× that (median of rounds {stock_median:.2f}×)"
     )
 
 
@@ -406,8 +394,7 @@ def main() -> int:
         if "e2e" in args.only:
             end_to_end(ours_url, args.reps, row)
         if "small" in args.only:
-            with server("service.api.app:create_app", extra=("--http", "httptools")) as (stock_url, _):
-                small(ours_url, bare_url, stock_url, args.small_requests, args.parallel, row)
+            small(ours_url, bare_url, args.small_requests, args.parallel, row)
         if "rss" in args.only:
             grew = rss(ours_url, ours_pid)
 

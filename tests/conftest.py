@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -15,7 +14,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.api.app import create_app
-from service.api.protocol import HttpToolsProtocol
 from service.api.settings import Settings
 from service.core.algorithms import warm_up
 
@@ -33,7 +31,7 @@ def compiled_kernels() -> None:
 
 @dataclass
 class LiveServer:
-    """A real uvicorn (our httptools protocol, uvloop) serving ``create_app`` on 127.0.0.1, in a thread of this process.
+    """A real uvicorn (httptools, uvloop) serving ``create_app`` on 127.0.0.1, in a thread of this process.
 
     In-process on purpose: tests read ``app.state.counters`` (blocks generated, streams
     aborted) to prove that a disconnect stops generation.
@@ -49,13 +47,12 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
 
-def start_server(app: FastAPI, http: type[asyncio.Protocol] | str = HttpToolsProtocol) -> LiveServer:
-    """``app`` on a free loopback port; ``http`` is uvicorn's protocol (default: the one serve.py runs)."""
+def start_server(app: FastAPI) -> LiveServer:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # a free port, held from here on: no race with other processes
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", http=http, loop="uvloop")
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", http="httptools", loop="uvloop")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="live-uvicorn")
     thread.start()

@@ -10,8 +10,6 @@ see every clean stop as a failure.
 ``--port`` (127.0.0.1 and 8000; the container sets HOST=0.0.0.0), and in-flight
 streams get ``--timeout-graceful-shutdown`` seconds (default 30) to finish. uvicorn's
 plain access log is off (``--access-log`` turns it back on): the app writes JSON lines.
-The HTTP protocol is uvicorn's httptools one with each response's head written together
-with its first body bytes (service/api/protocol.py; ``--http`` chooses another).
 ``make run`` and the Dockerfile run ``python -m service.api.serve service.api.app:create_app --factory``.
 
 ``TENSORINIT_WORKERS=N`` (N > 1, unless ``--workers`` is given) serves from N uvicorn
@@ -33,7 +31,6 @@ from types import FrameType
 import uvicorn
 
 APP = "service.api.app:create_app"
-HTTP_PROTOCOL = "service.api.protocol:HttpToolsProtocol"  # httptools, a response's head written with its body
 GRACEFUL_SECONDS = 30
 
 
@@ -49,7 +46,6 @@ def command(argv: list[str]) -> list[str]:
         ("--port", os.environ.get("PORT", "8000")),
         ("--timeout-graceful-shutdown", str(GRACEFUL_SECONDS)),
         ("--workers", os.environ.get("TENSORINIT_WORKERS", "1")),
-        ("--http", HTTP_PROTOCOL),
     ):
         if not any(a == option or a.startswith(option + "=") for a in args):
             args += [option, default]

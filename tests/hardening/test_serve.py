@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.api.serve import APP, HTTP_PROTOCOL, command
+from service.api.serve import APP, command
 
 
 def test_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -16,12 +16,6 @@ def test_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args[args.index("--port") + 1] == "8000"
     assert args[args.index("--timeout-graceful-shutdown") + 1] == "30"
     assert "--no-access-log" in args
-    assert args[args.index("--http") + 1] == HTTP_PROTOCOL == "service.api.protocol:HttpToolsProtocol"
-
-
-def test_an_explicit_http_protocol_is_kept() -> None:
-    args = command(["--http", "h11"])
-    assert args.count("--http") == 1 and args[args.index("--http") + 1] == "h11"
 
 
 def test_environment_and_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
