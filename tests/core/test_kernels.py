@@ -213,7 +213,15 @@ def _py_trunc_values(words: Array, p0: float, dp: float, flip: float, mean: floa
     return out
 
 
+def _py_trunc_values_f64(words: Array, p0: float, dp: float, flip: float, mean: float, std: float, low: float, high: float) -> Array:
+    out = np.empty(words.size // 2, np.float64)
+    for i in range(out.size):
+        out[i] = kernels._trunc_value(kernels.open52(words[2 * i], words[2 * i + 1]), p0, dp, flip, mean, std, low, high)
+    return out
+
+
 _trunc_values: Any = numba.njit(_py_trunc_values)
+_trunc_values_f64: Any = numba.njit(_py_trunc_values_f64)
 
 # (mean, std, low, high): central only, central and near tails (±2σ), both tails and the
 # far one (r > 5 reachable), an upper tail (flip), lower tails beyond 6σ and 20σ (where
@@ -228,17 +236,23 @@ TRUNC_CASES = {
 }
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", TRUNC_CASES, ids=list(TRUNC_CASES))
 @pytest.mark.parametrize(("start", "n"), [(0, 3 * 2048 + 5), (3, 1001), (2**40 + 1, 9)])
-def test_truncated_normal_in_passes_is_the_one_element_formula(case: str, start: int, n: int) -> None:
+def test_truncated_normal_in_passes_is_the_one_element_formula(case: str, start: int, n: int, dtype: str) -> None:
     from service.core.algorithms.v2 import trunc_constants
     from service.core.spec import TruncatedNormal
 
     mean, std, low, high = TRUNC_CASES[case]
     p0, dp, flip = trunc_constants(TruncatedNormal(mean=mean, std=std, low=low, high=high))
     key = philox_key(stream_key(11, case))
-    got = np.empty(n, np.float32)
-    kernels.truncnorm_f32(got, start, *key, p0, dp, flip, mean, std, low, high)
-    first = start >> 2
-    words = kernels.philox_block(first, ((start + n + 3) >> 2) - first, *key)[start - 4 * first :][:n]
-    assert got.tobytes() == _trunc_values(words, p0, dp, flip, mean, std, low, high).tobytes()
+    got = np.empty(n, dtype)
+    if dtype == "float32":  # element e reads word e
+        kernels.truncnorm_f32(got, start, *key, p0, dp, flip, mean, std, low, high)
+        first, words_per_element, formula = start >> 2, 1, _trunc_values
+    else:  # element e reads words 2e and 2e + 1
+        kernels.truncnorm_f64(got, start, *key, p0, dp, flip, mean, std, low, high)
+        first, words_per_element, formula = (2 * start) >> 2, 2, _trunc_values_f64
+    last = (words_per_element * (start + n) + 3) >> 2
+    words = kernels.philox_block(first, last - first, *key)[words_per_element * start - 4 * first :][: words_per_element * n]
+    assert got.tobytes() == formula(words, p0, dp, flip, mean, std, low, high).tobytes()

@@ -693,19 +693,31 @@ def _truncnorm_planes(
             a = p0 + open32(pw[g]) * dp
             ps[g] = a
             pv[g] = np.float32(_trunc_finish(_ndtri_central(a - 0.5), flip, mean, std, low, high))
-        count = 0
-        for g in range(groups):  # the list of tail elements, branch-free
-            tail_at[count] = g
-            tail_p[count] = ps[g]
-            count += 1 if abs(ps[g] - 0.5) > 0.425 else 0
-        if far:
-            for t in range(count):
-                tail_p[t] = _trunc_finish(_ndtri_tail(tail_p[t]), flip, mean, std, low, high)
-        else:
-            for t in range(count):
-                tail_p[t] = _trunc_finish(_ndtri_near_tail(tail_p[t]), flip, mean, std, low, high)
+        _trunc_tails(pv, ps, groups, tail_at, tail_p, far, flip, mean, std, low, high)
+
+
+@numba.njit(inline="always", **_JIT)
+def _trunc_tails(
+    dst: Any, ps: Any, n: int, tail_at: Any, tail_p: Any, far: bool, flip: float, mean: float, std: float, low: float, high: float
+) -> None:
+    """dst[i] = clip(flip·Φ⁻¹(ps[i])·std + mean) for the i < n whose |ps[i] − ½| > 0.425 (AS 241's tails), the rest left as they are.
+
+    Those elements are gathered into a contiguous list first (branch-free), so that the
+    tail loop vectorizes; ``far`` says whether AS 241's far tail can be reached.
+    """
+    count = 0
+    for i in range(n):
+        tail_at[count] = i
+        tail_p[count] = ps[i]
+        count += 1 if abs(ps[i] - 0.5) > 0.425 else 0
+    if far:
         for t in range(count):
-            pv[tail_at[t]] = np.float32(tail_p[t])
+            tail_p[t] = _trunc_finish(_ndtri_tail(tail_p[t]), flip, mean, std, low, high)
+    else:
+        for t in range(count):
+            tail_p[t] = _trunc_finish(_ndtri_near_tail(tail_p[t]), flip, mean, std, low, high)
+    for t in range(count):
+        dst[tail_at[t]] = tail_p[t]
 
 
 @numba.njit(**_JIT)
@@ -762,9 +774,17 @@ def truncnorm_f64(
     low: float,
     high: float,
 ) -> None:
-    """out[j] = clip(flip·Φ⁻¹(p0 + open52(W[2e], W[2e+1])·dp)·std + mean, low, high)."""
+    """out[j] = clip(flip·Φ⁻¹(p0 + open52(W[2e], W[2e+1])·dp)·std + mean, low, high).
+
+    In passes as the float32 kernel (see _truncnorm_planes): the central rational for every
+    element, the tails for the gathered few; the same values as ``_trunc_value``.
+    """
     n = out.size
     words = np.empty(4 * CHUNK_GROUPS, np.uint32)
+    ps = np.empty(2 * CHUNK_GROUPS, np.float64)
+    tail_at = np.empty(2 * CHUNK_GROUPS, np.int64)
+    tail_p = np.empty(2 * CHUNK_GROUPS, np.float64)
+    far = min(p0, 1.0 - (p0 + dp)) <= NEAR_ONLY_P
     k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
     j = 0
     while j < n:
@@ -774,9 +794,13 @@ def truncnorm_f64(
         philox_words(words, g0, groups, k0, k1, c2, c3)
         skip = e - 2 * g0
         m = min(n - j, 2 * groups - skip)
+        dst = out[j : j + m]
         for t in range(m):
-            p = 2 * (skip + t)
-            out[j + t] = _trunc_value(open52(words[p], words[p + 1]), p0, dp, flip, mean, std, low, high)
+            w = 2 * (skip + t)
+            p = p0 + open52(words[w], words[w + 1]) * dp
+            ps[t] = p
+            dst[t] = _trunc_finish(_ndtri_central(p - 0.5), flip, mean, std, low, high)
+        _trunc_tails(dst, ps, m, tail_at, tail_p, far, flip, mean, std, low, high)
         j += m
 
 
