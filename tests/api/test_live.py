@@ -172,7 +172,10 @@ def _wait_stable(read: object, seconds: float = 0.3, timeout: float = 10.0) -> i
 
 def test_disconnect_stops_generation(live_server: LiveServer) -> None:
     counters = live_server.app.state.counters
-    before_blocks, before_aborted = counters.blocks_generated, counters.streams_aborted
+    # The counters are the session server's: an earlier test's stream may still be
+    # finishing its last jobs, so start from a count that has stopped moving.
+    before_blocks = _wait_stable(lambda: counters.blocks_generated)
+    before_aborted = counters.streams_aborted
     total_blocks = 1024  # 1 GiB of float32
     with socket.create_connection(("127.0.0.1", live_server.port)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
