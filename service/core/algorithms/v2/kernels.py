@@ -625,6 +625,12 @@ NEAR_ONLY_P = 1e-10
 
 
 @numba.njit(inline="always", **_JIT)
+def _far_reachable(p0: float, dp: float) -> bool:
+    """Whether some p in [p0, p0 + dp] can need AS 241's far tail (see NEAR_ONLY_P)."""
+    return min(p0, 1.0 - (p0 + dp)) <= NEAR_ONLY_P
+
+
+@numba.njit(inline="always", **_JIT)
 def ndtri_lower(p: float) -> float:
     """Φ⁻¹(p) for p in (0, 1) by AS 241, branch-free so that the loop vectorizes.
 
@@ -657,6 +663,7 @@ def _truncnorm_planes(
     ps: Any,
     tail_at: Any,
     tail_p: Any,
+    far: bool,
     p0: float,
     dp: float,
     flip: float,
@@ -674,9 +681,8 @@ def _truncnorm_planes(
     truncation) gathered into a contiguous list; their tail branch (a second loop that
     vectorizes; the far tail's polynomials only when some p of the distribution can
     need them); and their values written back. Only the order in which elements are
-    computed changes, never an operation of one element.
+    computed changes, never an operation of one element. ``far``: :func:`_far_reachable`.
     """
-    far = min(p0, 1.0 - (p0 + dp)) <= NEAR_ONLY_P
     half = groups >> 1
     for k in range(4):
         pw, pv = planes[k], values[k]
@@ -744,6 +750,7 @@ def truncnorm_f32(
     ps = np.empty(CHUNK_GROUPS, np.float64)
     tail_at = np.empty(CHUNK_GROUPS, np.int64)
     tail_p = np.empty(CHUNK_GROUPS, np.float64)
+    far = _far_reachable(p0, dp)
     k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
     j = 0
     while j < n:
@@ -751,7 +758,7 @@ def truncnorm_f32(
         g0 = e >> 2
         groups = min(CHUNK_GROUPS, ((start + n + 3) >> 2) - g0)
         philox_planes(planes, g0, groups, k0, k1, c2, c3)
-        _truncnorm_planes(values, planes, groups, ps, tail_at, tail_p, p0, dp, flip, mean, std, low, high)
+        _truncnorm_planes(values, planes, groups, ps, tail_at, tail_p, far, p0, dp, flip, mean, std, low, high)
         skip = e - 4 * g0
         m = min(n - j, 4 * groups - skip)
         _emit_planes(out, j, skip, m, values, scratch, groups)
@@ -784,7 +791,7 @@ def truncnorm_f64(
     ps = np.empty(2 * CHUNK_GROUPS, np.float64)
     tail_at = np.empty(2 * CHUNK_GROUPS, np.int64)
     tail_p = np.empty(2 * CHUNK_GROUPS, np.float64)
-    far = min(p0, 1.0 - (p0 + dp)) <= NEAR_ONLY_P
+    far = _far_reachable(p0, dp)
     k0, k1, c2, c3 = np.uint64(key0), np.uint64(key1), np.uint64(nonce0), np.uint64(nonce1)
     j = 0
     while j < n:
