@@ -24,8 +24,10 @@ from ._base import (
     init_call,
     init_many_call,
     init_module_call,
+    init_sharded_call,
     init_state_dict_call,
     init_tree_call,
+    init_tree_sharded_call,
     plan_module_call,
     received,
     schemes_call,
@@ -89,6 +91,21 @@ class Client(BaseClient):
         dtype: str = ...,
         name: str = ...,
         convention: str = ...,
+        framework: str = ...,
+        verify: bool = ...,
+        sharding: Any,
+        **params: Any,
+    ) -> Any: ...
+    @overload
+    def init(
+        self,
+        scheme: str,
+        shape: Sequence[int],
+        *,
+        seed: int = ...,
+        dtype: str = ...,
+        name: str = ...,
+        convention: str = ...,
         framework: Literal["numpy"] = ...,
         verify: bool = ...,
         out: npt.NDArray[Any] | None = ...,
@@ -136,6 +153,7 @@ class Client(BaseClient):
         framework: str = "numpy",
         verify: bool = False,
         out: npt.NDArray[Any] | None = None,
+        sharding: Any = None,
         **params: Any,
     ) -> Any:
         """One tensor, e.g. ``client.init("he_normal", (256, 128), seed=1, mode="fan_out")``.
@@ -148,7 +166,14 @@ class Client(BaseClient):
         against ``/stats`` (one more request, which recomputes the tensor server-side).
         ``out`` is a preallocated numpy array of exactly the served dtype and shape: the
         bytes are received straight into it (no new memory to fault in) and it is returned.
+        ``sharding`` (a ``jax.sharding.Sharding``) returns a ``jax.Array`` built with
+        ``jax.make_array_from_callback``: each distinct addressable shard is fetched alone, by its index.
         """
+        if sharding is not None:
+            if out is not None or framework != "numpy":
+                raise ValueError("sharding= builds a jax.Array: it takes neither out= nor framework=")
+            planned = init_sharded_call(scheme, shape, sharding, seed=seed, dtype=dtype, name=name, convention=convention, params=params)
+            return planned.combine([self._run(c, verify) for c in planned.calls])
         call = init_call(
             scheme, shape, seed=seed, dtype=dtype, name=name, convention=convention, framework=framework, out=out, params=params
         )
@@ -337,6 +362,7 @@ class Client(BaseClient):
         convention: str = "jax",
         sep: str = ".",
         verify: bool = False,
+        shardings: Any = None,
     ) -> dict[str, Any]:
         """A flax/haiku parameter tree initialized by a recipe: a new tree of numpy arrays, shaped like ``tree``.
 
@@ -345,7 +371,24 @@ class Client(BaseClient):
         see :func:`tensorinit._manifest.tree_manifest`); tensor names are paths joined with ``sep``.
         ``convention`` ``"jax"`` reads kernels as (*kernel, in, out). For jax:
         ``jax.tree.map(jnp.asarray, client.init_tree(...))``.
+        ``shardings`` (one ``jax.sharding.Sharding`` for every leaf, or a tree of them shaped like
+        ``tree``, None leaves whole) makes those leaves ``jax.Array`` objects: each distinct addressable
+        shard is fetched by its index, once per process (replicas share it), and the recipe sees full shapes.
         """
+        if shardings is not None:
+            planned = init_tree_sharded_call(
+                tree,
+                kinds,
+                shardings,
+                recipe=recipe,
+                recipe_params=recipe_params,
+                roles=roles,
+                rules=rules,
+                seed=seed,
+                convention=convention,
+                sep=sep,
+            )
+            return planned.combine([self._run(c, verify) for c in planned.calls])
         call = init_tree_call(
             tree, kinds, recipe=recipe, recipe_params=recipe_params, roles=roles, rules=rules, seed=seed, convention=convention, sep=sep
         )
