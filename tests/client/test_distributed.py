@@ -11,14 +11,17 @@ random init, run in the same jobs, gives a different model for every world size.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -190,3 +193,73 @@ def test_jax_sharded_arrays_equal_the_unsharded_tree(live_url: str) -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "meshes ok" in done.stdout
+
+
+def metric(url: str, name: str) -> float:
+    """The sum of a Prometheus counter's samples in ``/metrics``."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_sixteen_ranks_starting_at_once_all_succeed(tmp_path: Path) -> None:
+    """16 ranks fetch their shards at the same moment from one server started as `make run` starts it: 0 failures.
+
+    The server admits 4 generations at a time and answers the rest 503 with Retry-After
+    once they have waited 2 s; the client's retries with backoff carry every rank through.
+    """
+    world, port = 16, free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable,
+        "-m",
+        "service.api.serve",
+        "service.api.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    env = {**child_env(), "TENSORINIT_ACCESS_LOG": "off"}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.2)
+        at = time.time() + 8  # every rank waits for the same instant, past their interpreters' start
+        ranks = [
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.client.rank_start", url, str(rank), str(world), str(at)],
+                cwd=ROOT,
+                env=child_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for rank in range(world)
+        ]
+        outputs = [rank.communicate(timeout=240) for rank in ranks]
+        failed = [(i, err[-2000:]) for i, (rank, (_, err)) in enumerate(zip(ranks, outputs, strict=True)) if rank.returncode != 0]
+        assert not failed, failed
+        refused = metric(url, "tensorinit_rejected_requests_total")
+        print(f"16 ranks: 0 failures; {refused:g} attempts refused and retried")
+    finally:
+        server.terminate()
+        server.wait(30)
+    # Two ranks' bytes against the engine's own slices of the same tensors.
+    from service.core import generate, resolve
+    from tests.client.rank_start import TENSORS
+
+    for rank in (0, world - 1):
+        served = json.loads(outputs[rank][0])
+        digest = hashlib.sha256()
+        for name, shape in TENSORS.items():
+            part = chunk_shard(shape, 0, rank, world)[1]
+            digest.update(generate(resolve("he_normal", shape, seed=1, name=name, slice=part)).tobytes())
+        assert served["sha256"] == digest.hexdigest()
