@@ -3,7 +3,8 @@
 Run as ``python -m tests.client.distributed_worker URL OUT LAYOUT[,LAYOUT...]`` under the
 environment torchrun sets (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT). For each layout
 it builds :class:`Block` on the meta device, parallelizes it, materializes it with
-``to_empty`` and calls ``init_module`` twice (by the recipe ``torch`` and by rules);
+``to_empty`` and calls ``init_module`` three times (by the recipe ``torch``, by rules, and by the recipe through
+``AsyncClient``);
 after each, every parameter's ``full_tensor()`` is gathered and rank 0 saves them to
 ``OUT/<layout>-<how>.safetensors`` for the test to compare with one unsharded process.
 
@@ -16,6 +17,7 @@ on dp; ``_StridedShard`` placements appear), ``hsdp`` (replicate × shard), ``dt
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -26,7 +28,7 @@ import httpx
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
-from tensorinit import Client
+from tensorinit import AsyncClient, Client
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
@@ -109,6 +111,12 @@ def torch_random(world: int) -> dict[str, torch.Tensor]:
     return {"weight": weight.full_tensor().contiguous()}
 
 
+async def fill_async(url: str, model: nn.Module) -> None:
+    """The async twin, by recipe: the same shards, the same bytes."""
+    async with AsyncClient(url, timeout=120) as client:
+        await client.init_module(model, recipe="torch", seed=7)
+
+
 def served_bytes(url: str) -> float:
     """The server's count of tensor-file bytes streamed so far (``/metrics``)."""
     for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
@@ -145,15 +153,17 @@ def main() -> None:
                     results = {"dtensor_random": torch_random(world)}
                 else:
                     results = {}
-                    for how in ("recipe", "rules"):
+                    for how in ("recipe", "rules", "async"):
                         model = build(layout, world)
                         dist.barrier()
                         before = served_bytes(url) if rank == 0 else 0.0
                         dist.barrier()
                         if how == "recipe":
                             client.init_module(model, recipe="torch", seed=7)
-                        else:
+                        elif how == "rules":
                             client.init_module(model, RULES, seed=7)
+                        else:
+                            asyncio.run(fill_async(url, model))
                         dist.barrier()
                         if rank == 0:
                             traffic[f"{layout}-{how}"] = {"served": served_bytes(url) - before, "bound": replicated_bytes(model, world)}

@@ -97,6 +97,7 @@ def reference(server: LiveServer) -> dict[str, dict[str, torch.Tensor]]:
             else:
                 client.init_module(model, RULES, seed=7)
             out[how] = {name: p.detach().clone() for name, p in model.named_parameters()}
+    out["async"] = out["recipe"]  # the async twin must give what the sync one gives
     return out
 
 
@@ -105,7 +106,7 @@ CASES = [
     for world, layouts in LAYOUTS.items()
     for layout in layouts
     if layout != "dtensor_random"
-    for how in ("recipe", "rules")
+    for how in ("recipe", "rules", "async")
 ]
 
 
