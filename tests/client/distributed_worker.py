@@ -46,7 +46,7 @@ RULES: dict[str, Any] = {
 
 
 class Block(nn.Module):
-    """A small transformer block: embedding, separate q/k/v/o projections, MLP, norms."""
+    """A small transformer block: embedding, separate q/k/v/o projections, MLP, norms, and a tiny head."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,6 +59,8 @@ class Block(nn.Module):
         self.mlp_norm = nn.LayerNorm(DIM)
         self.fc1 = nn.Linear(DIM, HIDDEN)
         self.fc2 = nn.Linear(HIDDEN, DIM)
+        # 3 rows over 4 ranks: FSDP leaves the last rank an empty shard; tensor parallel leaves it a plain tensor.
+        self.head = nn.Linear(DIM, 3)
 
 
 def tp_plan() -> dict[str, object]:
