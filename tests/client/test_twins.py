@@ -106,12 +106,17 @@ def _snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[bytes]:
 # (server, method, arguments, error, message). On "dead", the refusal must come before any request.
 REFUSALS: list[Any] = [
     pytest.param(
-        "live", "init", lambda: (("he_normal", (64, 32)), {"out": np.zeros((64, 32), np.float64)}), ValueError, "sends F32", id="out-dtype"
+        "live",
+        "init",
+        lambda: (("he_normal", (64, 32)), {"name": "w", "dtype": "float32", "out": np.zeros((64, 32), np.float64)}),
+        ValueError,
+        "sends F32",
+        id="out-dtype",
     ),
     pytest.param(
         "live",
         "init",
-        lambda: (("he_normal", (64, 32)), {"out": np.zeros((64, 31), np.float32)}),
+        lambda: (("he_normal", (64, 32)), {"name": "w", "out": np.zeros((64, 31), np.float32)}),
         ValueError,
         "× \\[64, 32\\]",
         id="out-shape",
@@ -119,7 +124,7 @@ REFUSALS: list[Any] = [
     pytest.param(
         "dead",
         "init",
-        lambda: (("zeros", (64, 32)), {"out": np.zeros((64, 64), np.float32)[:, ::2]}),
+        lambda: (("zeros", (64, 32)), {"name": "w", "out": np.zeros((64, 64), np.float32)[:, ::2]}),
         ValueError,
         "C-contiguous",
         id="out-strided",
@@ -127,12 +132,14 @@ REFUSALS: list[Any] = [
     pytest.param(
         "dead",
         "init",
-        lambda: (("zeros", (2,)), {"out": np.zeros(2, np.float32), "framework": "torch"}),
+        lambda: (("zeros", (2,)), {"name": "w", "out": np.zeros(2, np.float32), "framework": "torch"}),
         ValueError,
         "so framework must be 'numpy'; got 'torch'",
         id="out-framework",
     ),
-    pytest.param("dead", "init", lambda: (("zeros", (2,)), {"framework": "tf"}), ValueError, "framework: got 'tf'", id="init-framework"),
+    pytest.param(
+        "dead", "init", lambda: (("zeros", (2,)), {"name": "w", "framework": "tf"}), ValueError, "framework: got 'tf'", id="init-framework"
+    ),
     pytest.param("dead", "init_many", lambda: (({},), {"framework": "tf"}), ValueError, "framework: got 'tf'", id="many-framework"),
     pytest.param(
         "dead",
@@ -170,7 +177,7 @@ REFUSALS: list[Any] = [
     pytest.param(
         "dead", "stats", lambda: (({"scheme": "zeros", "shape": [2]}, (2,)), {}), TypeError, "takes no shape", id="stats-mapping-and-shape"
     ),
-    pytest.param("dead", "stats", lambda: (("zeros",), {}), TypeError, "needs a shape", id="stats-no-shape"),
+    pytest.param("dead", "stats", lambda: (("zeros",), {"name": "w"}), TypeError, "needs a shape", id="stats-no-shape"),
     pytest.param(
         "dead",
         "init_tree",
@@ -274,21 +281,24 @@ RESULTS: list[Any] = [
     pytest.param(
         "live",
         "init",
-        lambda: (("he_uniform", (600, 700)), {"seed": 8, "out": np.full((600, 700), 7, np.float32), "verify": True}),
+        lambda: (("he_uniform", (600, 700)), {"name": "weight", "seed": 8, "out": np.full((600, 700), 7, np.float32), "verify": True}),
         _check_out,
         id="out-f32",
     ),
     pytest.param(
         "live",
         "init",
-        lambda: (("he_normal", (300, 7)), {"seed": 3, "dtype": "bfloat16", "out": np.zeros((300, 7), ml_dtypes.bfloat16)}),
+        lambda: (
+            ("he_normal", (300, 7)),
+            {"name": "weight", "seed": 3, "dtype": "bfloat16", "out": np.zeros((300, 7), ml_dtypes.bfloat16)},
+        ),
         _check_out,
         id="out-bf16",
     ),
     pytest.param(
         "live",
         "init",
-        lambda: (("he_normal", (64, 32)), {"seed": 4, "slice": "16:32,:", "verify": True}),
+        lambda: (("he_normal", (64, 32)), {"name": "weight", "seed": 4, "slice": "16:32,:", "verify": True}),
         _check_slice,
         id="slice",
     ),
