@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import anyio
 import ml_dtypes
 import numpy as np
 import pytest
@@ -23,9 +22,7 @@ from safetensors.numpy import load
 from tensorinit import (
     APIConnectionError,
     APIError,
-    AsyncClient,
     AuthenticationError,
-    Client,
     NoMatchingRuleError,
     RateLimitError,
     RetryPolicy,
@@ -39,11 +36,8 @@ from torch import nn
 from service.core import ALGORITHM_VERSION, generate, resolve
 from service.core.recipes import plan_recipe
 
-from .conftest import API_KEY
+from .conftest import API_KEY, Twin
 from .faulty import Fault, digests_of, serve
-
-Twin = Callable[..., Any]
-"""``twin(url, client_kwargs, method, *args, **kwargs)``: one call through a fresh client of one kind."""
 
 Make = Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]
 """Fresh positional and keyword arguments for one run (arrays and modules are filled in place)."""
@@ -51,22 +45,6 @@ Make = Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]
 DEAD = "http://127.0.0.1:9"
 RULES: list[tuple[str, Any]] = [("weight", "he_uniform"), ("bias", "zeros")]
 SPECS = {"a": {"scheme": "normal", "shape": [512, 512]}, "b": {"scheme": "normal", "shape": [1000]}}
-
-
-@pytest.fixture(params=["sync", "async"])
-def twin(request: pytest.FixtureRequest) -> Twin:
-    def sync(url: str, client: dict[str, Any], method: str, *args: Any, **kwargs: Any) -> Any:
-        with Client(url, **client) as c:
-            return getattr(c, method)(*args, **kwargs)
-
-    def asynchronous(url: str, client: dict[str, Any], method: str, *args: Any, **kwargs: Any) -> Any:
-        async def call() -> Any:
-            async with AsyncClient(url, **client) as c:
-                return await getattr(c, method)(*args, **kwargs)
-
-        return anyio.run(call)
-
-    return sync if request.param == "sync" else asynchronous
 
 
 @pytest.fixture
