@@ -5,9 +5,14 @@ and the module's attributes (docs/api.md, "Recipes"). :func:`module_manifest` wa
 torch module tree: module types become kinds (``nn.Conv2d`` → ``conv2d``, a
 ``MultiheadAttention``'s ``out_proj`` stays part of the attention, whose reset gives its
 bias 0), attributes are read from the modules (``groups``, ``padding_idx``,
-``hidden_size``...). Parameters of modules outside the vocabulary (a free
-``nn.Parameter``, a custom layer's own tensor) are sent without a kind: only a rule of
-the request covers them, and the server lists the ones nothing covers. Buffers are
+``hidden_size``...). Other modules join through ``kinds``: a module class or a glob over
+module paths → a kind, with its layout (:data:`LAYOUTS`); transformers' ``Conv1D``
+(GPT-2's, weight (in, out)) is known out of the box (:data:`KNOWN`), by its module and
+class name, so transformers is never imported here. A weight stored ``in_out`` is
+described as the kind's (out, in), so that the server reads its fans off the right axes,
+and the served tensor is transposed back into the module. Parameters of the remaining
+modules (a free ``nn.Parameter``, a custom layer nobody named) are sent without a kind:
+only a rule of the request covers them, and the server lists the ones nothing covers. Buffers are
 sent only for BatchNorm (running mean 0, running variance 1); other buffers (masks,
 rotary caches) are state, not initializations, and are left alone.
 

@@ -18,6 +18,11 @@ its own dtype and shape, overlapping no other, receives its bytes straight into 
 storage (:func:`places`, a :class:`tensorinit._receive.ScatterSink`); its autograd version
 counter is bumped as ``copy_`` would. So a transfer or ``verify`` failure after the header
 may leave such tensors partly written (the call raises either way).
+
+The same two paths serve ``init(out=tensor)`` (:func:`place_out`): straight into a
+contiguous CPU tensor of the served dtype, else one buffer and ``copy_``. A result for
+another device is staged in host tensors, pinned when CUDA is available, then copied
+there once (:class:`Staging`).
 """
 
 from __future__ import annotations
