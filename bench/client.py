@@ -137,7 +137,7 @@ def plain_httpx(http: httpx.Client, url: str, body: bytes) -> int:
 
 
 def ours(client: Client, mib: int) -> int:
-    array = client.init("zeros", ((mib << 20) // 4,))
+    array = client.init("zeros", ((mib << 20) // 4,), name="weight")
     return int(array.nbytes)
 
 

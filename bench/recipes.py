@@ -128,7 +128,7 @@ def main() -> None:
     print(f"{'side':<40} {'best s':>8} {'median s':>9}")
     print(f"{'tensorinit init_module(recipe=gpt2)':<40} {min(mine):8.3f} {statistics.median(mine):9.3f}")
     print(f"{'nanoGPT _init_weights (torch CPU)':<40} {min(theirs):8.3f} {statistics.median(theirs):9.3f}")
-    print(f"{'of which: POST /plan alone (manifest, resolution)':<40} {planning:8.3f}  ({len(plan['specs'])} tensors, nothing generated)")
+    print(f"{'of which: POST /plan alone (manifest, resolution)':<40} {planning:8.3f}  ({len(plan.specs)} tensors, nothing generated)")
     verdict = "PASS" if ratio >= 1.0 else "MISS"
     print(
         f"ratio anchor/ours, median of {args.rounds} rounds: {ratio:.2f}x (best/best {min(theirs) / min(mine):.2f}x), target >= 1.0x: {verdict}"

@@ -207,7 +207,7 @@ def client_numpy_seconds(url: str) -> float:
 
     t0 = time.perf_counter()
     with Client(url, timeout=120) as client:
-        arr = client.init("he_normal", (8192, 8192))
+        arr = client.init("he_normal", (8192, 8192), name="weight")
     assert arr.size == SIZE // 4
     return time.perf_counter() - t0
 
@@ -223,7 +223,7 @@ def client_out_seconds(url: str) -> float:
         _OUT.append(np.zeros((8192, 8192), np.float32))
     t0 = time.perf_counter()
     with Client(url, timeout=120) as client:
-        client.init("he_normal", (8192, 8192), out=_OUT[0])
+        client.init("he_normal", (8192, 8192), name="weight", out=_OUT[0])
     return time.perf_counter() - t0
 
 

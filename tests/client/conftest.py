@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 from safetensors.numpy import save
+from tensorinit import AsyncClient, Client
 
 from service.api.app import create_app
 from service.api.settings import Settings
 from tests.conftest import LiveServer, start_server, stop_server
 
 API_KEY = "client-test-key"
+
+Twin = Callable[..., Any]
+"""``twin(url, client_kwargs, method, *args, **kwargs)``: one call through a fresh client of one kind."""
+
+
+@pytest.fixture(params=["sync", "async"])
+def twin(request: pytest.FixtureRequest) -> Twin:
+    """Each test that takes it runs once through :class:`Client` and once through :class:`AsyncClient`."""
+
+    def sync(url: str, client: dict[str, Any], method: str, *args: Any, **kwargs: Any) -> Any:
+        with Client(url, **client) as c:
+            return getattr(c, method)(*args, **kwargs)
+
+    def asynchronous(url: str, client: dict[str, Any], method: str, *args: Any, **kwargs: Any) -> Any:
+        async def call() -> Any:
+            async with AsyncClient(url, **client) as c:
+                return await getattr(c, method)(*args, **kwargs)
+
+        return anyio.run(call)
+
+    return sync if request.param == "sync" else asynchronous
 
 
 @pytest.fixture(scope="session")

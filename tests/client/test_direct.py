@@ -215,8 +215,8 @@ def test_init_into_a_preallocated_array_gives_the_bytes_of_a_fresh_one(
 ) -> None:
     out: np.ndarray[Any, Any] = np.full(shape, 7, dtype=out_dtype)
     with Client(live_url) as client:
-        got = client.init("he_normal", shape, seed=3, dtype=dtype, out=out, verify=True)
-        fresh = client.init("he_normal", shape, seed=3, dtype=dtype)
+        got = client.init("he_normal", shape, name="w", seed=3, dtype=dtype, out=out, verify=True)
+        fresh = client.init("he_normal", shape, name="w", seed=3, dtype=dtype)
     assert got is out and out.tobytes() == fresh.tobytes()
 
 
@@ -231,7 +231,7 @@ def test_init_into_a_preallocated_array_gives_the_bytes_of_a_fresh_one(
 def test_init_refuses_an_out_that_does_not_match_and_leaves_it_alone(live_url: str, out: np.ndarray, error: str) -> None:
     before = out.copy()
     with Client(live_url) as client, pytest.raises(ValueError, match=error):
-        client.init("he_normal", (1024, 1024), out=out)
+        client.init("he_normal", (1024, 1024), name="w", dtype="float32", out=out)
     assert np.array_equal(out, before)
 
 
@@ -239,7 +239,7 @@ def test_init_into_out_resumes_across_a_cut() -> None:
     body = save({"weight": np.random.default_rng(5).standard_normal((1024, 1024)).astype(np.float32)})
     out = np.zeros((1024, 1024), np.float32)
     with serve(body, digests_of(body), [Fault(cut=2_000_000)]) as srv, Client(srv.url, max_retries=FAST) as client:
-        assert client.init("normal", (1024, 1024), out=out, verify=True) is out
+        assert client.init("normal", (1024, 1024), name="w", out=out, verify=True) is out
         assert srv.seen[1].headers["range"] == "bytes=2000000-"
     assert out.tobytes() == load(body)["weight"].tobytes()
 
@@ -248,7 +248,7 @@ def test_init_into_out_resumes_across_a_cut() -> None:
 async def test_async_init_into_out_matches_the_sync_client(live_url: str) -> None:
     a, b = np.zeros((600, 700), np.float32), np.zeros((600, 700), np.float32)
     with Client(live_url) as client:
-        client.init("he_uniform", (600, 700), seed=8, out=a)
+        client.init("he_uniform", (600, 700), name="w", seed=8, out=a)
     async with AsyncClient(live_url) as aclient:
-        assert await aclient.init("he_uniform", (600, 700), seed=8, out=b, verify=True) is b
+        assert await aclient.init("he_uniform", (600, 700), name="w", seed=8, out=b, verify=True) is b
     assert a.any() and a.tobytes() == b.tobytes()

@@ -231,7 +231,7 @@ def test_download_memory_stays_flat(tmp_path: Path) -> None:
         with Client(f"http://127.0.0.1:{port}") as client:
             tracemalloc.start()
             try:
-                path = client.download({"scheme": "zeros", "shape": [16 << 20]}, tmp_path / "z.safetensors", progress=False)
+                path = client.download({"scheme": "zeros", "shape": [16 << 20], "name": "z"}, tmp_path / "z.safetensors", progress=False)
                 _, peak = tracemalloc.get_traced_memory()
             finally:
                 tracemalloc.stop()

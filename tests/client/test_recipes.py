@@ -121,7 +121,7 @@ def _reference(factory: Callable[[], nn.Module], seed: int) -> dict[str, np.ndar
 
 @pytest.mark.parametrize(("factory", "expected"), [pytest.param(f, e, id=i) for i, f, e in TORCH_MODULES])
 def test_recipe_torch_is_reset_parameters(factory: Callable[[], nn.Module], expected: dict[str, tuple[str, float]]) -> None:
-    manifest, _ = module_manifest(factory())
+    manifest = module_manifest(factory()).manifest
     ours: dict[str, list[np.ndarray]] = {}
     theirs: dict[str, list[np.ndarray]] = {}
     for seed in SEEDS:
@@ -178,7 +178,7 @@ def test_recipe_gpt2_matches_nanogpt() -> None:
     reference = GPT(vocab=512, block=256, n_layer=4, n_embd=256)
     reference.nanogpt_init()
     model = GPT(vocab=512, block=256, n_layer=4, n_embd=256)
-    manifest, _ = module_manifest(model)
+    manifest = module_manifest(model).manifest
     assert list(manifest) == [n for n, _ in model.named_parameters()]
     specs = {s.name: s for s in plan_recipe("gpt2", manifest, recipe_params={"n_layer": 4}, seed=0).specs}
     for name, param in reference.named_parameters():
@@ -205,7 +205,7 @@ def test_init_module_recipe_fills_the_engine_bytes(live_url: str) -> None:
     before = dict(model.named_parameters())
     with Client(live_url) as client:
         done = client.init_module(model, recipe="torch", seed=5)
-    manifest, _ = module_manifest(_small())
+    manifest = module_manifest(_small()).manifest
     expected = {s.name: generate(s) for s in plan_recipe("torch", manifest, seed=5).specs}
     assert done == list(expected)
     for name, param in model.named_parameters():
@@ -237,10 +237,10 @@ def test_init_module_gpt2_with_rules_and_roles_and_plan(live_url: str) -> None:
             json={"recipe": "gpt2", "recipe_params": {"n_layer": 2}, "tensors": {"a.weight": {"shape": [4, 4], "kind": "linear"}}},
             headers={"Accept": "text/plain"},
         )
-    stds = {s["name"]: s["distribution"].get("std") for s in plan["specs"]}
+    stds = {name: s.distribution.get("std") for name, s in plan.specs.items()}
     assert stds["transformer.h.0.attn.c_proj.weight"] == pytest.approx(0.01)  # 0.02/√(2·2)
     assert stds["transformer.h.0.mlp.c_proj.weight"] == pytest.approx(0.02)  # the roles override excludes it
-    assert plan["skipped"] == ["transformer.h.0.mlp.c_fc.weight", "transformer.h.1.mlp.c_fc.weight"]
+    assert plan.skipped == ("transformer.h.0.mlp.c_fc.weight", "transformer.h.1.mlp.c_fc.weight")
     assert "transformer.h.0.mlp.c_fc.weight" not in done
     assert torch.equal(model.get_parameter("transformer.h.0.mlp.c_fc.weight"), head)  # left alone
     assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
@@ -257,8 +257,7 @@ async def test_async_init_module_and_plan(live_url: str) -> None:
         client.init_module(twin, recipe="keras", seed=1)
     for (name, a), (_, b) in zip(model.named_parameters(), twin.named_parameters(), strict=True):
         assert torch.equal(a, b), name
-    bias = {s["name"]: s for s in plan["specs"]}["4.bias_ih_l0"]
-    assert bias["fill_rows"] == [[6, 12, 1.0]]  # Keras' unit_forget_bias on torch's gate order i, f, g, o
+    assert plan["4.bias_ih_l0"].raw["fill_rows"] == [[6, 12, 1.0]]  # Keras' unit_forget_bias on torch's gate order i, f, g, o
     assert np.all(twin.get_parameter("4.bias_ih_l0").detach().numpy()[6:12] == 1) and np.all(
         twin.get_parameter("4.bias_ih_l0").detach().numpy()[:6] == 0
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import anyio
 import ml_dtypes
 import numpy as np
 import pytest
@@ -23,9 +22,7 @@ from safetensors.numpy import load
 from tensorinit import (
     APIConnectionError,
     APIError,
-    AsyncClient,
     AuthenticationError,
-    Client,
     NoMatchingRuleError,
     RateLimitError,
     RetryPolicy,
@@ -39,11 +36,8 @@ from torch import nn
 from service.core import ALGORITHM_VERSION, generate, resolve
 from service.core.recipes import plan_recipe
 
-from .conftest import API_KEY
+from .conftest import API_KEY, Twin
 from .faulty import Fault, digests_of, serve
-
-Twin = Callable[..., Any]
-"""``twin(url, client_kwargs, method, *args, **kwargs)``: one call through a fresh client of one kind."""
 
 Make = Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]
 """Fresh positional and keyword arguments for one run (arrays and modules are filled in place)."""
@@ -51,22 +45,6 @@ Make = Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]
 DEAD = "http://127.0.0.1:9"
 RULES: list[tuple[str, Any]] = [("weight", "he_uniform"), ("bias", "zeros")]
 SPECS = {"a": {"scheme": "normal", "shape": [512, 512]}, "b": {"scheme": "normal", "shape": [1000]}}
-
-
-@pytest.fixture(params=["sync", "async"])
-def twin(request: pytest.FixtureRequest) -> Twin:
-    def sync(url: str, client: dict[str, Any], method: str, *args: Any, **kwargs: Any) -> Any:
-        with Client(url, **client) as c:
-            return getattr(c, method)(*args, **kwargs)
-
-    def asynchronous(url: str, client: dict[str, Any], method: str, *args: Any, **kwargs: Any) -> Any:
-        async def call() -> Any:
-            async with AsyncClient(url, **client) as c:
-                return await getattr(c, method)(*args, **kwargs)
-
-        return anyio.run(call)
-
-    return sync if request.param == "sync" else asynchronous
 
 
 @pytest.fixture
@@ -106,12 +84,17 @@ def _snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[bytes]:
 # (server, method, arguments, error, message). On "dead", the refusal must come before any request.
 REFUSALS: list[Any] = [
     pytest.param(
-        "live", "init", lambda: (("he_normal", (64, 32)), {"out": np.zeros((64, 32), np.float64)}), ValueError, "sends F32", id="out-dtype"
+        "live",
+        "init",
+        lambda: (("he_normal", (64, 32)), {"name": "w", "dtype": "float32", "out": np.zeros((64, 32), np.float64)}),
+        ValueError,
+        "sends F32",
+        id="out-dtype",
     ),
     pytest.param(
         "live",
         "init",
-        lambda: (("he_normal", (64, 32)), {"out": np.zeros((64, 31), np.float32)}),
+        lambda: (("he_normal", (64, 32)), {"name": "w", "out": np.zeros((64, 31), np.float32)}),
         ValueError,
         "× \\[64, 32\\]",
         id="out-shape",
@@ -119,7 +102,7 @@ REFUSALS: list[Any] = [
     pytest.param(
         "dead",
         "init",
-        lambda: (("zeros", (64, 32)), {"out": np.zeros((64, 64), np.float32)[:, ::2]}),
+        lambda: (("zeros", (64, 32)), {"name": "w", "out": np.zeros((64, 64), np.float32)[:, ::2]}),
         ValueError,
         "C-contiguous",
         id="out-strided",
@@ -127,12 +110,14 @@ REFUSALS: list[Any] = [
     pytest.param(
         "dead",
         "init",
-        lambda: (("zeros", (2,)), {"out": np.zeros(2, np.float32), "framework": "torch"}),
+        lambda: (("zeros", (2,)), {"name": "w", "out": np.zeros(2, np.float32), "framework": "torch"}),
         ValueError,
         "so framework must be 'numpy'; got 'torch'",
         id="out-framework",
     ),
-    pytest.param("dead", "init", lambda: (("zeros", (2,)), {"framework": "tf"}), ValueError, "framework: got 'tf'", id="init-framework"),
+    pytest.param(
+        "dead", "init", lambda: (("zeros", (2,)), {"name": "w", "framework": "tf"}), ValueError, "framework: got 'tf'", id="init-framework"
+    ),
     pytest.param("dead", "init_many", lambda: (({},), {"framework": "tf"}), ValueError, "framework: got 'tf'", id="many-framework"),
     pytest.param(
         "dead",
@@ -170,7 +155,7 @@ REFUSALS: list[Any] = [
     pytest.param(
         "dead", "stats", lambda: (({"scheme": "zeros", "shape": [2]}, (2,)), {}), TypeError, "takes no shape", id="stats-mapping-and-shape"
     ),
-    pytest.param("dead", "stats", lambda: (("zeros",), {}), TypeError, "needs a shape", id="stats-no-shape"),
+    pytest.param("dead", "stats", lambda: (("zeros",), {"name": "w"}), TypeError, "needs a shape", id="stats-no-shape"),
     pytest.param(
         "dead",
         "init_tree",
@@ -274,21 +259,24 @@ RESULTS: list[Any] = [
     pytest.param(
         "live",
         "init",
-        lambda: (("he_uniform", (600, 700)), {"seed": 8, "out": np.full((600, 700), 7, np.float32), "verify": True}),
+        lambda: (("he_uniform", (600, 700)), {"name": "weight", "seed": 8, "out": np.full((600, 700), 7, np.float32), "verify": True}),
         _check_out,
         id="out-f32",
     ),
     pytest.param(
         "live",
         "init",
-        lambda: (("he_normal", (300, 7)), {"seed": 3, "dtype": "bfloat16", "out": np.zeros((300, 7), ml_dtypes.bfloat16)}),
+        lambda: (
+            ("he_normal", (300, 7)),
+            {"name": "weight", "seed": 3, "dtype": "bfloat16", "out": np.zeros((300, 7), ml_dtypes.bfloat16)},
+        ),
         _check_out,
         id="out-bf16",
     ),
     pytest.param(
         "live",
         "init",
-        lambda: (("he_normal", (64, 32)), {"seed": 4, "slice": "16:32,:", "verify": True}),
+        lambda: (("he_normal", (64, 32)), {"name": "weight", "seed": 4, "slice": "16:32,:", "verify": True}),
         _check_slice,
         id="slice",
     ),

@@ -49,7 +49,7 @@ def test_kill_9_of_a_replica_during_load_loses_no_request_and_it_rejoins(cluster
                 with lock:
                     seed = next(seeds)
                 try:
-                    w = client.init("he_normal", (1024, 1024), seed=seed, verify=True)  # 4 MiB: streamed
+                    w = client.init("he_normal", (1024, 1024), name="weight", seed=seed, verify=True)  # 4 MiB: streamed
                     assert isinstance(w, np.ndarray) and w.shape == (1024, 1024)
                 except BaseException as err:  # collected: a thread's exception would be lost
                     failures.append(err)

@@ -124,7 +124,7 @@ def test_kill_9_mid_stream_gives_a_short_body(live: LiveProcess) -> None:
 
 def test_client_resumes_after_kill_9_and_restart(live: LiveProcess, tmp_path: Path) -> None:
     tensorinit = pytest.importorskip("tensorinit")
-    request = {"scheme": "he_normal", "shape": [4096, 8192], "seed": 11}  # 128 MiB
+    request = {"scheme": "he_normal", "shape": [4096, 8192], "seed": 11, "name": "weight"}  # 128 MiB
     restarted = threading.Event()
 
     def progress(received: int, total: int | None) -> None:

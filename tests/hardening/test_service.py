@@ -177,7 +177,7 @@ def test_client_honours_retry_after_and_succeeds(one_slot: LiveProcess) -> None:
     threading.Timer(1.5, hog.close).start()  # the slot frees while the client is backing off
     policy = tensorinit.RetryPolicy(max_retries=6, initial_delay=0.2, max_delay=1.0)
     with tensorinit.Client(live.url, max_retries=policy, timeout=30) as c:
-        array = c.init("he_uniform", (1024, 1024), seed=3)
+        array = c.init("he_uniform", (1024, 1024), name="weight", seed=3)
     assert array.shape == (1024, 1024)
     text = httpx.get(live.url + "/metrics").text
     assert sample(text, "tensorinit_rejected_requests_total", reason="overloaded") >= 1

@@ -5,7 +5,7 @@
     from tensorinit import Client
 
     with Client() as client:                       # $TENSORINIT_URL or http://127.0.0.1:8000
-        w = client.init("he_normal", (256, 128), seed=0)          # numpy float32
+        w = client.init("he_normal", (256, 128), name="fc.weight", seed=0)   # numpy float32
         client.init_module(model, [("*.bias", "zeros"), ("*.weight", "he_uniform")], seed=0)
 
 :class:`AsyncClient` has the same methods as coroutines. Errors form one tree rooted at
@@ -33,7 +33,9 @@ from ._errors import (
     TensorinitError,
     ValidationError,
 )
+from ._plan import Plan, Spec
 from ._progress import ProgressCallback
+from ._propagation import Layer, Moment, Network, Propagation, Verdict
 from ._retry import RetryPolicy
 from ._stats import Empirical, Histogram, KSTest, Stats, TensorStats, Theory
 
@@ -53,19 +55,26 @@ __all__ = [
     "Histogram",
     "IntegrityError",
     "KSTest",
+    "Layer",
+    "Moment",
+    "Network",
     "NoMatchingRuleError",
     "NotFound",
     "PayloadTooLarge",
+    "Plan",
     "ProgressCallback",
+    "Propagation",
     "RateLimitError",
     "RetryPolicy",
     "ServerError",
     "ServiceUnavailable",
+    "Spec",
     "Stats",
     "TensorStats",
     "TensorinitError",
     "Theory",
     "ValidationError",
+    "Verdict",
     "__version__",
     "chunk_shard",
 ]

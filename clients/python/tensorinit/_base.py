@@ -27,6 +27,9 @@ import numpy.typing as npt
 
 from . import _distributed, _manifest, _rules, _safetensors, _torch
 from ._errors import APIConnectionError, APIError, IntegrityError, from_response, from_transport
+from ._fields import check_fields, dtype_name, needs_catalogue, require_name, require_named, scheme_fields
+from ._plan import Plan
+from ._propagation import Propagation
 from ._receive import MemorySink, Receiver, ScatterSink
 from ._retry import RetryPolicy, parse_retry_after
 from ._rules import Rules
@@ -104,6 +107,8 @@ def batch_body(tensors: Mapping[str, Mapping[str, Any]], *, seed: int, dtype: st
         entry = dict(spec)
         if "shape" in entry:
             entry["shape"] = shape_list(entry["shape"])
+        if entry.get("dtype") is not None:
+            entry["dtype"] = dtype_name(entry["dtype"], f"tensors[{name!r}].dtype")
         entries[name] = entry
     body: dict[str, Any] = {"seed": seed, "tensors": entries}
     if dtype is not None:
@@ -118,11 +123,14 @@ def stats_body(request: str | Mapping[str, Any], shape: Sequence[int] | None, fi
     if isinstance(request, Mapping):
         if shape is not None or fields["params"]:
             raise TypeError("stats(request_mapping) takes no shape or scheme parameters: they belong in the mapping")
+        require_named(request, "stats")
         body = dict(request)
     else:
         if shape is None:
             raise TypeError("stats(scheme, shape, ...) needs a shape")
         params = fields.pop("params")
+        fields["name"] = require_name(fields["name"], "stats")
+        fields["dtype"] = dtype_name(fields["dtype"])
         body = single_body(request, shape, params=params, **fields)
     if bins is not None:
         body["bins"] = bins
@@ -153,6 +161,12 @@ def received(sink: MemorySink) -> tuple[_safetensors.Buffer, _safetensors.Header
     return buffer, _safetensors.parse_header(buffer, len(buffer))
 
 
+def download_body(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The body ``download`` posts: a single-tensor request must name its tensor."""
+    require_named(request, "download")
+    return dict(request)
+
+
 def download_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Where ``download`` puts the file, and the ``.part`` file it writes first."""
     target = Path(path)
@@ -162,27 +176,45 @@ def download_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
 # -- planned calls ----------------------------------------------------------------------
 
 
+Check = tuple[Any, frozenset[str], str]
+"""Fields to check against the server's catalogue before a request: (scheme, field names, where)."""
+
+
+def single_checks(scheme: Any, body: Mapping[str, Any], where: str) -> tuple[Check, ...]:
+    """The check of one request's fields, when any goes beyond the base fields (else no catalogue is needed)."""
+    return ((scheme, frozenset(body), where),) if needs_catalogue(body) else ()
+
+
+def batch_checks(tensors: Mapping[str, Mapping[str, Any]], where: str) -> tuple[Check, ...]:
+    return tuple(c for name, spec in tensors.items() for c in single_checks(spec.get("scheme"), spec, f"{where}: tensors[{name!r}]"))
+
+
 @dataclass(frozen=True)
 class Fetch(Generic[T]):
     """A planned ``POST /init``: its body, the framework and sink of its tensors, and how they become the result.
 
     ``body`` None means there is nothing to ask for: the result is ``finish({})``.
+    ``checks``: fields the server's catalogue must know, checked before the request;
+    ``label``: what a progress bar calls the transfer.
     """
 
     body: dict[str, Any] | None
     framework: str
     finish: Callable[[dict[str, Any]], T]
     sink: MemorySink | None = None
+    checks: tuple[Check, ...] = ()
+    label: str = "tensors"
 
 
 @dataclass(frozen=True)
 class Query(Generic[T]):
-    """A planned JSON request, and how its decoded answer becomes the result."""
+    """A planned JSON request, and how its decoded answer becomes the result (``checks`` as in :class:`Fetch`)."""
 
     method: str
     path: str
     finish: Callable[[Any], T]
     json: Any = None
+    checks: tuple[Check, ...] = ()
 
 
 def json_object(answer: Any) -> dict[str, Any]:
@@ -195,62 +227,123 @@ def _nothing(result: T) -> Fetch[T]:
     return Fetch(None, "numpy", lambda served: result)
 
 
+def _on_device(framework: str, device: Any) -> tuple[ScatterSink | None, Callable[[dict[str, Any]], dict[str, Any]]]:
+    """The sink and the last step of a torch result on ``device``: staged in (pinned) host tensors, then one copy each."""
+
+    def stay(served: dict[str, Any]) -> dict[str, Any]:
+        return served
+
+    if device is None:
+        return None, stay
+    if framework != "torch":
+        raise ValueError(f"device: got {device!r} with framework {framework!r}; only framework='torch' takes a device")
+    staging = _torch.Staging(device)
+    if staging.device.type == "cpu":  # the tensors are views of the receive buffer already
+        return None, stay
+    sink = ScatterSink(staging.place)
+    return sink, lambda served: staging.move(served, sink.placed)
+
+
+def _framework(framework: str | None, out: Any) -> str:
+    chosen = framework or ("torch" if _torch.is_tensor(out) else "numpy")
+    _safetensors.check_framework(chosen)
+    return chosen
+
+
 def init_call(
     scheme: str,
     shape: Sequence[int],
     *,
     seed: int,
-    dtype: str,
-    name: str,
+    dtype: Any,
+    name: str | None,
     convention: str,
-    framework: str,
-    out: npt.NDArray[Any] | None,
+    framework: str | None,
+    out: Any,
+    device: Any,
     params: Mapping[str, Any],
 ) -> Fetch[Any]:
-    """``init``: one tensor in ``framework``, or received into ``out`` and ``out`` returned."""
-    _safetensors.check_framework(framework)
-    body = single_body(scheme, shape, seed=seed, dtype=dtype, name=name, convention=convention, params=params)
+    """``init``: one tensor in ``framework`` (on ``device``), or received into ``out`` and ``out`` returned.
+
+    ``dtype`` None is ``out``'s dtype, else float32; ``framework`` None is ``out``'s, else numpy.
+    """
+    key = require_name(name, "init")
+    framework = _framework(framework, out)
+    dtype = dtype_name(dtype) if dtype is not None else dtype_name(out.dtype, "out.dtype") if out is not None else "float32"
+    body = single_body(scheme, shape, seed=seed, dtype=dtype, name=key, convention=convention, params=params)
+    checks = single_checks(scheme, body, "init")
     if out is None:
-        return Fetch(body, framework, lambda served: pick_single(served, name))
+        sink, move = _on_device(framework, device)
+        return Fetch(body, framework, lambda served: pick_single(move(served), key), sink, checks, key)
+    if device is not None:
+        raise TypeError("init: out= and device= together; the tensor goes where out is")
+    if _torch.is_tensor(out):
+        if framework != "torch":
+            raise ValueError(f"out: is a torch tensor, so framework must be 'torch'; got {framework!r}")
+        tensor = out
+        tensor_sink = ScatterSink(_torch.place_out(tensor))
+
+        def into_tensor(served: dict[str, Any]) -> Any:
+            pick_single(served, key)
+            _torch.fill(dict.fromkeys(served, tensor), served, tensor_sink.placed)
+            return tensor
+
+        return Fetch(body, "torch", into_tensor, tensor_sink, checks, key)
     if framework != "numpy":
         raise ValueError(f"out: is a numpy array, so framework must be 'numpy'; got {framework!r}")
-    target = out
+    target: npt.NDArray[Any] = out
     sink = ScatterSink(_safetensors.place_array(target))
 
     def into_out(served: dict[str, Any]) -> npt.NDArray[Any]:
-        array = pick_single(served, name)
+        array = pick_single(served, key)
         if not sink.placed:  # no Content-Length: the body went to the buffer
             np.copyto(target, array, casting="no")
         return target
 
-    return Fetch(body, "numpy", into_out, sink)
+    return Fetch(body, "numpy", into_out, sink, checks, key)
 
 
 def init_many_call(
-    tensors: Mapping[str, Mapping[str, Any]], *, seed: int, dtype: str | None, convention: str | None, framework: str
+    tensors: Mapping[str, Mapping[str, Any]],
+    *,
+    seed: int,
+    dtype: Any,
+    convention: str | None,
+    framework: str,
+    device: Any = None,
+    where: str = "init_many",
 ) -> Fetch[dict[str, Any]]:
-    """``init_many``: the tensors keyed and ordered as requested; no request for none."""
+    """``init_many``: the tensors keyed and ordered as requested (on ``device``); no request for none."""
     _safetensors.check_framework(framework)
+    sink, move = _on_device(framework, device)
     if not tensors:
         return _nothing({})
-    body = batch_body(tensors, seed=seed, dtype=dtype, convention=convention)
+    body = batch_body(tensors, seed=seed, dtype=None if dtype is None else dtype_name(dtype), convention=convention)
     names = list(tensors)
-    return Fetch(body, framework, lambda served: in_request_order(served, names))
+    return Fetch(body, framework, lambda served: in_request_order(move(served), names), sink, batch_checks(tensors, where))
 
 
 def init_state_dict_call(
-    shapes: Mapping[str, Sequence[int]], rules: Rules, *, seed: int, dtype: str | None, convention: str | None, framework: str
+    shapes: Mapping[str, Sequence[int]], rules: Rules, *, seed: int, dtype: Any, convention: str | None, framework: str, device: Any = None
 ) -> Fetch[dict[str, Any]]:
     """``init_state_dict``: the rules applied to the names, then ``init_many``."""
     _safetensors.check_framework(framework)
     tensors = _rules.batch(shapes, rules)
-    return init_many_call(tensors, seed=seed, dtype=dtype, convention=convention, framework=framework)
+    return init_many_call(
+        tensors, seed=seed, dtype=dtype, convention=convention, framework=framework, device=device, where="init_state_dict"
+    )
 
 
-def _fill_call(body: dict[str, Any], targets: dict[str, torch.Tensor]) -> Fetch[list[str]]:
-    """Set ``targets`` from the answer to ``body``: received straight into their storage where they allow it."""
-    sink = ScatterSink(_torch.places(targets))
-    return Fetch(body, "torch", lambda served: _torch.fill(targets, served, sink.placed), sink)
+def _fill_call(
+    body: dict[str, Any], targets: dict[str, torch.Tensor], label: str, transposed: set[str] | None = None, checks: tuple[Check, ...] = ()
+) -> Fetch[list[str]]:
+    """Set ``targets`` from the answer to ``body``: received straight into their storage where they allow it.
+
+    ``transposed`` targets are the transpose of what is served: they always go through ``copy_``.
+    """
+    flipped = transposed or set()
+    sink = ScatterSink(_torch.places({name: t for name, t in targets.items() if name not in flipped}))
+    return Fetch(body, "torch", lambda served: _torch.fill(targets, served, sink.placed, flipped), sink, checks, label)
 
 
 def init_module_call(
@@ -260,29 +353,37 @@ def init_module_call(
     recipe: str | None,
     recipe_params: Mapping[str, Any] | None,
     roles: Mapping[str, Sequence[str]] | None,
+    kinds: _manifest.Kinds | None,
     seed: int,
     convention: str,
     buffers: bool,
     shard: _torch.Shard | None,
 ) -> Fetch[list[str]]:
     """``init_module``: by rules (a batch request, shards as slices) or by a recipe (a manifest of the module)."""
+    label = type(module).__name__
     if recipe is None:
         if rules is None:
             raise TypeError("init_module needs rules or a recipe")
+        if kinds is not None:
+            raise TypeError("init_module(kinds=...) is for recipe=...: rules name each tensor's scheme themselves")
         found, shards = _distributed.localize(_torch.targets(module, buffers=buffers), shard)
         tensors = _torch.batch_tensors(found, rules, shards)
         if not tensors:
             return _nothing([])
-        return _fill_call(batch_body(tensors, seed=seed, dtype=None, convention=convention), found)
-    manifest, targets = _manifest.module_manifest(module, buffers=buffers)
+        body = batch_body(tensors, seed=seed, dtype=None, convention=convention)
+        return _fill_call(body, found, label, checks=batch_checks(tensors, "init_module"))
+    described = _manifest.module_manifest(module, buffers=buffers, kinds=kinds)
+    manifest = described.manifest
     # A DTensor's manifest entry already has the full shape; a plain tensor named in shard= gets it here.
-    targets, shards = _distributed.localize(targets, shard)
+    targets, shards = _distributed.localize(described.tensors, shard)
     for name, (full, part) in shards.items():
         if name not in manifest:
             raise ValueError(f"shard names {name!r}, which is not a tensor of the module's manifest")
+        if name in described.transposed:
+            raise ValueError(f"{name}: an (in, out) weight (kinds= layout 'in_out') cannot be filled by shard; fill it whole")
         manifest[name] = {**manifest[name], "shape": list(full), "slice": part}
     body = _manifest.recipe_body(recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules)
-    return _fill_call(body, targets)
+    return _fill_call(body, targets, label, described.transposed)
 
 
 def plan_module_call(
@@ -292,13 +393,65 @@ def plan_module_call(
     recipe_params: Mapping[str, Any] | None,
     roles: Mapping[str, Sequence[str]] | None,
     rules: Rules | None,
+    kinds: _manifest.Kinds | None,
     seed: int,
     convention: str,
-) -> Query[dict[str, Any]]:
+) -> Query[Plan]:
     """``plan_module``: ``POST /plan`` with the body ``init_module(recipe=...)`` would send."""
-    manifest, _ = _manifest.module_manifest(module)
+    manifest = _manifest.module_manifest(module, kinds=kinds).manifest
     body = _manifest.recipe_body(recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules)
-    return Query("POST", "/plan", json_object, json=body)
+    return Query("POST", "/plan", Plan.from_json, json=body)
+
+
+def plan_call(
+    tensors: Mapping[str, Mapping[str, Any]],
+    *,
+    recipe: str,
+    recipe_params: Mapping[str, Any] | None,
+    roles: Mapping[str, Sequence[str]] | None,
+    rules: Rules | None,
+    seed: int,
+    dtype: Any,
+    convention: str | None,
+) -> Query[Plan]:
+    """``plan``: ``POST /plan`` for a manifest (``{name: {"shape", "kind"?, "role"?, "dtype"?, "attributes"?}}``)."""
+    manifest = {
+        name: {**entry, "shape": shape_list(entry["shape"])} if "shape" in entry else dict(entry) for name, entry in tensors.items()
+    }
+    body = _manifest.recipe_body(
+        recipe,
+        manifest,
+        recipe_params=recipe_params,
+        seed=seed,
+        convention=convention,
+        roles=roles,
+        rules=rules,
+        dtype=None if dtype is None else dtype_name(dtype),
+    )
+    return Query("POST", "/plan", Plan.from_json, json=body)
+
+
+class _NotGiven:
+    """A keyword left out (for fields where None means something: ``bias=None`` is no bias)."""
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Any = _NotGiven()
+
+
+def propagation_call(fields: Mapping[str, Any]) -> Query[Propagation]:
+    """``propagation``: ``POST /propagation`` with the fields given (the server's defaults for the rest)."""
+    body = {key: value for key, value in fields.items() if value is not NOT_GIVEN}
+    if body.get("dtype") is not None:
+        body["dtype"] = dtype_name(body["dtype"])
+    return Query("POST", "/propagation", Propagation.from_json, json=body)
+
+
+def catalogue_call() -> Query[dict[str, tuple[str, frozenset[str]]]]:
+    """The schemes' fields, from ``GET /schemes``: what :data:`Check` entries are checked against."""
+    return Query("GET", "/schemes", scheme_fields)
 
 
 def init_tree_call(
@@ -396,19 +549,21 @@ def init_sharded_call(
     sharding: Any,
     *,
     seed: int,
-    dtype: str,
-    name: str,
+    dtype: Any,
+    name: str | None,
     convention: str,
     params: Mapping[str, Any],
 ) -> Sharded[Any]:
     """``init(sharding=...)``: one request per distinct addressable shard, built into a ``jax.Array``."""
+    key = require_name(name, "init")
     full = shape_list(shape)
-    parts = [r[name] for r in _distributed.shard_rounds({name: full}, {name: sharding})]
-    body = single_body(scheme, full, seed=seed, dtype=dtype, name=name, convention=convention, params=params)
-    calls = [Fetch({**body, "slice": part}, "numpy", lambda served: served) for part in parts]
+    parts = [r[key] for r in _distributed.shard_rounds({key: full}, {key: sharding})]
+    body = single_body(scheme, full, seed=seed, dtype=dtype_name(dtype or "float32"), name=key, convention=convention, params=params)
+    checks = single_checks(scheme, body, "init")
+    calls = [Fetch({**body, "slice": part}, "numpy", lambda served: served, None, checks, key) for part in parts]
 
     def combine(results: list[dict[str, Any]]) -> Any:
-        pieces = {part: pick_single(served, name) for part, served in zip(parts, results, strict=True)}
+        pieces = {part: pick_single(served, key) for part, served in zip(parts, results, strict=True)}
         return _distributed.make_jax_array(full, sharding, pieces)
 
     return Sharded(calls, combine)
@@ -419,15 +574,17 @@ def stats_call(
     shape: Sequence[int] | None,
     *,
     seed: int,
-    dtype: str,
-    name: str,
+    dtype: Any,
+    name: str | None,
     convention: str,
     bins: int | None,
     params: dict[str, Any],
 ) -> Query[Stats]:
     """``stats``: ``POST /stats`` with a whole request mapping or the arguments of ``init``."""
     fields = {"seed": seed, "dtype": dtype, "name": name, "convention": convention, "params": params}
-    return Query("POST", "/stats", Stats.from_json, json=stats_body(request, shape, fields, bins))
+    body = stats_body(request, shape, fields, bins)
+    checks = () if isinstance(request, Mapping) else single_checks(request, {k: v for k, v in body.items() if k != "bins"}, "stats")
+    return Query("POST", "/stats", Stats.from_json, json=body, checks=checks)
 
 
 def schemes_call(name: str | None) -> Query[dict[str, Any]]:
@@ -484,8 +641,15 @@ class BaseClient:
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
 
+        self._catalogue: dict[str, tuple[str, frozenset[str]]] | None = None  # GET /schemes, fetched once when a check needs it
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def check(self, checks: tuple[Check, ...]) -> None:
+        """Refuse any field the catalogue does not know (the twins fetch it first when ``checks`` is not empty)."""
+        for scheme, fields, where in checks:
+            check_fields(scheme, fields, self._catalogue or {}, where)
 
     def url(self, path: str) -> str:
         return self.base_url + path

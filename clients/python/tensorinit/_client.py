@@ -16,10 +16,14 @@ from . import _safetensors, _torch
 from ._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    NOT_GIVEN,
     BaseClient,
+    Check,
     Fetch,
     Query,
     T,
+    catalogue_call,
+    download_body,
     download_paths,
     init_call,
     init_many_call,
@@ -28,14 +32,20 @@ from ._base import (
     init_state_dict_call,
     init_tree_call,
     init_tree_sharded_call,
+    plan_call,
     plan_module_call,
+    propagation_call,
     received,
     schemes_call,
     stats_call,
     tls_context,
     version_call,
 )
+from ._fields import DType
+from ._manifest import Kinds
+from ._plan import Plan
 from ._progress import Progress, ProgressOption
+from ._propagation import Propagation
 from ._receive import FileSink, MemorySink, Receiver, Sink, direct_socket, receive_direct
 from ._retry import RetryPolicy
 from ._rules import Rules
@@ -87,12 +97,12 @@ class Client(BaseClient):
         scheme: str,
         shape: Sequence[int],
         *,
+        name: str,
         seed: int = ...,
-        dtype: str = ...,
-        name: str = ...,
+        dtype: DType | None = ...,
         convention: str = ...,
-        framework: str = ...,
         verify: bool = ...,
+        progress: ProgressOption = ...,
         sharding: Any,
         **params: Any,
     ) -> Any: ...
@@ -102,13 +112,14 @@ class Client(BaseClient):
         scheme: str,
         shape: Sequence[int],
         *,
+        name: str,
         seed: int = ...,
-        dtype: str = ...,
-        name: str = ...,
+        dtype: DType | None = ...,
         convention: str = ...,
-        framework: Literal["numpy"] = ...,
+        framework: Literal["numpy"] | None = ...,
         verify: bool = ...,
         out: npt.NDArray[Any] | None = ...,
+        progress: ProgressOption = ...,
         **params: Any,
     ) -> npt.NDArray[Any]: ...
     @overload
@@ -117,13 +128,14 @@ class Client(BaseClient):
         scheme: str,
         shape: Sequence[int],
         *,
+        name: str,
         seed: int = ...,
-        dtype: str = ...,
-        name: str = ...,
+        dtype: DType | None = ...,
         convention: str = ...,
         framework: Literal["torch"],
+        device: str | torch.device | None = ...,
         verify: bool = ...,
-        out: npt.NDArray[Any] | None = ...,
+        progress: ProgressOption = ...,
         **params: Any,
     ) -> torch.Tensor: ...
     @overload
@@ -132,13 +144,31 @@ class Client(BaseClient):
         scheme: str,
         shape: Sequence[int],
         *,
+        name: str,
         seed: int = ...,
-        dtype: str = ...,
-        name: str = ...,
+        dtype: DType | None = ...,
+        convention: str = ...,
+        framework: Literal["torch"] | None = ...,
+        verify: bool = ...,
+        out: torch.Tensor,
+        progress: ProgressOption = ...,
+        **params: Any,
+    ) -> torch.Tensor: ...
+    @overload
+    def init(
+        self,
+        scheme: str,
+        shape: Sequence[int],
+        *,
+        name: str,
+        seed: int = ...,
+        dtype: DType | None = ...,
         convention: str = ...,
         framework: str,
+        device: str | torch.device | None = ...,
         verify: bool = ...,
-        out: npt.NDArray[Any] | None = ...,
+        out: Any = ...,
+        progress: ProgressOption = ...,
         **params: Any,
     ) -> Any: ...
     def init(
@@ -146,38 +176,58 @@ class Client(BaseClient):
         scheme: str,
         shape: Sequence[int],
         *,
+        name: str | None = None,
         seed: int = 0,
-        dtype: str = "float32",
-        name: str = "weight",
+        dtype: DType | None = None,
         convention: str = "torch",
-        framework: str = "numpy",
+        framework: str | None = None,
+        device: str | torch.device | None = None,
         verify: bool = False,
-        out: npt.NDArray[Any] | None = None,
+        out: Any = None,
+        progress: ProgressOption = None,
         sharding: Any = None,
         **params: Any,
     ) -> Any:
-        """One tensor, e.g. ``client.init("he_normal", (256, 128), seed=1, mode="fan_out")``.
+        """One tensor, e.g. ``client.init("he_normal", (256, 128), name="fc1.weight", seed=1, mode="fan_out")``.
 
+        ``name`` is required: the name and the seed are the random key, like a JAX PRNG key,
+        so two calls with the same (seed, name) give the same numbers, whatever the scheme or shape.
         Scheme parameters (``gain``, ``mode``, ``std``, ``in_axes`` ...) are keywords, and
         so are the request's other fields: ``slice="0:2048,:"`` returns only that part of
         the tensor (the same bytes as slicing the whole one), ``algorithm=2`` pins the
-        generation algorithm. ``framework`` is ``"numpy"`` (bfloat16 as ``ml_dtypes.bfloat16``), ``"torch"``
-        (``torch.bfloat16``) or ``"jax"``. ``verify=True`` also checks the bytes' sha256
-        against ``/stats`` (one more request, which recomputes the tensor server-side).
-        ``out`` is a preallocated numpy array of exactly the served dtype and shape: the
-        bytes are received straight into it (no new memory to fault in) and it is returned.
+        generation algorithm; a keyword the server does not know for the scheme is refused
+        before the request (the fields come from ``GET /schemes``, fetched once per client).
+        ``dtype`` is a name (``"bfloat16"``) or a numpy, ml_dtypes or torch dtype (``torch.bfloat16``).
+        ``framework`` is ``"numpy"`` (the default; bfloat16 as ``ml_dtypes.bfloat16``),
+        ``"torch"`` (``torch.bfloat16``) or ``"jax"``; with ``"torch"``, ``device`` puts the tensor
+        there (staged in pinned memory when CUDA is available). ``verify=True`` also checks
+        the bytes' sha256 against ``/stats`` (one more request, which recomputes the tensor server-side).
+        ``out`` is a preallocated array or tensor of the served shape (``dtype`` defaults to
+        its dtype) and is returned: a C-contiguous numpy array of exactly the served dtype, or
+        a contiguous CPU tensor of it, receives the bytes straight into its memory; any other
+        torch tensor (strided, on a GPU, another dtype) receives them through one buffer and ``copy_``.
+        ``progress`` as in :meth:`download`.
         ``sharding`` (a ``jax.sharding.Sharding``) returns a ``jax.Array`` built with
         ``jax.make_array_from_callback``: each distinct addressable shard is fetched alone, by its index.
         """
         if sharding is not None:
-            if out is not None or framework != "numpy":
-                raise ValueError("sharding= builds a jax.Array: it takes neither out= nor framework=")
+            if out is not None or framework not in (None, "numpy") or device is not None:
+                raise ValueError("sharding= builds a jax.Array: it takes no out=, framework= or device=")
             planned = init_sharded_call(scheme, shape, sharding, seed=seed, dtype=dtype, name=name, convention=convention, params=params)
-            return planned.combine([self._run(c, verify) for c in planned.calls])
+            return planned.combine([self._run(c, verify, progress) for c in planned.calls])
         call = init_call(
-            scheme, shape, seed=seed, dtype=dtype, name=name, convention=convention, framework=framework, out=out, params=params
+            scheme,
+            shape,
+            seed=seed,
+            dtype=dtype,
+            name=name,
+            convention=convention,
+            framework=framework,
+            out=out,
+            device=device,
+            params=params,
         )
-        return self._run(call, verify)
+        return self._run(call, verify, progress)
 
     @overload
     def init_many(
@@ -185,10 +235,11 @@ class Client(BaseClient):
         tensors: Mapping[str, Mapping[str, Any]],
         *,
         seed: int = ...,
-        dtype: str | None = ...,
+        dtype: DType | None = ...,
         convention: str | None = ...,
         framework: Literal["numpy"] = ...,
         verify: bool = ...,
+        progress: ProgressOption = ...,
     ) -> dict[str, npt.NDArray[Any]]: ...
     @overload
     def init_many(
@@ -196,10 +247,12 @@ class Client(BaseClient):
         tensors: Mapping[str, Mapping[str, Any]],
         *,
         seed: int = ...,
-        dtype: str | None = ...,
+        dtype: DType | None = ...,
         convention: str | None = ...,
         framework: Literal["torch"],
+        device: str | torch.device | None = ...,
         verify: bool = ...,
+        progress: ProgressOption = ...,
     ) -> dict[str, torch.Tensor]: ...
     @overload
     def init_many(
@@ -207,28 +260,34 @@ class Client(BaseClient):
         tensors: Mapping[str, Mapping[str, Any]],
         *,
         seed: int = ...,
-        dtype: str | None = ...,
+        dtype: DType | None = ...,
         convention: str | None = ...,
         framework: str,
+        device: str | torch.device | None = ...,
         verify: bool = ...,
+        progress: ProgressOption = ...,
     ) -> dict[str, Any]: ...
     def init_many(
         self,
         tensors: Mapping[str, Mapping[str, Any]],
         *,
         seed: int = 0,
-        dtype: str | None = None,
+        dtype: DType | None = None,
         convention: str | None = None,
         framework: str = "numpy",
+        device: str | torch.device | None = None,
         verify: bool = False,
+        progress: ProgressOption = None,
     ) -> dict[str, Any]:
         """Several tensors in one request and one safetensors body, keyed and ordered as given.
 
         ``tensors`` maps names to specs (``{"scheme": "zeros", "shape": [512]}``); ``seed``,
         ``dtype`` and ``convention`` are defaults each spec may override. The arrays are
-        views of one shared buffer, which stays alive while any of them does.
+        views of one shared buffer, which stays alive while any of them does (with
+        ``framework="torch"`` and a ``device``, tensors on that device). ``progress`` as in :meth:`download`.
         """
-        return self._run(init_many_call(tensors, seed=seed, dtype=dtype, convention=convention, framework=framework), verify)
+        call = init_many_call(tensors, seed=seed, dtype=dtype, convention=convention, framework=framework, device=device)
+        return self._run(call, verify, progress)
 
     @overload
     def init_state_dict(
@@ -237,10 +296,11 @@ class Client(BaseClient):
         rules: Rules,
         *,
         seed: int = ...,
-        dtype: str | None = ...,
+        dtype: DType | None = ...,
         convention: str | None = ...,
         framework: Literal["numpy"] = ...,
         verify: bool = ...,
+        progress: ProgressOption = ...,
     ) -> dict[str, npt.NDArray[Any]]: ...
     @overload
     def init_state_dict(
@@ -249,10 +309,12 @@ class Client(BaseClient):
         rules: Rules,
         *,
         seed: int = ...,
-        dtype: str | None = ...,
+        dtype: DType | None = ...,
         convention: str | None = ...,
         framework: Literal["torch"],
+        device: str | torch.device | None = ...,
         verify: bool = ...,
+        progress: ProgressOption = ...,
     ) -> dict[str, torch.Tensor]: ...
     @overload
     def init_state_dict(
@@ -261,10 +323,12 @@ class Client(BaseClient):
         rules: Rules,
         *,
         seed: int = ...,
-        dtype: str | None = ...,
+        dtype: DType | None = ...,
         convention: str | None = ...,
         framework: str,
+        device: str | torch.device | None = ...,
         verify: bool = ...,
+        progress: ProgressOption = ...,
     ) -> dict[str, Any]: ...
     def init_state_dict(
         self,
@@ -272,10 +336,12 @@ class Client(BaseClient):
         rules: Rules,
         *,
         seed: int = 0,
-        dtype: str | None = None,
+        dtype: DType | None = None,
         convention: str | None = None,
         framework: str = "numpy",
+        device: str | torch.device | None = None,
         verify: bool = False,
+        progress: ProgressOption = None,
     ) -> dict[str, Any]:
         """A whole state dict from ``{name: shape}`` and ordered (glob → spec) rules, in one request.
 
@@ -283,8 +349,8 @@ class Client(BaseClient):
         first match wins, a spec is a scheme name, a mapping without ``shape``, or None to
         skip the name; a name no rule matches raises :class:`NoMatchingRuleError`.
         """
-        call = init_state_dict_call(shapes, rules, seed=seed, dtype=dtype, convention=convention, framework=framework)
-        return self._run(call, verify)
+        call = init_state_dict_call(shapes, rules, seed=seed, dtype=dtype, convention=convention, framework=framework, device=device)
+        return self._run(call, verify, progress)
 
     def init_module(
         self,
@@ -294,11 +360,13 @@ class Client(BaseClient):
         recipe: str | None = None,
         recipe_params: Mapping[str, Any] | None = None,
         roles: Mapping[str, Sequence[str]] | None = None,
+        kinds: Kinds | None = None,
         seed: int = 0,
         convention: str = "torch",
         buffers: bool = True,
         verify: bool = False,
         shard: _torch.Shard | None = None,
+        progress: ProgressOption = None,
     ) -> list[str]:
         """Fill ``module``'s floating-point parameters (and buffers) in place; returns the names set.
 
@@ -314,6 +382,10 @@ class Client(BaseClient):
         modules) and the server resolves every tensor by the recipe with ``recipe_params``;
         ``rules`` then win over the recipe (a None spec leaves a tensor alone) and ``roles``
         replace the name patterns of a model role (``{"residual_out": ["*.c_proj.weight"]}``).
+        ``kinds`` lets other modules join: a module class or a glob over module paths →
+        a kind, or (kind, layout) with layout ``"in_out"`` for a 2-D weight stored (in, out)
+        (``{MyProj: "linear", "*.gate": ("linear", "in_out")}``); transformers' ``Conv1D``
+        is known already. ``progress`` as in :meth:`download`.
         """
         call = init_module_call(
             module,
@@ -321,12 +393,13 @@ class Client(BaseClient):
             recipe=recipe,
             recipe_params=recipe_params,
             roles=roles,
+            kinds=kinds,
             seed=seed,
             convention=convention,
             buffers=buffers,
             shard=shard,
         )
-        return self._run(call, verify)
+        return self._run(call, verify, progress)
 
     def plan_module(
         self,
@@ -336,18 +409,86 @@ class Client(BaseClient):
         recipe_params: Mapping[str, Any] | None = None,
         roles: Mapping[str, Sequence[str]] | None = None,
         rules: Rules | None = None,
+        kinds: Kinds | None = None,
         seed: int = 0,
         convention: str = "torch",
-    ) -> dict[str, Any]:
+    ) -> Plan:
         """What :meth:`init_module` with ``recipe`` would do, from ``POST /plan``: every resolved spec, nothing generated.
 
-        Returns ``{"recipe", "algorithm", "etag", "bytes", "elements", "specs": [...], "skipped": [...]}``;
-        each spec's ``derivation`` holds the recipe's reason (``recipe_rule``).
+        ``plan["h.0.attn.c_attn.weight"].fan_in``; each spec's ``rule`` is the recipe's reason.
         """
         call = plan_module_call(
-            module, recipe=recipe, recipe_params=recipe_params, roles=roles, rules=rules, seed=seed, convention=convention
+            module, recipe=recipe, recipe_params=recipe_params, roles=roles, rules=rules, kinds=kinds, seed=seed, convention=convention
         )
         return self._query(call)
+
+    def plan(
+        self,
+        tensors: Mapping[str, Mapping[str, Any]],
+        *,
+        recipe: str,
+        recipe_params: Mapping[str, Any] | None = None,
+        roles: Mapping[str, Sequence[str]] | None = None,
+        rules: Rules | None = None,
+        seed: int = 0,
+        dtype: DType | None = None,
+        convention: str | None = None,
+    ) -> Plan:
+        """``POST /plan`` for a manifest: ``{name: {"shape", "kind"?, "role"?, "dtype"?, "attributes"?}}`` (docs/api.md, "Recipe requests").
+
+        Every tensor resolved by ``recipe`` (and ``rules``), nothing generated: a :class:`Plan`.
+        """
+        call = plan_call(
+            tensors, recipe=recipe, recipe_params=recipe_params, roles=roles, rules=rules, seed=seed, dtype=dtype, convention=convention
+        )
+        return self._query(call)
+
+    def propagation(
+        self,
+        *,
+        depth: int | None = NOT_GIVEN,
+        width: int | None = NOT_GIVEN,
+        layers: Sequence[Mapping[str, Any]] | None = NOT_GIVEN,
+        activation: str | Mapping[str, Any] | None = NOT_GIVEN,
+        init: str | Mapping[str, Any] | None = NOT_GIVEN,
+        compare: Sequence[str | Mapping[str, Any]] | None = NOT_GIVEN,
+        bias: str | Mapping[str, Any] | None = NOT_GIVEN,
+        residual: Mapping[str, Any] | None = NOT_GIVEN,
+        input_width: int | None = NOT_GIVEN,
+        input_variance: float | None = NOT_GIVEN,
+        spatial: Sequence[int] | None = NOT_GIVEN,
+        batch: int | None = NOT_GIVEN,
+        seed: int | None = NOT_GIVEN,
+        dtype: DType | None = NOT_GIVEN,
+        convention: str | None = NOT_GIVEN,
+        measure: bool | None = NOT_GIVEN,
+    ) -> Propagation:
+        """How variance flows forward and gradients backward through a network, from ``POST /propagation``.
+
+        ``client.propagation(depth=20, width=256, init="he_normal", compare=["lecun_normal"])``;
+        the fields and their defaults are docs/api.md's (a field left out takes the server's
+        default; ``bias=None`` means no bias). A :class:`Propagation`: ``verdict``
+        (``stable``, ``vanishing``, ``exploding``), ``summary``, ``layers`` and every network.
+        """
+        fields = {
+            "depth": depth,
+            "width": width,
+            "layers": layers,
+            "activation": activation,
+            "init": init,
+            "compare": compare,
+            "bias": bias,
+            "residual": residual,
+            "input_width": input_width,
+            "input_variance": input_variance,
+            "spatial": spatial,
+            "batch": batch,
+            "seed": seed,
+            "dtype": dtype,
+            "convention": convention,
+            "measure": measure,
+        }
+        return self._query(propagation_call(fields))
 
     def init_tree(
         self,
@@ -394,21 +535,36 @@ class Client(BaseClient):
         )
         return self._run(call, verify)
 
+    @overload
+    def stats(self, request: Mapping[str, Any], *, bins: int | None = ...) -> Stats: ...
+    @overload
+    def stats(
+        self,
+        request: str,
+        shape: Sequence[int],
+        *,
+        name: str,
+        seed: int = ...,
+        dtype: DType = ...,
+        convention: str = ...,
+        bins: int | None = ...,
+        **params: Any,
+    ) -> Stats: ...
     def stats(
         self,
         request: str | Mapping[str, Any],
         shape: Sequence[int] | None = None,
         *,
+        name: str | None = None,
         seed: int = 0,
-        dtype: str = "float32",
-        name: str = "weight",
+        dtype: DType = "float32",
         convention: str = "torch",
         bins: int | None = None,
         **params: Any,
     ) -> Stats:
-        """Statistics of what ``/init`` would serve: ``stats("he_normal", (256, 128), ...)`` with
-        the arguments of :meth:`init`, or ``stats(body)`` with a whole request mapping (single
-        or batch, as in docs/api.md)."""
+        """Statistics of what ``/init`` would serve: ``stats("he_normal", (256, 128), name="fc1.weight", ...)``
+        with the arguments of :meth:`init` (``name`` required, as there), or ``stats(body)`` with a
+        whole request mapping (single, which must then hold a ``name``, or batch, as in docs/api.md)."""
         call = stats_call(request, shape, seed=seed, dtype=dtype, name=name, convention=convention, bins=bins, params=params)
         return self._query(call)
 
@@ -426,17 +582,19 @@ class Client(BaseClient):
     ) -> Path:
         """Stream the safetensors file of ``request`` (a request mapping, single or batch) to ``path``.
 
+        A single-tensor request must hold a ``name`` (the name and the seed are the random key).
         Memory stays flat whatever the size; a cut transfer resumes with Range + If-Range.
         The file appears at ``path`` only once complete and checked (written to
         ``path + ".part"`` first, removed on failure); open it with ``safetensors.safe_open``.
         ``progress``: None shows a bar above a few MiB when stderr is a terminal, True or
         False force it, a callable gets ``(received, total)``.
         """
+        body = download_body(request)
         target, part = download_paths(path)
         bar = Progress(progress, target.name)
         try:
             with part.open("w+b") as f:
-                rx = self._receive(dict(request), FileSink(f), bar)
+                rx = self._receive(body, FileSink(f), bar)
                 f.flush()
                 header = _safetensors.read_file_header(f, rx.received)
                 if verify:
@@ -451,18 +609,31 @@ class Client(BaseClient):
 
     # -- transport -----------------------------------------------------------------------
 
-    def _run(self, call: Fetch[T], verify: bool) -> T:
+    def _run(self, call: Fetch[T], verify: bool, progress: ProgressOption = False) -> T:
         """Send ``call`` (unless it has nothing to ask for) and make its result from the served tensors."""
         if call.body is None:
             return call.finish({})
-        return call.finish(self._fetch(call.body, call.framework, verify, call.sink))
+        self._check(call.checks)
+        bar = Progress(progress, call.label)
+        try:
+            return call.finish(self._fetch(call.body, call.framework, verify, call.sink, bar))
+        finally:
+            bar.close()
 
     def _query(self, call: Query[T]) -> T:
+        self._check(call.checks)
         return call.finish(self._request_json(call.method, call.path, json=call.json))
 
-    def _fetch(self, body: dict[str, Any], framework: str, verify: bool, sink: MemorySink | None = None) -> dict[str, Any]:
+    def _check(self, checks: tuple[Check, ...]) -> None:
+        if checks and self._catalogue is None:
+            self._catalogue = self._query(catalogue_call())
+        self.check(checks)
+
+    def _fetch(
+        self, body: dict[str, Any], framework: str, verify: bool, sink: MemorySink | None = None, progress: Progress | None = None
+    ) -> dict[str, Any]:
         sink = sink or MemorySink()
-        rx = self._receive(body, sink)
+        rx = self._receive(body, sink, progress)
         buffer, header = received(sink)
         if verify:
             self.check_stats(_safetensors.digests_of_views(sink.views(header)), self.stats(body), rx.etag)

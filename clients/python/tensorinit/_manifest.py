@@ -5,9 +5,14 @@ and the module's attributes (docs/api.md, "Recipes"). :func:`module_manifest` wa
 torch module tree: module types become kinds (``nn.Conv2d`` → ``conv2d``, a
 ``MultiheadAttention``'s ``out_proj`` stays part of the attention, whose reset gives its
 bias 0), attributes are read from the modules (``groups``, ``padding_idx``,
-``hidden_size``...). Parameters of modules outside the vocabulary (a free
-``nn.Parameter``, a custom layer's own tensor) are sent without a kind: only a rule of
-the request covers them, and the server lists the ones nothing covers. Buffers are
+``hidden_size``...). Other modules join through ``kinds``: a module class or a glob over
+module paths → a kind, with its layout (:data:`LAYOUTS`); transformers' ``Conv1D``
+(GPT-2's, weight (in, out)) is known out of the box (:data:`KNOWN`), by its module and
+class name, so transformers is never imported here. A weight stored ``in_out`` is
+described as the kind's (out, in), so that the server reads its fans off the right axes,
+and the served tensor is transposed back into the module. Parameters of the remaining
+modules (a free ``nn.Parameter``, a custom layer nobody named) are sent without a kind:
+only a rule of the request covers them, and the server lists the ones nothing covers. Buffers are
 sent only for BatchNorm (running mean 0, running variance 1); other buffers (masks,
 rotary caches) are state, not initializations, and are left alone.
 
@@ -19,8 +24,9 @@ puts the served arrays back into that structure.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _torch
 from ._rules import Rules
@@ -63,12 +69,61 @@ def _kinds() -> list[tuple[type, str]]:
     return kinds
 
 
-def kind_of(module: torch.nn.Module) -> str | None:
-    """The manifest kind of a torch module, or None when it is outside the vocabulary."""
+LAYOUTS = ("out_in", "in_out")
+"""How a module stores a 2-D weight: ``out_in`` as ``nn.Linear`` (torch's layout, the
+default), ``in_out`` transposed (transformers' ``Conv1D``, a Keras-style dense)."""
+
+Kinds = Mapping[type | str, str | tuple[str, str]]
+"""``init_module(kinds=...)``: a module class (subclasses included) or a glob over module
+paths (``"*.mlp.gate"``) → a kind (``"linear"``), or (kind, layout) with a layout of
+:data:`LAYOUTS` (``("linear", "in_out")``)."""
+
+KNOWN: dict[tuple[str, str], tuple[str, str]] = {
+    ("transformers.pytorch_utils", "Conv1D"): ("linear", "in_out"),  # GPT-2's: weight (nx, nf) = (in, out)
+}
+"""Modules of other libraries known by (module, class name), so that the library is
+never imported for it: a model that holds one has imported it already."""
+
+
+@dataclass(frozen=True)
+class ModuleKind:
+    """A module's manifest kind, and whether its 2-D weight is stored transposed (``in_out``)."""
+
+    kind: str
+    transposed: bool = False
+
+
+def _module_kind(value: str | tuple[str, str], where: str) -> ModuleKind:
+    kind, layout = (value, "out_in") if isinstance(value, str) else value
+    if layout not in LAYOUTS:
+        raise ValueError(f"kinds[{where}]: layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
+    return ModuleKind(kind, layout == "in_out")
+
+
+def _known(module: torch.nn.Module) -> ModuleKind | None:
+    for cls in type(module).__mro__:
+        found = KNOWN.get((cls.__module__, cls.__qualname__))
+        if found is not None:
+            return _module_kind(found, cls.__qualname__)
+    return None
+
+
+def kind_of(module: torch.nn.Module, path: str = "", kinds: Kinds | None = None) -> ModuleKind | None:
+    """The manifest kind of a torch module, or None when it is outside the vocabulary.
+
+    ``kinds`` is asked first, in its order (a class matches its subclasses, a string is
+    a glob over the module's path), then torch's own modules, then :data:`KNOWN`.
+    """
+    for key, value in (kinds or {}).items():
+        if isinstance(key, str):
+            if fnmatchcase(path, key):
+                return _module_kind(value, repr(key))
+        elif isinstance(module, key):
+            return _module_kind(value, key.__qualname__)
     for cls, kind in _kinds():
         if isinstance(module, cls):
-            return kind
-    return None
+            return ModuleKind(kind)
+    return _known(module)
 
 
 def _attributes(module: torch.nn.Module, kind: str) -> dict[str, Any]:
@@ -80,23 +135,41 @@ def _attributes(module: torch.nn.Module, kind: str) -> dict[str, Any]:
     return out
 
 
-def module_manifest(model: torch.nn.Module, *, buffers: bool = True) -> tuple[Manifest, dict[str, torch.Tensor]]:
+class ModuleManifest(NamedTuple):
+    """A module's manifest, the tensors it names, and those stored transposed (served as the kind's (out, in))."""
+
+    manifest: Manifest
+    tensors: dict[str, torch.Tensor]
+    transposed: set[str]
+
+
+def module_manifest(model: torch.nn.Module, *, buffers: bool = True, kinds: Kinds | None = None) -> ModuleManifest:
     """The manifest of ``model`` and the tensors it names (in ``named_parameters`` order, shared ones once).
 
-    ``buffers=False`` leaves BatchNorm's running statistics out.
+    ``buffers=False`` leaves BatchNorm's running statistics out. A module whose layout is
+    ``in_out`` (transformers' ``Conv1D``) has its 2-D weight described as the kind's
+    (out, in), so the server's fans and a recipe's bias bound read the right axes; the
+    served tensor is transposed back into the module.
     """
     manifest: Manifest = {}
     tensors: dict[str, torch.Tensor] = {}
+    transposed: set[str] = set()
     seen: set[int] = set()
     inside: set[str] = set()  # modules that belong to an enclosing kind (a MultiheadAttention's out_proj)
 
-    def add(name: str, tensor: torch.Tensor, kind: str | None, role: str | None, attributes: dict[str, Any] | None) -> None:
+    def add(name: str, tensor: torch.Tensor, kind: str | None, role: str | None, attributes: dict[str, Any] | None, flip: bool) -> None:
         if id(tensor) in seen or not tensor.dtype.is_floating_point:
             return
         if tensor.is_meta:
             raise ValueError(f"{name} is on the meta device: materialize the module first, e.g. module.to_empty(device='cpu')")
         seen.add(id(tensor))
-        entry: dict[str, Any] = {"shape": [int(d) for d in tensor.shape], "dtype": _torch.served_dtype(tensor)}
+        shape = [int(d) for d in tensor.shape]
+        if flip and role == "weight":
+            if len(shape) != 2:
+                raise ValueError(f"{name}: layout in_out needs a 2-D weight, got shape {shape}")
+            shape.reverse()
+            transposed.add(name)
+        entry: dict[str, Any] = {"shape": shape, "dtype": _torch.served_dtype(tensor)}
         if kind is not None:
             entry["kind"] = kind
             entry["role"] = role
@@ -108,21 +181,23 @@ def module_manifest(model: torch.nn.Module, *, buffers: bool = True) -> tuple[Ma
     for prefix, module in model.named_modules():
         if prefix in inside:
             continue
-        kind = kind_of(module)
+        found = kind_of(module, prefix, kinds)
+        kind = found.kind if found else None
+        flip = found.transposed if found else False
         attributes = _attributes(module, kind) if kind else None
         dot = f"{prefix}." if prefix else ""
         for pname, param in module.named_parameters(recurse=False):
-            add(dot + pname, param, kind, pname if kind else None, attributes)
+            add(dot + pname, param, kind, pname if kind else None, attributes, flip)
         if kind == "batch_norm" and buffers:
             for bname, buffer in module.named_buffers(recurse=False):
                 if bname in ("running_mean", "running_var"):
-                    add(dot + bname, buffer, kind, bname, attributes)
+                    add(dot + bname, buffer, kind, bname, attributes, flip)
         if kind == "multihead_attention":
             out_proj = module.out_proj
             inside.add(dot + "out_proj")
             for pname, param in out_proj.named_parameters(recurse=False):
-                add(f"{dot}out_proj.{pname}", param, kind, f"out_proj.{pname}", attributes)
-    return manifest, tensors
+                add(f"{dot}out_proj.{pname}", param, kind, f"out_proj.{pname}", attributes, flip)
+    return ModuleManifest(manifest, tensors, transposed)
 
 
 def rules_body(rules: Rules | None) -> list[list[Any]] | None:
@@ -142,9 +217,12 @@ def recipe_body(
     convention: str | None,
     roles: Mapping[str, Iterable[str]] | None,
     rules: Rules | None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of a recipe request (POST /init or /plan)."""
-    body: dict[str, Any] = {"recipe": recipe, "seed": seed, "tensors": manifest}
+    body: dict[str, Any] = {"recipe": recipe, "seed": seed, "tensors": {name: dict(entry) for name, entry in manifest.items()}}
+    if dtype is not None:
+        body["dtype"] = dtype
     if recipe_params:
         body["recipe_params"] = dict(recipe_params)
     if convention is not None:

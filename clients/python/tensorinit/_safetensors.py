@@ -118,11 +118,11 @@ def numpy_views(buffer: Buffer, header: Header) -> dict[str, np.ndarray[Any, Any
     return {e.name: np.frombuffer(view[e.begin : e.end], dtype=NUMPY_DTYPES[e.dtype]).reshape(e.shape) for e in header.entries.values()}
 
 
-def torch_views(buffer: Buffer, header: Header) -> dict[str, Any]:
-    """Zero-copy torch tensors over ``buffer`` (BF16 becomes ``torch.bfloat16``)."""
+def torch_dtypes() -> dict[str, Any]:
+    """safetensors dtype → torch dtype."""
     import torch  # noqa: PLC0415 -- optional extra, imported only when asked for
 
-    dtypes = {
+    return {
         "F64": torch.float64,
         "F32": torch.float32,
         "F16": torch.float16,
@@ -134,6 +134,13 @@ def torch_views(buffer: Buffer, header: Header) -> dict[str, Any]:
         "U8": torch.uint8,
         "BOOL": torch.bool,
     }
+
+
+def torch_views(buffer: Buffer, header: Header) -> dict[str, Any]:
+    """Zero-copy torch tensors over ``buffer`` (BF16 becomes ``torch.bfloat16``)."""
+    import torch  # noqa: PLC0415 -- optional extra, imported only when asked for
+
+    dtypes = torch_dtypes()
     out: dict[str, Any] = {}
     for e in header.entries.values():
         count = math.prod(e.shape)
@@ -171,7 +178,7 @@ def place_array(out: np.ndarray[Any, Any]) -> Callable[[Header], dict[str, memor
     order included) and shape; that is checked against the header, before any data byte.
     """
     if not isinstance(out, np.ndarray) or not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"out: got {type(out).__name__}; allowed: a writeable C-contiguous numpy array")
+        raise ValueError(f"out: got {type(out).__name__}; allowed: a writeable C-contiguous numpy array, or a torch tensor")
 
     def place(header: Header) -> dict[str, memoryview]:
         if len(header.entries) != 1:

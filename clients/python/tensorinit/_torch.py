@@ -18,10 +18,16 @@ its own dtype and shape, overlapping no other, receives its bytes straight into 
 storage (:func:`places`, a :class:`tensorinit._receive.ScatterSink`); its autograd version
 counter is bumped as ``copy_`` would. So a transfer or ``verify`` failure after the header
 may leave such tensors partly written (the call raises either way).
+
+The same two paths serve ``init(out=tensor)`` (:func:`place_out`): straight into a
+contiguous CPU tensor of the served dtype, else one buffer and ``copy_``. A result for
+another device is staged in host tensors, pinned when CUDA is available, then copied
+there once (:class:`Staging`).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -117,11 +123,15 @@ def places(targets: Mapping[str, torch.Tensor]) -> Callable[[Header], dict[str, 
     return place
 
 
-def fill(targets: Mapping[str, torch.Tensor], values: Mapping[str, Any], placed: Collection[str] = ()) -> list[str]:
+def fill(
+    targets: Mapping[str, torch.Tensor], values: Mapping[str, Any], placed: Collection[str] = (), transposed: Collection[str] = ()
+) -> list[str]:
     """Copy ``values`` into ``targets`` in place; returns the names set, in module order.
 
     ``placed`` names tensors whose bytes were received straight into their storage:
     nothing to copy, only their version counter to bump, as ``copy_`` does.
+    ``transposed`` names 2-D targets stored as the transpose of what was served (a
+    transformers ``Conv1D`` weight is (in, out); it was served as the (out, in) of a linear).
     """
     import torch  # noqa: PLC0415 -- optional extra; this module is only used with a module in hand
 
@@ -130,7 +140,7 @@ def fill(targets: Mapping[str, torch.Tensor], values: Mapping[str, Any], placed:
         for name, target in targets.items():
             if name not in values:
                 continue
-            value = values[name]
+            value = values[name].t() if name in transposed else values[name]
             if tuple(value.shape) != tuple(target.shape):
                 raise ValueError(f"{name}: served shape {tuple(value.shape)} differs from the module's {tuple(target.shape)}")
             if name in placed:
@@ -139,3 +149,60 @@ def fill(targets: Mapping[str, torch.Tensor], values: Mapping[str, Any], placed:
                 target.copy_(value)
             done.append(name)
     return done
+
+
+def is_tensor(value: object) -> bool:
+    """Whether ``value`` is a torch tensor; never imports torch (a tensor means it is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def place_out(out: torch.Tensor) -> Callable[[Header], dict[str, memoryview]]:
+    """For ``init(out=tensor)``: the served tensor straight into ``out``'s storage when it can take the bytes as they are.
+
+    The shape must be ``out``'s (checked against the header, before any data byte); the
+    dtype may differ, and so may the device: then the bytes go through the buffer and
+    ``copy_`` converts them, as :func:`places` decides.
+    """
+    from ._errors import IntegrityError  # noqa: PLC0415 -- keeps this module's import light
+
+    def place(header: Header) -> dict[str, memoryview]:
+        if len(header.entries) != 1:
+            raise IntegrityError(f"expected one tensor, the body holds {sorted(header.entries)}")
+        (entry,) = header.entries.values()
+        if entry.shape != tuple(out.shape):
+            raise ValueError(f"out: a tensor of shape {list(out.shape)}; the server sends {entry.dtype} × {list(entry.shape)}")
+        return places({entry.name: out})(header)
+
+    return place
+
+
+class Staging:
+    """Host tensors that served bytes land in before one copy each to ``device``.
+
+    Page-locked (pinned) when CUDA is available: a host-to-device copy from pinned memory
+    is one DMA transfer, where pageable memory is first copied by the driver into a
+    pinned bounce buffer of its own.
+    """
+
+    def __init__(self, device: str | torch.device) -> None:
+        import torch  # noqa: PLC0415 -- optional extra
+
+        self.device = torch.device(device)
+        self.pin = torch.cuda.is_available()
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def place(self, header: Header) -> dict[str, memoryview]:
+        import torch  # noqa: PLC0415 -- optional extra
+
+        from ._safetensors import torch_dtypes  # noqa: PLC0415
+
+        self.tensors = {}
+        for entry in header.entries.values():
+            if entry.end > entry.begin:  # an empty tensor has no bytes to stage
+                self.tensors[entry.name] = torch.empty(entry.shape, dtype=torch_dtypes()[entry.dtype], pin_memory=self.pin)
+        return {name: t.reshape(-1).view(torch.uint8).numpy().data for name, t in self.tensors.items()}
+
+    def move(self, served: Mapping[str, Any], placed: Collection[str]) -> dict[str, Any]:
+        """Every served tensor on ``device``: from its staging tensor where the bytes landed there."""
+        return {name: (self.tensors[name] if name in placed else value).to(self.device) for name, value in served.items()}

@@ -115,6 +115,39 @@ def _spark(counts: list[int], width: int = 48) -> str:
     return "".join(" " if c == 0 else SPARK[min(len(SPARK) - 1, c * len(SPARK) // (top + 1))] for c in merged)
 
 
+def _fan_lines(spec: dict[str, Any]) -> list[str]:
+    """Where the tensor's scale came from: its fans and the rule that read them off the shape, the fan used, the gain."""
+    how = spec.get("derivation") or {}
+    gain = spec.get("gain")
+    if spec.get("fan_in") is None:
+        lines = [f"    fans       none: {spec['scheme']} does not read fans off the shape"]
+        if gain is not None:
+            lines.append(f"    gain       {_num(gain)} (multiplies the {spec['scheme']} tensor)")
+        return lines
+    rule = str(how.get("fan_rule", spec.get("convention", "")))
+    convention, _, formula = rule.partition(": ")
+    lines = [f"    fans       fan_in {spec['fan_in']}, fan_out {spec['fan_out']} ({convention} layout: {formula or rule})"]
+    parts = []
+    if how.get("mode") is not None and how.get("fan") is not None:
+        parts.append(f"mode {how['mode']} uses fan {_num(how['fan'])}")
+    if gain is not None:
+        why = how.get("nonlinearity")
+        slope = f", negative slope {_num(how['negative_slope'])}" if why == "leaky_relu" and how.get("negative_slope") is not None else ""
+        parts.append(f"gain {_num(gain)}" + (f" ({why}{slope})" if why else ""))
+    if how.get("scale") is not None and how.get("fan") is not None and how.get("variance") is not None:
+        parts.append(f"variance = scale / fan = {_num(how['scale'])} / {_num(how['fan'])} = {_num(how['variance'])}")
+    if parts:
+        lines.append("    scale      " + " · ".join(parts))
+    return lines
+
+
+def _outside(hist: dict[str, Any], edges: list[float]) -> str:
+    below, above = hist["below"], hist["above"]
+    if not below and not above:
+        return "every value inside"
+    return f"{below} values below {_num(edges[0])}, {above} above {_num(edges[-1])} (outside the bins)"
+
+
 def render_table(body: dict[str, Any]) -> str:
     """A compact, aligned, human-readable summary: one block of lines per tensor."""
     lines = [f"tensorinit stats · algorithm {body['algorithm']} · etag {body['etag']}"]
@@ -149,7 +182,11 @@ def render_table(body: dict[str, Any]) -> str:
         edges = hist["edges"]
         spark = _spark(hist["counts"])
         extra.append(
-            [" · ".join(notes), f"  histogram [{_num(edges[0])}, {_num(edges[-1])}] {spark} (below {hist['below']}, above {hist['above']})"]
+            [
+                " · ".join(notes),
+                *_fan_lines(spec),
+                f"    histogram  [{_num(edges[0])}, {_num(edges[-1])}] {spark} {_outside(hist, edges)}",
+            ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = [
