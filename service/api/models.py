@@ -174,6 +174,11 @@ class ManifestEntry(_Strict):
     )
     role: str | None = Field(None, description="the parameter's role in its module; default: the longest name suffix the kind allows")
     attributes: dict[str, Any] | None = Field(None, description="module attributes: " + ", ".join(ATTRIBUTES))
+    slice: str | list[str] | None = Field(
+        None,
+        description="serve only full[slice] (numpy basic-slice syntax per axis, e.g. '0:2048,:'), a rank's shard: "
+        "the recipe sees the full shape, and the bytes are that slice of the whole tensor",
+    )
 
 
 class RecipeRequest(_Strict):

@@ -143,6 +143,8 @@ class Entry:
     role: str | None
     module: str
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    slice: Any = None
+    """Serve only ``full[slice]`` (a rank's shard): checked by :func:`~service.core.schemes.resolve` against ``shape``."""
 
     def attribute(self, key: str, recipe: str) -> Any:
         """A required attribute, or an error naming the entry and what the recipe needs."""
@@ -207,7 +209,7 @@ def parse_entry(name: str, raw: Mapping[str, Any]) -> Entry:
         raise located(
             InvalidParameterError(name, raw, "a manifest entry: an object with shape, and kind, role, dtype, attributes"), "tensors"
         )
-    allowed_keys = ("shape", "dtype", "kind", "role", "attributes")
+    allowed_keys = ("shape", "dtype", "kind", "role", "attributes", "slice")
     for key in raw:
         if key not in allowed_keys:
             raise located(
@@ -243,7 +245,7 @@ def parse_entry(name: str, raw: Mapping[str, Any]) -> Entry:
     elif role is not None:
         raise located(InvalidParameterError("role", role, "no role without a kind (give the kind too)"), "tensors", name)
     dtype = raw.get("dtype")
-    return Entry(name, shape, dtype, kind, role, module, _check_attributes(name, raw.get("attributes")))
+    return Entry(name, shape, dtype, kind, role, module, _check_attributes(name, raw.get("attributes")), raw.get("slice"))
 
 
 class Manifest:

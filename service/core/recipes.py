@@ -592,6 +592,8 @@ def plan_recipe(
     for entry in manifest.entries.values():
         options: dict[str, Any] = {"seed": seed, "name": entry.name, "convention": convention, "algorithm": algorithm, "limits": limits}
         options["dtype"] = entry.dtype or default_dtype or "float32"
+        if entry.slice is not None:  # a rank's shard: resolved on the full shape, so fans and bytes are the whole tensor's
+            options["slice"] = entry.slice
         rule_fields = next((fields for pattern, fields in normalized if fnmatchcase(entry.name, pattern)), False)
         try:
             if rule_fields is None:

@@ -131,10 +131,10 @@ REFUSALS: list[Any] = [
     pytest.param(
         "dead",
         "init_module",
-        lambda: ((nn.Linear(4, 3),), {"recipe": "torch", "shard": {"weight": ((6, 4), "0:3,:")}}),
-        TypeError,
-        "does not take shard",
-        id="module-recipe-shard",
+        lambda: ((nn.Linear(4, 3),), {"recipe": "torch", "shard": {"w": ((6, 4), "0:3,:")}}),
+        ValueError,
+        "shard names 'w', which is not a tensor of the module's manifest",
+        id="module-recipe-shard-unknown",
     ),
     pytest.param("dead", "init_module", lambda: ((_meta_linear(), RULES), {}), ValueError, "meta device", id="module-meta-rules"),
     pytest.param(

@@ -15,6 +15,7 @@
 from ._async_client import AsyncClient
 from ._base import DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, __version__
 from ._client import Client
+from ._distributed import chunk_shard
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -75,4 +76,5 @@ __all__ = [
     "ValidationError",
     "Verdict",
     "__version__",
+    "chunk_shard",
 ]

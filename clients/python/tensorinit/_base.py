@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from . import _manifest, _rules, _safetensors, _torch
+from . import _distributed, _manifest, _rules, _safetensors, _torch
 from ._errors import APIConnectionError, APIError, IntegrityError, from_response, from_transport
 from ._fields import check_fields, dtype_name, needs_catalogue, require_name, require_named, scheme_fields
 from ._plan import Plan
@@ -366,19 +366,24 @@ def init_module_call(
             raise TypeError("init_module needs rules or a recipe")
         if kinds is not None:
             raise TypeError("init_module(kinds=...) is for recipe=...: rules name each tensor's scheme themselves")
-        found = _torch.targets(module, buffers=buffers)
-        tensors = _torch.batch_tensors(found, rules, shard)
+        found, shards = _distributed.localize(_torch.targets(module, buffers=buffers), shard)
+        tensors = _torch.batch_tensors(found, rules, shards)
         if not tensors:
             return _nothing([])
         body = batch_body(tensors, seed=seed, dtype=None, convention=convention)
         return _fill_call(body, found, label, checks=batch_checks(tensors, "init_module"))
-    if shard is not None:
-        raise TypeError("init_module(recipe=...) does not take shard: a recipe request serves whole tensors")
     described = _manifest.module_manifest(module, buffers=buffers, kinds=kinds)
-    body = _manifest.recipe_body(
-        recipe, described.manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules
-    )
-    return _fill_call(body, described.tensors, label, described.transposed)
+    manifest = described.manifest
+    # A DTensor's manifest entry already has the full shape; a plain tensor named in shard= gets it here.
+    targets, shards = _distributed.localize(described.tensors, shard)
+    for name, (full, part) in shards.items():
+        if name not in manifest:
+            raise ValueError(f"shard names {name!r}, which is not a tensor of the module's manifest")
+        if name in described.transposed:
+            raise ValueError(f"{name}: an (in, out) weight (kinds= layout 'in_out') cannot be filled by shard; fill it whole")
+        manifest[name] = {**manifest[name], "shape": list(full), "slice": part}
+    body = _manifest.recipe_body(recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules)
+    return _fill_call(body, targets, label, described.transposed)
 
 
 def plan_module_call(
@@ -465,6 +470,103 @@ def init_tree_call(
     manifest = _manifest.tree_manifest(tree, kinds, sep=sep)
     body = _manifest.recipe_body(recipe, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules)
     return Fetch(body, "numpy", lambda served: _manifest.unflatten(tree, served, sep=sep))
+
+
+@dataclass(frozen=True)
+class Sharded(Generic[T]):
+    """Several planned fetches (one per round of distinct shards) and how their results become one."""
+
+    calls: list[Fetch[dict[str, Any]]]
+    combine: Callable[[list[dict[str, Any]]], T]
+
+
+def _shardings_by_name(manifest: Mapping[str, Any], shardings: Any, tree: Mapping[str, Any] | None, sep: str) -> dict[str, Any]:
+    """name → Sharding (or None) from a single Sharding for every leaf, or a tree shaped like ``tree``."""
+    if not isinstance(shardings, Mapping):
+        return dict.fromkeys(manifest, shardings)
+    flat = {sep.join(path): leaf for path, leaf in _manifest.leaves(shardings)}
+    unknown = sorted(set(flat) - set(manifest))
+    if unknown:
+        raise ValueError(f"shardings names leaves the tree does not have: {unknown}")
+    return {name: flat.get(name) for name in manifest}
+
+
+def init_tree_sharded_call(
+    tree: Mapping[str, Any],
+    kinds: Mapping[str, str],
+    shardings: Any,
+    *,
+    recipe: str,
+    recipe_params: Mapping[str, Any] | None,
+    roles: Mapping[str, Sequence[str]] | None,
+    rules: Rules | None,
+    seed: int,
+    convention: str,
+    sep: str,
+) -> Sharded[dict[str, Any]]:
+    """``init_tree(shardings=...)``: each distinct addressable shard fetched once, the leaves built as ``jax.Array``.
+
+    Every round sends the whole manifest (the recipe sees every tensor, full shapes), with
+    each entry sliced to its shard of that round, or to an empty slice when it has none.
+    """
+    manifest = _manifest.tree_manifest(tree, kinds, sep=sep)
+    by_name = _shardings_by_name(manifest, shardings, tree, sep)
+    shapes = {name: entry["shape"] for name, entry in manifest.items()}
+    rounds = _distributed.shard_rounds(shapes, by_name)
+    calls: list[Fetch[dict[str, Any]]] = []
+    for parts in rounds:
+        sliced: dict[str, Any] = {}
+        for name, entry in manifest.items():
+            part = parts[name] if name in parts else _distributed.empty_slice(entry["shape"])
+            sliced[name] = entry if part is None else {**entry, "slice": part}
+        body = _manifest.recipe_body(
+            recipe, sliced, recipe_params=recipe_params, seed=seed, convention=convention, roles=roles, rules=rules
+        )
+        calls.append(Fetch(body, "numpy", lambda served: served))
+
+    def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+        pieces: dict[str, dict[str | None, Any]] = {name: {} for name in manifest}
+        for parts, served in zip(rounds, results, strict=True):
+            for name, part in parts.items():
+                if name in served:
+                    pieces[name][part] = served[name]
+        arrays: dict[str, Any] = {}
+        for name, sharding in by_name.items():
+            if not pieces[name]:
+                continue  # left out by a null rule: the leaf keeps its value
+            if sharding is None:
+                arrays[name] = pieces[name][None]
+            else:
+                arrays[name] = _distributed.make_jax_array(shapes[name], sharding, pieces[name])
+        return _manifest.unflatten(tree, arrays, sep=sep)
+
+    return Sharded(calls, combine)
+
+
+def init_sharded_call(
+    scheme: str,
+    shape: Sequence[int],
+    sharding: Any,
+    *,
+    seed: int,
+    dtype: Any,
+    name: str | None,
+    convention: str,
+    params: Mapping[str, Any],
+) -> Sharded[Any]:
+    """``init(sharding=...)``: one request per distinct addressable shard, built into a ``jax.Array``."""
+    key = require_name(name, "init")
+    full = shape_list(shape)
+    parts = [r[key] for r in _distributed.shard_rounds({key: full}, {key: sharding})]
+    body = single_body(scheme, full, seed=seed, dtype=dtype_name(dtype or "float32"), name=key, convention=convention, params=params)
+    checks = single_checks(scheme, body, "init")
+    calls = [Fetch({**body, "slice": part}, "numpy", lambda served: served, None, checks, key) for part in parts]
+
+    def combine(results: list[dict[str, Any]]) -> Any:
+        pieces = {part: pick_single(served, key) for part, served in zip(parts, results, strict=True)}
+        return _distributed.make_jax_array(full, sharding, pieces)
+
+    return Sharded(calls, combine)
 
 
 def stats_call(

@@ -28,8 +28,10 @@ from ._base import (
     init_call,
     init_many_call,
     init_module_call,
+    init_sharded_call,
     init_state_dict_call,
     init_tree_call,
+    init_tree_sharded_call,
     plan_call,
     plan_module_call,
     propagation_call,
@@ -89,6 +91,21 @@ class Client(BaseClient):
 
     # -- tensors -------------------------------------------------------------------------
 
+    @overload
+    def init(
+        self,
+        scheme: str,
+        shape: Sequence[int],
+        *,
+        name: str,
+        seed: int = ...,
+        dtype: DType | None = ...,
+        convention: str = ...,
+        verify: bool = ...,
+        progress: ProgressOption = ...,
+        sharding: Any,
+        **params: Any,
+    ) -> Any: ...
     @overload
     def init(
         self,
@@ -168,6 +185,7 @@ class Client(BaseClient):
         verify: bool = False,
         out: Any = None,
         progress: ProgressOption = None,
+        sharding: Any = None,
         **params: Any,
     ) -> Any:
         """One tensor, e.g. ``client.init("he_normal", (256, 128), name="fc1.weight", seed=1, mode="fan_out")``.
@@ -189,7 +207,14 @@ class Client(BaseClient):
         a contiguous CPU tensor of it, receives the bytes straight into its memory; any other
         torch tensor (strided, on a GPU, another dtype) receives them through one buffer and ``copy_``.
         ``progress`` as in :meth:`download`.
+        ``sharding`` (a ``jax.sharding.Sharding``) returns a ``jax.Array`` built with
+        ``jax.make_array_from_callback``: each distinct addressable shard is fetched alone, by its index.
         """
+        if sharding is not None:
+            if out is not None or framework not in (None, "numpy") or device is not None:
+                raise ValueError("sharding= builds a jax.Array: it takes no out=, framework= or device=")
+            planned = init_sharded_call(scheme, shape, sharding, seed=seed, dtype=dtype, name=name, convention=convention, params=params)
+            return planned.combine([self._run(c, verify, progress) for c in planned.calls])
         call = init_call(
             scheme,
             shape,
@@ -478,6 +503,7 @@ class Client(BaseClient):
         convention: str = "jax",
         sep: str = ".",
         verify: bool = False,
+        shardings: Any = None,
     ) -> dict[str, Any]:
         """A flax/haiku parameter tree initialized by a recipe: a new tree of numpy arrays, shaped like ``tree``.
 
@@ -486,7 +512,24 @@ class Client(BaseClient):
         see :func:`tensorinit._manifest.tree_manifest`); tensor names are paths joined with ``sep``.
         ``convention`` ``"jax"`` reads kernels as (*kernel, in, out). For jax:
         ``jax.tree.map(jnp.asarray, client.init_tree(...))``.
+        ``shardings`` (one ``jax.sharding.Sharding`` for every leaf, or a tree of them shaped like
+        ``tree``, None leaves whole) makes those leaves ``jax.Array`` objects: each distinct addressable
+        shard is fetched by its index, once per process (replicas share it), and the recipe sees full shapes.
         """
+        if shardings is not None:
+            planned = init_tree_sharded_call(
+                tree,
+                kinds,
+                shardings,
+                recipe=recipe,
+                recipe_params=recipe_params,
+                roles=roles,
+                rules=rules,
+                seed=seed,
+                convention=convention,
+                sep=sep,
+            )
+            return planned.combine([self._run(c, verify) for c in planned.calls])
         call = init_tree_call(
             tree, kinds, recipe=recipe, recipe_params=recipe_params, roles=roles, rules=rules, seed=seed, convention=convention, sep=sep
         )

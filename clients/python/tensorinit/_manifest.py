@@ -251,10 +251,10 @@ TREE_ROLES: dict[str, str] = {
 """Leaf names of flax and haiku modules → manifest roles."""
 
 
-def _leaves(tree: Mapping[str, Any], path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], Any]]:
+def leaves(tree: Mapping[str, Any], path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], Any]]:
     for key, value in tree.items():
         if isinstance(value, Mapping):
-            yield from _leaves(value, (*path, str(key)))
+            yield from leaves(value, (*path, str(key)))
         else:
             yield (*path, str(key)), value
 
@@ -277,7 +277,7 @@ def tree_manifest(tree: Mapping[str, Any], kinds: Mapping[str, str], *, sep: str
     modules no glob names are sent without a kind, for the request's rules.
     """
     manifest: Manifest = {}
-    for path, leaf in _leaves(tree):
+    for path, leaf in leaves(tree):
         shape, dtype = _shape_dtype(leaf)
         name = sep.join(path)
         module = sep.join(path[:-1])
