@@ -133,7 +133,7 @@ def _mistral(cfg: Config, cls: str) -> list[TensorEntry]:
 @architecture(
     "qwen2",
     classes=("Qwen2ForCausalLM", "Qwen2Model"),
-    fields={**DECODER_FIELDS, "vocab_size": 151936, "intermediate_size": 22016},
+    fields={**DECODER_FIELDS, "vocab_size": 151936, "intermediate_size": 22016, "num_key_value_heads": 32},
     source="transformers/models/qwen2/modeling_qwen2.py (q/k/v always with bias, o_proj without), configuration_qwen2.py",
 )
 def _qwen2(cfg: Config, cls: str) -> list[TensorEntry]:
@@ -143,7 +143,14 @@ def _qwen2(cfg: Config, cls: str) -> list[TensorEntry]:
 @architecture(
     "qwen3",
     classes=("Qwen3ForCausalLM", "Qwen3Model"),
-    fields={**DECODER_FIELDS, "vocab_size": 151936, "intermediate_size": 22016, "head_dim": 128, "attention_bias": False},
+    fields={
+        **DECODER_FIELDS,
+        "vocab_size": 151936,
+        "intermediate_size": 22016,
+        "num_key_value_heads": 32,
+        "head_dim": 128,
+        "attention_bias": False,
+    },
     source="transformers/models/qwen3/modeling_qwen3.py (q_norm, k_norm over head_dim), configuration_qwen3.py (head_dim 128)",
 )
 def _qwen3(cfg: Config, cls: str) -> list[TensorEntry]:
