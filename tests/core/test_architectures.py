@@ -72,6 +72,16 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "AutoModelForCausalLM",
     ),
     ("llama-head_dim-base", {"model_type": "llama", **GQA, "head_dim": 32, "architectures": ["LlamaModel"]}, ""),
+    (
+        "llama-classifier",
+        {
+            "model_type": "llama",
+            **GQA,
+            "id2label": {str(i): f"L{i}" for i in range(16)},
+            "architectures": ["LlamaForSequenceClassification"],
+        },
+        "",
+    ),
     ("mistral-gqa", {"model_type": "mistral", **GQA, "pad_token_id": 0}, "AutoModelForCausalLM"),
     ("qwen2-gqa", {"model_type": "qwen2", **GQA}, "AutoModelForCausalLM"),
     ("qwen2-tied", {"model_type": "qwen2", **DECODER, "tie_word_embeddings": True}, "AutoModelForCausalLM"),
@@ -102,12 +112,14 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         {"model_type": "gpt2", **GPT2, "add_cross_attention": True, "n_inner": 80, "tie_word_embeddings": False},
         "AutoModelForCausalLM",
     ),
+    ("gpt2-classifier", {"model_type": "gpt2", **GPT2, "num_labels": 16, "architectures": ["GPT2ForSequenceClassification"]}, ""),
     ("opt-proj", {"model_type": "opt", **OPT, "word_embed_proj_dim": 32}, "AutoModelForCausalLM"),
     (
         "opt-postnorm-nobias-untied",
         {"model_type": "opt", **OPT, "do_layer_norm_before": False, "enable_bias": False, "tie_word_embeddings": False, "init_std": 0.05},
         "AutoModelForCausalLM",
     ),
+    ("opt-classifier", {"model_type": "opt", **OPT, "num_labels": 16, "architectures": ["OPTForSequenceClassification"]}, ""),
     ("bert", {"model_type": "bert", **BERT}, "AutoModelForMaskedLM"),
     (
         "bert-pretraining-untied",
@@ -126,6 +138,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         {"model_type": "bert", **BERT, "add_cross_attention": True, "is_decoder": True, "architectures": ["BertModel"]},
         "",
     ),
+    ("bert-classifier", {"model_type": "bert", **BERT, "num_labels": 16, "architectures": ["BertForSequenceClassification"]}, ""),
     ("t5-decoder-layers", {"model_type": "t5", **T5, "num_decoder_layers": 3, "initializer_factor": 0.5}, "AutoModelForSeq2SeqLM"),
     (
         "t5-gated",

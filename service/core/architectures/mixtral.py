@@ -44,7 +44,7 @@ def _experts(tensors: Tensors, layer: str, cfg: Config) -> None:
 
 @architecture(
     "mixtral",
-    classes=("MixtralForCausalLM", "MixtralModel"),
+    classes=("MixtralForCausalLM", "MixtralModel", "MixtralForSequenceClassification"),
     fields={**DECODER_FIELDS, "intermediate_size": 14336, "num_key_value_heads": 8, "num_local_experts": 8},
     source="transformers/models/mixtral/modeling_mixtral.py (MixtralExperts, MixtralTopKRouter, _init_weights), conversion_mapping.py ('mixtral'), core_model_loading.py (revert_weight_conversion)",
 )

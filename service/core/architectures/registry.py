@@ -121,6 +121,15 @@ class Config:
             raise self._bad(name, value, f"null or an index in [-{rows}, {rows - 1}] (vocab_size {rows}: it is nn.Embedding's padding_idx)")
         return value % rows
 
+    def num_labels(self) -> int:
+        """A classifier's labels as PreTrainedConfig counts them: len(id2label), else num_labels, else 2."""
+        labels = self.raw.get("id2label")
+        if labels is not None:
+            if not isinstance(labels, Mapping) or not labels:
+                raise self._bad("id2label", labels, "an object {index: label} with at least one label")
+            return len(labels)
+        return 2 if self.raw.get("num_labels") is None else self.integer("num_labels")
+
     def divides(self, total_name: str, part_name: str) -> None:
         total, part = self.integer(total_name), self.integer(part_name)
         if total % part:
