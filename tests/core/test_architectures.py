@@ -279,3 +279,14 @@ def test_the_engine_imports_neither_torch_nor_transformers() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("case", ["mixtral-4", "mixtral-2-tied-base", "llama"])
+def test_memory_says_where_the_model_holds_each_tensor(case: str) -> None:
+    config, auto = next(c[1:] for c in CASES if c[0] == case)
+    model = build(config, auto, torch.float32)
+    in_memory, on_disk = model.state_dict(), saved_state(model)
+    for entry in manifest_from_config(config):
+        name, index = entry.memory or (entry.name, ())
+        held = in_memory[name][tuple(slice(*i) if isinstance(i, tuple) else i for i in index)]
+        assert torch.equal(held, on_disk[entry.name]), entry.name

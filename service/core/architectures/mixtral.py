@@ -35,11 +35,15 @@ def _experts(tensors: Tensors, layer: str, cfg: Config) -> None:
     hidden, inter, experts = cfg.integer("hidden_size"), cfg.integer("intermediate_size"), cfg.integer("num_local_experts")
     std = cfg.number("initializer_range")  # MixtralPreTrainedModel: no "or 0.02" here
     moe = f"{layer}{_ON_DISK}"
-    tensors.add(f"{moe}gate.weight", (experts, hidden), "linear", "weight", normal(std, "router (MixtralTopKRouter) weight"))
+    router = normal(std, "router (MixtralTopKRouter) weight")
+    tensors.add(f"{moe}gate.weight", (experts, hidden), "linear", "weight", router, (f"{layer}.mlp.gate.weight", ()))
+    # In memory: gate_up_proj[e] = cat(w1, w3) (MergeModulelist(dim=0), Concatenate(dim=1)), down_proj[e] = w2.
+    parts: dict[str, tuple[tuple[int, int], ...]] = {"w1": ((0, inter),), "w3": ((inter, 2 * inter),), "w2": ()}
     for proj, shape in (("w1", (inter, hidden)), ("w3", (inter, hidden)), ("w2", (hidden, inter))):
-        fused = "down_proj" if proj == "w2" else "gate_up_proj"
+        fused = f"{layer}.mlp.experts." + ("down_proj" if proj == "w2" else "gate_up_proj")
         for e in range(experts):
-            tensors.add(f"{moe}experts.{e}.{proj}.weight", shape, "linear", "weight", normal(std, f"expert {proj} (fused {fused})"))
+            rule = normal(std, f"expert {proj} ({fused.rpartition('.')[2]}[{e}])")
+            tensors.add(f"{moe}experts.{e}.{proj}.weight", shape, "linear", "weight", rule, (fused, (e, *parts[proj])))
 
 
 @architecture(

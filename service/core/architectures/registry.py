@@ -36,9 +36,13 @@ class TensorEntry:
 
     ``kind`` and ``role`` are those of :mod:`service.core.manifest` (``linear``/``weight``,
     ``embedding``/``weight``, ``rms_norm``/``weight``...); ``None`` for a free
-    ``nn.Parameter`` (BERT's ``cls.predictions.bias``, a Mixtral router). ``init`` is the
-    rule of recipe ``transformers`` for it: a scheme, its parameters, why, and the
-    padding row it zeroes.
+    ``nn.Parameter`` (BERT's ``cls.predictions.bias``). ``init`` is the rule of recipe
+    ``transformers`` for it: a scheme, its parameters, why, and the padding row it zeroes.
+
+    ``memory`` says where a transformers 5.x model holds the tensor when that is not a
+    parameter of the same name (Mixtral's fused experts): ``(parameter name, index)``,
+    the on-disk tensor being ``parameter[index]``, where an int picks along an axis (and
+    drops it) and a ``(start, stop)`` pair slices it. ``None``: the parameter ``name``.
     """
 
     name: str
@@ -46,6 +50,7 @@ class TensorEntry:
     kind: str | None
     role: str | None
     init: Rule = field(compare=False)
+    memory: tuple[str, tuple[int | tuple[int, int], ...]] | None = field(default=None, compare=False)
 
     @property
     def numel(self) -> int:
@@ -170,8 +175,16 @@ class Tensors:
     def __init__(self) -> None:
         self.entries: list[TensorEntry] = []
 
-    def add(self, name: str, shape: Iterable[int], kind: str | None, role: str | None, init: Rule) -> None:
-        self.entries.append(TensorEntry(name, tuple(shape), kind, role, init))
+    def add(
+        self,
+        name: str,
+        shape: Iterable[int],
+        kind: str | None,
+        role: str | None,
+        init: Rule,
+        memory: tuple[str, tuple[int | tuple[int, int], ...]] | None = None,
+    ) -> None:
+        self.entries.append(TensorEntry(name, tuple(shape), kind, role, init, memory))
 
     def linear(self, name: str, out_features: int, in_features: int, std: float, *, bias: bool, why: str = "Linear") -> None:
         """nn.Linear: weight (out, in) N(0, std²), bias 0."""
