@@ -17,6 +17,8 @@ tied and non-persistent tensors left out; for a model with a conversion mapping
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +26,7 @@ from ..errors import InvalidParameterError, MissingParameterError
 from ..manifest import located
 from ..recipes import plan_recipe
 from ..schemes import Limits, check_dtype
-from ..spec import ResolvedSpec
+from ..spec import ResolvedSpec, canonical_json, check_seed
 from . import bert, gemma, gpt2, llama, mixtral, opt, t5  # noqa: F401 -- each registers its model types
 from .registry import ARCHITECTURES, Architecture, Config, TensorEntry, UnknownArchitectureError
 
@@ -105,18 +107,29 @@ def checkpoint_specs(
 ) -> list[ResolvedSpec]:
     """Every tensor of the checkpoint resolved through recipe ``transformers``, in ``save_pretrained`` order.
 
-    ``dtype`` defaults to the config's (:func:`config_dtype`). The specs are those a
+    ``dtype`` defaults to the config's (:func:`config_dtype`). Resolution does not depend
+    on the seed: the specs of each (config, dtype, algorithm, limits) are planned once and
+    re-seeded (:meth:`~service.core.spec.ResolvedSpec.with_seed`). The specs are those a
     recipe request ``{"recipe": "transformers", "recipe_params": {"config": ...}}`` over
     :func:`manifest_from_config`'s tensors gives: the same bytes, the same ETags.
     """
+    check_seed(seed)
+    chosen = config_dtype(config, dtype)
+    try:
+        key = canonical_json(config)
+    except (TypeError, ValueError):  # not JSON (a NaN, an object): plan it uncached, and let the checks name the field
+        return [s.with_seed(seed) for s in _plan(config, chosen, algorithm, limits)]
+    return [s.with_seed(seed) for s in _cached_plan(key, chosen, algorithm, limits)]
+
+
+def _plan(config: Mapping[str, Any], dtype: str, algorithm: int | None, limits: Limits | None) -> tuple[ResolvedSpec, ...]:
     entries = manifest_from_config(config)
-    plan = plan_recipe(
-        "transformers",
-        {e.name: e.manifest() for e in entries},
-        recipe_params={"config": config},
-        seed=seed,
-        dtype=config_dtype(config, dtype),
-        algorithm=algorithm,
-        limits=limits,
-    )
-    return plan.specs
+    tensors = {e.name: e.manifest() for e in entries}
+    plan = plan_recipe("transformers", tensors, recipe_params={"config": config}, dtype=dtype, algorithm=algorithm, limits=limits)
+    return tuple(plan.specs)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_plan(config_json: str, dtype: str, algorithm: int | None, limits: Limits | None) -> tuple[ResolvedSpec, ...]:
+    """Seed 0's specs of a config: the Hub protocol asks for the same checkpoint once per file (0.1-0.4 s for Mixtral-8x7B)."""
+    return _plan(json.loads(config_json), dtype, algorithm, limits)
