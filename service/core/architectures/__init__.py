@@ -52,10 +52,14 @@ def _known() -> str:
     return "one of " + ", ".join(sorted(ARCHITECTURES)) + " (see GET /models)"
 
 
-def resolve_architecture(config: Mapping[str, Any]) -> tuple[Architecture, str, Config]:
-    """The config's architecture, its class (``architectures[0]``, else the usual head) and its fields with their defaults."""
+def _check_object(config: object) -> None:
     if not isinstance(config, Mapping):
         raise InvalidParameterError("config", config, "a JSON object: a Hugging Face config.json")
+
+
+def resolve_architecture(config: Mapping[str, Any]) -> tuple[Architecture, str, Config]:
+    """The config's architecture, its class (``architectures[0]``, else the usual head) and its fields with their defaults."""
+    _check_object(config)
     if "model_type" not in config:
         raise located(MissingParameterError("model_type", _known()), "config")
     model_type = config["model_type"]
@@ -87,6 +91,7 @@ def config_dtype(config: Mapping[str, Any], dtype: str | None = None) -> str:
     """``dtype`` if given, else the config's ``dtype`` (or ``torch_dtype``, transformers 4.x), else float32."""
     if dtype is not None:
         return check_dtype(dtype)
+    _check_object(config)
     for key in ("dtype", "torch_dtype"):
         value = config.get(key)
         if value is not None:
