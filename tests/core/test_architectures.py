@@ -68,6 +68,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
             "tie_word_embeddings": True,
             "pad_token_id": 5,
             "dtype": "bfloat16",
+            "initializer_range": 0.04,
         },
         "AutoModelForCausalLM",
     ),
@@ -106,7 +107,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         },
         "",
     ),
-    ("gpt2", {"model_type": "gpt2", **GPT2}, "AutoModelForCausalLM"),
+    ("gpt2", {"model_type": "gpt2", **GPT2, "initializer_range": 0.01}, "AutoModelForCausalLM"),
     (
         "gpt2-cross-untied-inner",
         {"model_type": "gpt2", **GPT2, "add_cross_attention": True, "n_inner": 80, "tie_word_embeddings": False},
@@ -142,7 +143,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("t5-decoder-layers", {"model_type": "t5", **T5, "num_decoder_layers": 3, "initializer_factor": 0.5}, "AutoModelForSeq2SeqLM"),
     (
         "t5-gated",
-        {"model_type": "t5", **T5, "num_layers": 1, "feed_forward_proj": "gated-gelu", "dtype": "float16"},
+        {"model_type": "t5", **T5, "num_layers": 1, "feed_forward_proj": "gated-gelu", "dtype": "float16", "tie_word_embeddings": False},
         "AutoModelForSeq2SeqLM",
     ),
     ("t5-encoder", {"model_type": "t5", **T5, "architectures": ["T5EncoderModel"]}, ""),
