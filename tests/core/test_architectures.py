@@ -107,6 +107,32 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         },
         "",
     ),
+    (
+        "qwen3_moe-dense-layer",
+        {
+            "model_type": "qwen3_moe",
+            **GQA,
+            "hidden_size": 256,
+            "head_dim": 32,
+            "num_experts": 4,
+            "moe_intermediate_size": 32,
+            "mlp_only_layers": [1],
+        },
+        "AutoModelForCausalLM",
+    ),
+    (
+        "qwen3_moe-step-tied",
+        {
+            "model_type": "qwen3_moe",
+            **GQA,
+            "hidden_size": 512,
+            "num_hidden_layers": 3,
+            "num_experts": 2,
+            "decoder_sparse_step": 2,
+            "tie_word_embeddings": True,
+        },
+        "AutoModelForCausalLM",
+    ),
     ("gpt2", {"model_type": "gpt2", **GPT2, "initializer_range": 0.01}, "AutoModelForCausalLM"),
     (
         "gpt2-cross-untied-inner",
@@ -282,7 +308,7 @@ def test_the_engine_imports_neither_torch_nor_transformers() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("case", ["mixtral-4", "mixtral-2-tied-base", "llama"])
+@pytest.mark.parametrize("case", ["mixtral-4", "mixtral-2-tied-base", "qwen3_moe-dense-layer", "llama"])
 def test_memory_says_where_the_model_holds_each_tensor(case: str) -> None:
     config, auto = next(c[1:] for c in CASES if c[0] == case)
     model = build(config, auto, torch.float32)

@@ -11,7 +11,7 @@ is one function in one module, imported below::
 
 The order is the one ``save_pretrained`` writes and shards in: the ``state_dict`` order,
 tied and non-persistent tensors left out; for a model with a conversion mapping
-(Mixtral's per-expert ``w1``/``w2``/``w3``), the on-disk names in the order
+(Mixtral's per-expert ``w1``/``w2``/``w3``, Qwen3-MoE's), the on-disk names in the order
 ``revert_weight_conversion`` gives them (the state dict sorted by ``dot_natural_key``).
 """
 
@@ -27,7 +27,7 @@ from ..manifest import located
 from ..recipes import plan_recipe
 from ..schemes import Limits, check_dtype
 from ..spec import ResolvedSpec, canonical_json, check_seed
-from . import bert, gemma, gpt2, llama, mixtral, opt, t5  # noqa: F401 -- each registers its model types
+from . import bert, gemma, gpt2, llama, mixtral, opt, qwen_moe, t5  # noqa: F401 -- each registers its model types
 from .registry import ARCHITECTURES, Architecture, Config, TensorEntry, UnknownArchitectureError
 
 __all__ = [

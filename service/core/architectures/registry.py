@@ -225,6 +225,14 @@ def natural_key(name: str) -> list[tuple[int, int] | tuple[int, str] | tuple[int
     return parts
 
 
+def saved_order(entries: list[TensorEntry]) -> list[TensorEntry]:
+    """The order ``revert_weight_conversion`` gives a model with a conversion mapping: by the in-memory names' natural key.
+
+    Tensors cut from one fused parameter keep the order they were appended in (the sort is stable).
+    """
+    return sorted(entries, key=lambda e: natural_key(e.memory[0] if e.memory else e.name))
+
+
 # -- the registry ---------------------------------------------------------------------
 
 Build = Callable[[Config, str], list[TensorEntry]]
