@@ -165,6 +165,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         {"model_type": "bert", **BERT, "add_cross_attention": True, "is_decoder": True, "architectures": ["BertModel"]},
         "",
     ),
+    ("bert-lm-head", {"model_type": "bert", **BERT, "is_decoder": True, "architectures": ["BertLMHeadModel"]}, ""),
     ("bert-classifier", {"model_type": "bert", **BERT, "num_labels": 16, "architectures": ["BertForSequenceClassification"]}, ""),
     ("t5-decoder-layers", {"model_type": "t5", **T5, "num_decoder_layers": 3, "initializer_factor": 0.5}, "AutoModelForSeq2SeqLM"),
     (
