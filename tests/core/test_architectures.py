@@ -318,3 +318,14 @@ def test_memory_says_where_the_model_holds_each_tensor(case: str) -> None:
         name, index = entry.memory or (entry.name, ())
         held = in_memory[name][tuple(slice(*i) if isinstance(i, tuple) else i for i in index)]
         assert torch.equal(held, on_disk[entry.name]), entry.name
+
+
+CLASSES = [(model_type, cls) for model_type, found in sorted(ARCHITECTURES.items()) for cls in found.classes]
+
+
+@pytest.mark.parametrize(("model_type", "cls"), CLASSES, ids=[c for _, c in CLASSES])
+def test_every_class_names_and_shapes(model_type: str, cls: str) -> None:
+    config = {**next(c[1] for c in CASES if c[1]["model_type"] == model_type), "architectures": [cls]}
+    with torch.device("meta"):
+        model = build(config, "")
+    assert [(e.name, list(e.shape)) for e in manifest_from_config(config)] == [(k, list(t.shape)) for k, t in saved_state(model).items()]
