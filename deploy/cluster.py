@@ -13,7 +13,9 @@ replica that is shutting down). A supervisor killed with SIGKILL leaves them run
 
 Rendering: the template's placeholders are ``${TENSORINIT_NGINX_*}`` (envsubst syntax,
 so the official nginx image renders the same file in docker-compose); :func:`render`
-fills them and refuses a placeholder it has no value for.
+fills them and refuses a placeholder it has no value for. ``TENSORINIT_NGINX_AUTH_REQUEST``
+is nginx's key check before every cached answer (deploy/nginx.conf says why): on when the
+replicas refuse a request without a key, which they are asked once started.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ PLACEHOLDER = re.compile(r"\$\{(TENSORINIT_NGINX_[A-Z_]+)\}")
 FAIL_TIMEOUT = "5s"
 GRACE_SECONDS = 10.0
 READY_SECONDS = 120.0  # a first start on a fresh machine compiles the numba kernels
+#: deploy/nginx.conf's internal location that asks a replica's GET /auth whether a request's key is valid.
+AUTH_REQUEST = "/_auth"
 
 
 def render(template: str, values: Mapping[str, str]) -> str:
@@ -159,6 +163,7 @@ class Cluster:
         replica_env = {**os.environ, **(env or {})}
         self.replicas = [Replica(p, replica_env, state / f"replica-{p}.log") for p in replica_ports]
         self.nginx: subprocess.Popen[bytes] | None = None
+        self.auth_request = "off"
         self._lock = threading.Lock()
 
     @property
@@ -176,7 +181,12 @@ class Cluster:
             "TENSORINIT_NGINX_LISTEN": f"127.0.0.1:{self.port}",
             "TENSORINIT_NGINX_UPSTREAMS": upstreams([f"127.0.0.1:{r.port}" for r in self.replicas]),
             "TENSORINIT_NGINX_STATE": str(self.state),
+            "TENSORINIT_NGINX_AUTH_REQUEST": self.auth_request,
         }
+
+    def keys_required(self) -> bool:
+        """Whether a replica refuses a request without a key (asked, not guessed from the settings: it decides)."""
+        return any(httpx.get(f"{r.url}/auth", timeout=10.0).status_code != 204 for r in self.replicas)
 
     def start(self) -> None:
         """Start every replica (ready), then nginx (answering /readyz through itself)."""
@@ -186,6 +196,7 @@ class Cluster:
                 replica.spawn()  # all at once: each spends seconds importing and loading its kernels
             for replica in self.replicas:
                 replica.wait_ready()
+            self.auth_request = AUTH_REQUEST if self.keys_required() else "off"
             self.config.write_text(render(TEMPLATE.read_text(), self.nginx_values()))
             binary = nginx_binary()
             # -e: the error log from the first line on (the default one may not be writable).
