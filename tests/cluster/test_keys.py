@@ -35,6 +35,7 @@ REFUSED = [
     ("HEAD", {"Authorization": "Bearer wrong-key"}),
     ("GET", {"Range": "bytes=0-99"}),
     ("GET", {"Range": "bytes=-10", "Authorization": "Bearer wrong-key"}),
+    ("GET", {"Range": "bytes=99999999-"}),  # beyond the end: nginx's own 416 for a keyed request
     ("GET", {"If-None-Match": "{etag}"}),
     ("GET", {"Range": "bytes=0-99", "If-Range": "{etag}"}),
 ]
