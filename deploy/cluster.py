@@ -5,7 +5,8 @@
 into a state directory (cache, logs, pid; ``--state``, by default a fresh temporary
 directory). A replica that exits is started again on its port; Ctrl-C (SIGINT) or
 SIGTERM stops nginx first, then the replicas, each given a grace period before it is
-killed. The tests start the same arrangement through :class:`Cluster`.
+killed, at any moment, also while they are starting (:class:`SignalStop`). The tests
+start the same arrangement through :class:`Cluster`.
 
 The processes run in sessions of their own, so that a terminal's Ctrl-C reaches only
 this supervisor, which stops them in order (nginx first: no new request reaches a
@@ -13,7 +14,9 @@ replica that is shutting down). A supervisor killed with SIGKILL leaves them run
 
 Rendering: the template's placeholders are ``${TENSORINIT_NGINX_*}`` (envsubst syntax,
 so the official nginx image renders the same file in docker-compose); :func:`render`
-fills them and refuses a placeholder it has no value for.
+fills them and refuses a placeholder it has no value for. ``TENSORINIT_NGINX_AUTH_REQUEST``
+is nginx's key check before every cached answer (deploy/nginx.conf says why): on when the
+replicas refuse a request without a key, which they are asked once started.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import contextlib
 import getpass
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -32,7 +36,8 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
+from typing import Protocol
 
 import httpx
 
@@ -43,6 +48,79 @@ PLACEHOLDER = re.compile(r"\$\{(TENSORINIT_NGINX_[A-Z_]+)\}")
 FAIL_TIMEOUT = "5s"
 GRACE_SECONDS = 10.0
 READY_SECONDS = 120.0  # a first start on a fresh machine compiles the numba kernels
+#: deploy/nginx.conf's internal location that asks a replica's GET /auth whether a request's key is valid.
+AUTH_REQUEST = "/_auth"
+
+
+class Stopping(Protocol):
+    """What tells the supervisor to stop: a :class:`SignalStop`, or a ``threading.Event`` in tests."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class StoppedError(Exception):
+    """Raised while starting a process when ``stopping`` is set: the start is abandoned."""
+
+
+class SignalStop:
+    """``signals`` received, as something to wait on; installed at creation, restored by :meth:`restore`.
+
+    A Python signal handler runs in the main thread between two bytecodes, wherever that
+    thread is: inside ``threading.Event.wait`` it already holds the Event's lock, so a
+    handler that calls ``Event.set`` (or takes any lock) can deadlock (issue 17: after
+    SIGTERM, three nested ``Event.set`` handlers waited above ``Event.wait`` forever). So
+    the handler here does nothing at all: ``signal.set_wakeup_fd`` carries the signal, the
+    interpreter's C-level handler writing its number to a non-blocking pipe that
+    :meth:`wait` selects on. The handler only replaces the default actions (SIGINT's
+    KeyboardInterrupt could cut a stop half-way and leave children running). Main thread
+    only, as every signal handler.
+    """
+
+    def __init__(self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)):
+        self.signals = frozenset(int(s) for s in signals)
+        self.received: list[int] = []
+        self._read, self._write = os.pipe()
+        for fd in (self._read, self._write):
+            os.set_blocking(fd, False)
+        self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._previous = {s: signal.signal(s, self._ignore) for s in signals}
+
+    @staticmethod
+    def _ignore(signum: int, frame: FrameType | None) -> None:
+        """Nothing: the wakeup pipe has the signal already."""
+
+    def is_set(self) -> bool:
+        """Whether one of ``signals`` has been received."""
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self._read, 512):
+                self.received += [n for n in data if n in self.signals]
+        return bool(self.received)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for one of ``signals``; whether one has been received."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            select.select([self._read], [], [], left)  # woken by the pipe; retried after EINTR (PEP 475)
+        return True
+
+    def restore(self) -> None:
+        """Put back the handlers and wakeup descriptor found at creation."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        os.close(self._read)
+        os.close(self._write)
+
+    def __enter__(self) -> SignalStop:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.restore()
 
 
 def render(template: str, values: Mapping[str, str]) -> str:
@@ -67,7 +145,11 @@ def nginx_binary() -> str:
 
 
 def _stop(process: subprocess.Popen[bytes], first: signal.Signals, grace: float) -> None:
-    """Send ``first``, wait ``grace`` seconds, then SIGKILL; reap the process."""
+    """Send ``first``, wait ``grace`` seconds, then SIGKILL its whole process group; reap the process.
+
+    The processes started here lead sessions of their own, so the group is the process and
+    whatever it started (nginx's workers, uvicorn's): none is left behind by a SIGKILL.
+    """
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -75,13 +157,15 @@ def _stop(process: subprocess.Popen[bytes], first: signal.Signals, grace: float)
     try:
         process.wait(grace)
     except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         process.wait()
 
 
-def wait_until(url: str, timeout: float, alive: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll ``url`` until it answers 200; RuntimeError when ``alive`` exits or ``timeout`` passes."""
+def wait_until(url: str, timeout: float, alive: subprocess.Popen[bytes] | None = None, stopping: Stopping | None = None) -> None:
+    """Poll ``url`` until it answers 200; RuntimeError when ``alive`` exits or ``timeout`` passes, StoppedError once ``stopping`` is set."""
     deadline = time.monotonic() + timeout
     while True:
         if alive is not None and alive.poll() is not None:
@@ -91,16 +175,20 @@ def wait_until(url: str, timeout: float, alive: subprocess.Popen[bytes] | None =
                 return
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
-        time.sleep(0.05)
+        if stopping is None:
+            time.sleep(0.05)
+        elif stopping.wait(0.05):
+            raise StoppedError(f"stopped while waiting for {url}")
 
 
 class Replica:
     """One ``python -m service.api.serve`` on 127.0.0.1:``port``, its output appended to ``log``."""
 
-    def __init__(self, port: int, env: Mapping[str, str], log: Path):
+    def __init__(self, port: int, env: Mapping[str, str], log: Path, stopping: Stopping | None = None):
         self.port = port
         self.env = dict(env)
         self.log = log
+        self.stopping = stopping
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -125,9 +213,9 @@ class Replica:
             )
 
     def wait_ready(self) -> None:
-        """Return once /readyz answers 200; RuntimeError if the process exits first."""
+        """Return once /readyz answers 200; RuntimeError if the process exits first, StoppedError if told to stop."""
         assert self.process is not None
-        wait_until(f"{self.url}/readyz", READY_SECONDS, self.process)
+        wait_until(f"{self.url}/readyz", READY_SECONDS, self.process, self.stopping)
 
     @property
     def running(self) -> bool:
@@ -150,15 +238,25 @@ class Cluster:
     """Replicas on ``replica_ports`` behind nginx on ``port``, all on 127.0.0.1; a context manager.
 
     ``state`` holds the rendered nginx.conf, the cache, nginx's and the replicas' logs.
-    ``env`` is added to this process's environment for the replicas.
+    ``env`` is added to this process's environment for the replicas. Once ``stopping`` is
+    set, a start (or a revival) in progress is abandoned with :class:`StoppedError`.
     """
 
-    def __init__(self, port: int, replica_ports: Sequence[int], state: Path, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        port: int,
+        replica_ports: Sequence[int],
+        state: Path,
+        env: Mapping[str, str] | None = None,
+        stopping: Stopping | None = None,
+    ):
         self.port = port
         self.state = state
+        self.stopping = stopping
         replica_env = {**os.environ, **(env or {})}
-        self.replicas = [Replica(p, replica_env, state / f"replica-{p}.log") for p in replica_ports]
+        self.replicas = [Replica(p, replica_env, state / f"replica-{p}.log", stopping) for p in replica_ports]
         self.nginx: subprocess.Popen[bytes] | None = None
+        self.auth_request = "off"
         self._lock = threading.Lock()
 
     @property
@@ -176,7 +274,12 @@ class Cluster:
             "TENSORINIT_NGINX_LISTEN": f"127.0.0.1:{self.port}",
             "TENSORINIT_NGINX_UPSTREAMS": upstreams([f"127.0.0.1:{r.port}" for r in self.replicas]),
             "TENSORINIT_NGINX_STATE": str(self.state),
+            "TENSORINIT_NGINX_AUTH_REQUEST": self.auth_request,
         }
+
+    def keys_required(self) -> bool:
+        """Whether a replica refuses a request without a key (asked, not guessed from the settings: it decides)."""
+        return any(httpx.get(f"{r.url}/auth", timeout=10.0).status_code != 204 for r in self.replicas)
 
     def start(self) -> None:
         """Start every replica (ready), then nginx (answering /readyz through itself)."""
@@ -186,6 +289,7 @@ class Cluster:
                 replica.spawn()  # all at once: each spends seconds importing and loading its kernels
             for replica in self.replicas:
                 replica.wait_ready()
+            self.auth_request = AUTH_REQUEST if self.keys_required() else "off"
             self.config.write_text(render(TEMPLATE.read_text(), self.nginx_values()))
             binary = nginx_binary()
             # -e: the error log from the first line on (the default one may not be writable).
@@ -193,7 +297,7 @@ class Cluster:
             subprocess.run([*command, "-t", "-q"], check=True)
             with (self.state / "nginx.out").open("ab") as out:
                 self.nginx = subprocess.Popen([*command, "-g", "daemon off;"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-            wait_until(f"{self.url}/readyz", 30.0, self.nginx)
+            wait_until(f"{self.url}/readyz", 30.0, self.nginx, self.stopping)
         except BaseException:
             self.stop()
             raise
@@ -206,7 +310,7 @@ class Cluster:
                 replica.start()
             return dead
 
-    def supervise(self, stop: threading.Event, every: float = 0.5) -> None:
+    def supervise(self, stop: Stopping, every: float = 0.5) -> None:
         """Revive replicas until ``stop`` is set (the loop of ``make cluster``)."""
         while not stop.wait(every):
             if self.nginx is not None and self.nginx.poll() is not None:
@@ -251,12 +355,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state", help="directory for nginx.conf, the cache and logs (default: a temporary one)")
     args = parser.parse_args(argv)
     ports = args.replica_ports or [args.port + 1 + i for i in range(args.replicas)]
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    with _state_dir(args.state) as state, Cluster(args.port, ports, state) as cluster:
-        print(f"nginx on {cluster.url} -> replicas {', '.join(r.url for r in cluster.replicas)}; state in {state}", flush=True)
-        cluster.supervise(stop)
+    # Installed for the rest of the process (never restored): a signal during the stop,
+    # or after it, finds the same handler that does nothing.
+    stop = SignalStop((signal.SIGTERM, signal.SIGINT))
+    try:
+        with _state_dir(args.state) as state, Cluster(args.port, ports, state, stopping=stop) as cluster:
+            print(f"nginx on {cluster.url} -> replicas {', '.join(r.url for r in cluster.replicas)}; state in {state}", flush=True)
+            cluster.supervise(stop)
+    except StoppedError:
+        pass  # told to stop while starting or reviving: what had started is stopped already
     print("stopped", flush=True)
 
 

@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # FastAPI's per-route machinery (edge.py says why; a test holds both paths equal).
     # Not with OpenTelemetry on: FastAPI names its spans after the route it selects.
     if not settings.otel:
-        app.add_middleware(DirectRoutes, fastapi=app, routes=[*files.router.routes, *stats.router.routes])
+        app.add_middleware(DirectRoutes, fastapi=app, routes=[*files.router.routes, *stats.router.routes, *health.direct])
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -13,7 +13,12 @@ of it was right. Keys and tokens never appear in a log line, an error or a ``rep
 When no key is configured the middleware lets everything through. When keys are
 configured every path except the probes (``/healthz``, ``/readyz``) needs
 ``Authorization: Bearer <key>``; otherwise the answer is 401 ``unauthorized``
-problem+json with ``WWW-Authenticate: Bearer`` (RFC 6750).
+problem+json with ``WWW-Authenticate: Bearer`` (RFC 6750). An answer to a keyed request
+never says ``Cache-Control: public``: that directive lets a shared cache give a response
+to a request with credentials to anyone (RFC 9111 §3.5), so it is taken out, and the
+rest (``max-age``, ``immutable``) stays for the client's own cache and for nginx, which
+asks the service about the key before each answer it takes from its cache
+(deploy/nginx.conf).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .problems import ProblemError
 
@@ -123,7 +128,7 @@ class ApiKeyMiddleware:
             return
         token = bearer_token(_header(scope, b"authorization"))
         if token is not None and self.keys.verify(token):
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _not_public(send))
             return
         if self.on_reject is not None:
             self.on_reject()
@@ -135,6 +140,23 @@ class ApiKeyMiddleware:
             challenge = _REALM + ', error="invalid_token"'
         response = ProblemError("unauthorized", detail, headers={"WWW-Authenticate": challenge}).response(Request(scope))
         await response(scope, receive, send)
+
+
+def _not_public(send: Send) -> Send:
+    """``send`` with the ``public`` directive taken out of the answer's Cache-Control (the header dropped if nothing is left)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = []
+            for name, value in message.get("headers", ()):
+                if name.lower() != b"cache-control":
+                    headers.append((name, value))
+                elif kept := [d for d in (part.strip() for part in value.split(b",")) if d and d.lower() != b"public"]:
+                    headers.append((name, b", ".join(kept)))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
 
 
 def _digest(key: str | bytes) -> bytes:

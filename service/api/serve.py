@@ -4,7 +4,8 @@ The uvicorn command line (the app factory filled in when no app is named), with 
 difference: after a graceful shutdown on SIGTERM or SIGINT the process exits 0. uvicorn itself re-raises
 the signal it caught once it has shut down, so that the exit status names the signal
 (143 under a shell); an orchestrator that sends SIGTERM to stop the service would then
-see every clean stop as a failure.
+see every clean stop as a failure. A signal that comes before uvicorn serves (while the
+app is imported) stops the process at once, also with 0.
 
 ``HOST`` and ``PORT`` from the environment are the defaults of ``--host`` and
 ``--port`` (127.0.0.1 and 8000; the container sets HOST=0.0.0.0), and in-flight
@@ -34,8 +35,19 @@ APP = "service.api.app:create_app"
 GRACEFUL_SECONDS = 30
 
 
-def _after_shutdown(signum: int, frame: FrameType | None) -> None:
-    """What uvicorn's re-raised signal runs into once the server has shut down: nothing."""
+def _exit(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM or SIGINT while uvicorn's own handlers are not installed: exit 0.
+
+    Before: uvicorn imports and builds the app (seconds) before it installs its handlers,
+    and a signal then must still stop the process (a handler that did nothing lost it, and
+    the process went on to serve). After: uvicorn puts this handler back once it has shut
+    down and re-raises the signal it caught, which must not make a clean stop a failure.
+    Nothing here takes a lock (issue 17): the signals that follow are ignored by the kernel
+    (SIG_IGN), and SystemExit unwinds the main thread as a KeyboardInterrupt would.
+    """
+    for other in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(other, signal.SIG_IGN)
+    raise SystemExit(0)
 
 
 def command(argv: list[str]) -> list[str]:
@@ -79,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM/SIGINT, shut down gracefully, exit 0."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         # uvicorn installs its own handlers while serving and restores these afterwards.
-        signal.signal(signum, _after_shutdown)
+        signal.signal(signum, _exit)
     args = command(sys.argv[1:] if argv is None else argv)
     if workers(args) > 1:
         multiprocess_metrics()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with uvicorn[standard]
 
-from deploy.cluster import PLACEHOLDER, TEMPLATE, render
+from deploy.cluster import AUTH_REQUEST, PLACEHOLDER, TEMPLATE, render
 from service.api.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +54,7 @@ def test_compose_runs_replicas_behind_the_nginx_conf_of_make_cluster() -> None:
     assert "server tensorinit:8000 max_fails=1" in rendered and "listen 8080;" in rendered
     assert set(PLACEHOLDER.findall(TEMPLATE.read_text())) == {k for k in env if k.startswith("TENSORINIT_NGINX_")}
     assert nginx["ports"] == ["127.0.0.1:${PORT:-8000}:8080"]
+    assert env["TENSORINIT_NGINX_AUTH_REQUEST"] == AUTH_REQUEST  # on whatever the keys: safe if they are set later
 
 
 def test_dockerfile_runs_the_same_factory_as_make_run_as_a_non_root_user() -> None:

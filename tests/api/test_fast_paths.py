@@ -151,12 +151,13 @@ def test_the_generating_routes_are_dispatched_directly() -> None:
     per_scheme = [
         (method, f"/{resource}/{name}") for name in SCHEMES for method, resource in (("GET", "init"), ("HEAD", "init"), ("GET", "stats"))
     ]
-    general = [("GET", "/init"), ("GET", "/stats"), ("HEAD", "/init"), ("POST", "/init"), ("POST", "/stats")]
+    general = [("GET", "/init"), ("GET", "/stats"), ("HEAD", "/init"), ("POST", "/init"), ("POST", "/stats"), ("GET", "/auth")]
     assert sorted(table) == sorted(general + per_scheme)
     assert app.user_middleware[-1] == direct  # innermost: access control and CORS come first
 
 
 REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("GET", "/auth", {}),
     ("GET", "/init", {"params": {"scheme": "he_uniform", "shape": "64,64", "seed": "3"}}),
     ("HEAD", "/init", {"params": {"scheme": "he_uniform", "shape": "64,64", "seed": "3"}}),
     ("GET", "/init", {"params": {"scheme": "he_uniform", "shape": "64,64"}, "headers": {"Range": "bytes=100-199"}}),

@@ -31,9 +31,9 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def served(url: str, route: str = "/init") -> float:
-    """How many answers the process at ``url`` has counted on ``route`` (any method and status)."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+def served(url: str, route: str = "/init", headers: dict[str, str] | None = None) -> float:
+    """How many answers the process at ``url`` has counted on ``route`` (any method and status); ``headers``: a key."""
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=10).text
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
@@ -43,9 +43,9 @@ def served(url: str, route: str = "/init") -> float:
     )
 
 
-def upstream_count(cluster: Cluster, route: str = "/init") -> float:
+def upstream_count(cluster: Cluster, route: str = "/init", headers: dict[str, str] | None = None) -> float:
     """Answers on ``route`` counted by all replicas together."""
-    return sum(served(r.url, route) for r in cluster.replicas)
+    return sum(served(r.url, route, headers) for r in cluster.replicas)
 
 
 def tensor_sha256(body: bytes) -> str:
@@ -54,19 +54,30 @@ def tensor_sha256(body: bytes) -> str:
     return hashlib.sha256(body[8 + header :]).hexdigest()
 
 
-def new_cluster(tmp: Path, replicas: int = 2) -> Cluster:
-    """A cluster (not yet started: ``with new_cluster(...) as c``) on free ports, its state in ``tmp``."""
+def new_cluster(tmp: Path, replicas: int = 2, env: dict[str, str] | None = None) -> Cluster:
+    """A cluster (not yet started: ``with new_cluster(...) as c``) on free ports, its state in ``tmp``; ``env`` for the replicas."""
     try:
         nginx_binary()
     except FileNotFoundError as err:
         pytest.fail(str(err))
     port, *ports = free_ports(replicas + 1)
     tmp.chmod(0o755)  # nginx's workers may run as another user
-    return Cluster(port, ports, tmp, env={"TENSORINIT_ACCESS_LOG": "off"})
+    return Cluster(port, ports, tmp, env={"TENSORINIT_ACCESS_LOG": "off", **(env or {})})
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two replicas behind nginx, for one test module."""
     with new_cluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+
+
+#: The keys of :func:`keyed_cluster`'s replicas.
+KEYS = ("k-one", "k-two")
+
+
+@pytest.fixture(scope="module")
+def keyed_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two replicas that require an API key (``TENSORINIT_API_KEYS``) behind nginx, for one test module."""
+    with new_cluster(tmp_path_factory.mktemp("keyed"), env={"TENSORINIT_API_KEYS": ",".join(KEYS)}) as running:
         yield running

@@ -212,3 +212,12 @@ def test_a_cut_post_resumes_through_nginx_with_range(cluster: Cluster) -> None:
     rest = httpx.post(cluster.url + "/init", json=body, headers={"Range": "bytes=1000000-", "If-Range": etag}, timeout=60)
     assert (rest.status_code, rest.headers["x-cache-status"]) == (206, "BYPASS")
     assert rest.content == whole.content[1000000:]
+
+
+def test_without_keys_nginx_asks_nothing_and_answers_stay_public(cluster: Cluster) -> None:
+    """No API key configured: no key check before the cache (it would cost a replica request per hit)."""
+    assert cluster.auth_request == "off" and "auth_request off;" in cluster.config.read_text()
+    query = init(115, shape="16,16")
+    answers = [httpx.get(cluster.url + query, timeout=30) for _ in range(2)]
+    assert [a.headers["x-cache-status"] for a in answers] == ["MISS", "HIT"]
+    assert answers[1].headers["cache-control"] == "public, max-age=31536000, immutable"

@@ -216,3 +216,33 @@ def test_a_flood_of_huge_requests_keeps_memory_bounded(tmp_path: Path) -> None:
         for s in hogs:
             s.close()
     assert grown < 200 * (1 << 20), f"RSS grew by {grown / (1 << 20):.0f} MiB"
+
+
+# (keys configured, method, path, headers, status, Cache-Control): GET /auth for nginx's
+# auth_request, and no "public" in an answer to a keyed request (RFC 9111 §3.5).
+KEY_CHECKS = [
+    (False, "GET", "/auth", {}, 204, None),
+    (False, "GET", "/auth", {"Authorization": "Bearer anything"}, 204, None),
+    (False, "GET", "/init?scheme=zeros&shape=2", {}, 200, "public, max-age=31536000, immutable"),
+    (False, "GET", "/stats?scheme=zeros&shape=2", {}, 200, "public, max-age=86400"),
+    (True, "GET", "/auth", {}, 401, None),
+    (True, "GET", "/auth", {"Authorization": "Bearer nope"}, 401, None),
+    (True, "GET", "/auth", AUTH, 204, None),
+    (True, "GET", "/init?scheme=zeros&shape=2", AUTH, 200, "max-age=31536000, immutable"),
+    (True, "HEAD", "/init/zeros?shape=2", AUTH, 200, "max-age=31536000, immutable"),
+    (True, "GET", "/init?scheme=zeros&shape=2", {**AUTH, "Range": "bytes=0-3"}, 206, "max-age=31536000, immutable"),
+    (True, "GET", "/stats/zeros?shape=2", AUTH, 200, "max-age=86400"),
+    (True, "GET", "/version", AUTH, 200, None),
+]
+
+
+@pytest.mark.parametrize(("keys", "method", "path", "headers", "status", "cache_control"), KEY_CHECKS)
+async def test_the_key_check_and_no_public_cache_control_with_keys(
+    keys: bool, method: str, path: str, headers: dict[str, str], status: int, cache_control: str | None
+) -> None:
+    async with client(api_keys=KEY if keys else "") as c:
+        response = await c.request(method, path, headers=headers)
+    assert response.status_code == status
+    assert response.headers.get("cache-control") == cache_control
+    if status == 204:
+        assert response.content == b""
