@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,11 +33,22 @@ DESCRIPTION = """Reproducibly initialized neural-network tensors, streamed as sa
 Every error is `application/problem+json` (RFC 9457). Limits are in `/version` and `/schemes`."""
 
 
+# uvicorn's own logger: uvicorn gives it a handler and its --log-level, so the line lands beside
+# "Uvicorn running on ..." in the same format (a logger of our own would print nothing under uvicorn).
+_log = logging.getLogger("uvicorn.error")
+
+
 def _warm(loop: asyncio.AbstractEventLoop, app: FastAPI) -> None:
+    start = time.perf_counter()
     warm_up()
     # The loop has closed if the app stopped before its kernels were ready: nothing to tell then.
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(setattr, app.state, "ready", True)
+        loop.call_soon_threadsafe(_ready, app, time.perf_counter() - start)
+
+
+def _ready(app: FastAPI, seconds: float) -> None:
+    app.state.ready = True
+    _log.info("tensorinit is ready: kernels compiled (or loaded from numba's cache) in %.1f s; /readyz answers 200", seconds)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         loop = asyncio.get_running_loop()
         warming = threading.Thread(target=_warm, args=(loop, app), name="tensorinit-warm-up", daemon=True)
         warming.start()
+        _log.info("tensorinit: compiling the kernels in the background; /healthz answers now, /readyz once they are ready")
         yield
         app.state.ready = False
         app.state.hardening.access_log.flush()  # not closed: a later lifespan of this app logs on
