@@ -25,7 +25,7 @@ from .docs import component_schemas
 from .edge import DirectRoutes
 from .hardening import install
 from .resolution import QueryTemplates
-from .routes import catalogue, files, health, page, propagation, recipes, stats
+from .routes import catalogue, files, health, page, propagation, recipes, stats, swagger
 from .settings import Settings
 
 DESCRIPTION = """Reproducibly initialized neural-network tensors, streamed as safetensors.
@@ -72,13 +72,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # FastAPI's OpenTelemetry hook asks the global providers on every request whether
     # anyone listens: off unless TENSORINIT_OTEL asks for it.
     telemetry = None if settings.otel else TelemetryConfig(tracing=False, metrics=False, logs=False)
-    app = FastAPI(title="tensorinit", version=__version__, description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry)
+    # /docs is routes/swagger.py's (served from the package, under a strict CSP); no ReDoc, which needs inline styles and a CDN.
+    app = FastAPI(
+        title="tensorinit",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        telemetry=telemetry,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.ready = False
     app.state.counters = Counters()
     app.state.query_templates = QueryTemplates(settings)
     problems.install(app)
-    for module in (files, stats, catalogue, recipes, health, propagation, page):
+    for module in (files, stats, catalogue, recipes, health, propagation, page, swagger):
         app.include_router(module.router)  # as they are: DirectRoutes relies on it
     # Innermost layer: the generating routes take only the Request, so they skip
     # FastAPI's per-route machinery (edge.py says why; a test holds both paths equal).
