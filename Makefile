@@ -15,14 +15,18 @@ PORT ?= 8000
 # PIP_COMPILE=0: pip would byte-compile every installed module (scipy, matplotlib, numba), and
 # setuptools in each build environment, before the first start; Python compiles what it imports,
 # when it first imports it. (An environment variable, so that pip's build environments see it too.)
-PIP := PIP_COMPILE=0 $(BIN)/python -m pip install --progress-bar on
+# --no-build-isolation: the two editable installs build with the venv's setuptools instead of
+# installing it into a fresh build environment each (8 s of the 48 s install, measured).
+PIP := PIP_COMPILE=0 $(BIN)/python -m pip install --progress-bar on --no-build-isolation
 
 # The venv is made without pip, and pip is put in by $(PY)'s own pip: venv's ensurepip byte-compiles
 # pip and setuptools, 15 s on a busy two-core machine against 0.5 s. A $(PY) without pip falls back to it.
+# setuptools as pyproject.toml's [build-system] requires it, for the builds without isolation.
 $(BIN)/python:
 	@echo "==> make: creating $(VENV) with $(PY)"
 	$(PY) -m venv --without-pip $(VENV)
-	PIP_COMPILE=0 $(PY) -m pip --python $(BIN)/python install --quiet pip || $(BIN)/python -m ensurepip
+	PIP_COMPILE=0 $(PY) -m pip --python $(BIN)/python install --quiet pip 'setuptools>=68' || \
+		{ $(BIN)/python -m ensurepip && $(BIN)/python -m pip install --quiet 'setuptools>=68'; }
 
 $(RUN_STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	@echo "==> make: installing the service and the client (runtime dependencies only) into $(VENV)"
