@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,7 +25,7 @@ from .docs import component_schemas
 from .edge import DirectRoutes
 from .hardening import install
 from .resolution import QueryTemplates
-from .routes import catalogue, files, health, page, propagation, recipes, stats
+from .routes import catalogue, files, health, page, propagation, recipes, stats, swagger
 from .settings import Settings
 
 DESCRIPTION = """Reproducibly initialized neural-network tensors, streamed as safetensors.
@@ -31,11 +33,22 @@ DESCRIPTION = """Reproducibly initialized neural-network tensors, streamed as sa
 Every error is `application/problem+json` (RFC 9457). Limits are in `/version` and `/schemes`."""
 
 
+# uvicorn's own logger: uvicorn gives it a handler and its --log-level, so the line lands beside
+# "Uvicorn running on ..." in the same format (a logger of our own would print nothing under uvicorn).
+_log = logging.getLogger("uvicorn.error")
+
+
 def _warm(loop: asyncio.AbstractEventLoop, app: FastAPI) -> None:
+    start = time.perf_counter()
     warm_up()
     # The loop has closed if the app stopped before its kernels were ready: nothing to tell then.
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(setattr, app.state, "ready", True)
+        loop.call_soon_threadsafe(_ready, app, time.perf_counter() - start)
+
+
+def _ready(app: FastAPI, seconds: float) -> None:
+    app.state.ready = True
+    _log.info("tensorinit is ready: kernels compiled (or loaded from numba's cache) in %.1f s; /readyz answers 200", seconds)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         loop = asyncio.get_running_loop()
         warming = threading.Thread(target=_warm, args=(loop, app), name="tensorinit-warm-up", daemon=True)
         warming.start()
+        _log.info("tensorinit: compiling the kernels in the background; /healthz answers now, /readyz once they are ready")
         yield
         app.state.ready = False
         app.state.hardening.access_log.flush()  # not closed: a later lifespan of this app logs on
@@ -58,13 +72,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # FastAPI's OpenTelemetry hook asks the global providers on every request whether
     # anyone listens: off unless TENSORINIT_OTEL asks for it.
     telemetry = None if settings.otel else TelemetryConfig(tracing=False, metrics=False, logs=False)
-    app = FastAPI(title="tensorinit", version=__version__, description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry)
+    # /docs is routes/swagger.py's (served from the package, under a strict CSP); no ReDoc, which needs inline styles and a CDN.
+    app = FastAPI(
+        title="tensorinit",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        telemetry=telemetry,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.ready = False
     app.state.counters = Counters()
     app.state.query_templates = QueryTemplates(settings)
     problems.install(app)
-    for module in (files, stats, catalogue, recipes, health, propagation, page):
+    for module in (files, stats, catalogue, recipes, health, propagation, page, swagger):
         app.include_router(module.router)  # as they are: DirectRoutes relies on it
     # Innermost layer: the generating routes take only the Request, so they skip
     # FastAPI's per-route machinery (edge.py says why; a test holds both paths equal).

@@ -37,7 +37,7 @@ from starlette.types import Receive, Scope, Send
 from .admission import Admission, Overloaded, Slot
 from .docs import REF, problem
 from .edge import EdgeMiddleware
-from .logging import AccessLog
+from .logging import PROBE_PATHS, AccessLog
 from .metrics import Chunk, Metrics, chunk_bytes
 from .problems import Problem, ProblemError
 from .routes.page import PAGE_PATHS
@@ -75,6 +75,8 @@ class HardeningSettings(Protocol):
     def access_log(self) -> str: ...
     @property
     def access_log_flush_seconds(self) -> float: ...
+    @property
+    def access_log_probes(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
     if counters is not None:
         metrics.observe_stream_counters(counters)
     access_log = AccessLog.open(settings.access_log, flush_seconds=settings.access_log_flush_seconds)
+    access_log.skip_paths = frozenset() if settings.access_log_probes else PROBE_PATHS
     hardening = Hardening(keys, admission, metrics, access_log)
     app.state.hardening = hardening
 

@@ -8,7 +8,9 @@ Each line is one JSON object: ``ts``, ``level``, ``logger`` (``tensorinit.access
 batches: when ``max_pending`` lines wait, when ``flush_seconds`` have passed since
 the first of them (a timer on the running event loop sees to it when traffic stops),
 at the app's shutdown and at interpreter exit; ``flush_seconds=0`` writes every line
-at once. A stream that cannot be written is reported once on stderr, never to a
+at once. Requests to ``skip_paths`` are not logged: the app's install leaves the probes
+(:data:`PROBE_PATHS`) out unless ``TENSORINIT_ACCESS_LOG_PROBES`` asks for them, since a
+load balancer's probe every few seconds would bury the requests people look for. A stream that cannot be written is reported once on stderr, never to a
 request.
 
 Written by hand rather than through :mod:`logging` because that costs more than the
@@ -33,6 +35,8 @@ from typing import Any, TextIO
 
 ACCESS_LOGGER = "tensorinit.access"
 OFF, STDERR, STDOUT = "off", "stderr", "stdout"
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Liveness, readiness and Prometheus' scrapes: out of the access log by default."""
 
 
 class AccessLog:
@@ -43,6 +47,7 @@ class AccessLog:
         self.flush_seconds = flush_seconds
         self.max_pending = max_pending
         self._owned = owned
+        self.skip_paths: frozenset[str] = frozenset()
         self._pending: list[tuple[float, Mapping[str, Any] | tuple[Any, ...]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
@@ -84,7 +89,7 @@ class AccessLog:
         Only the raw values are kept here; the line is made at flush time, in a batch,
         where formatting is a fraction of its cost one request at a time.
         """
-        if self.stream is not None:
+        if self.stream is not None and scope["path"] not in self.skip_paths:
             raw = (request_id, scope["method"], scope["path"], scope.get("query_string", b""), route, status, sent, seconds)
             self._queue((time.time(), (*raw, scope.get("client"), user_agent)))
 

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     access_log_flush_seconds: float = Field(
         1.0, ge=0, description="access-log lines are written in batches at least this often (0: every line at once)"
     )
+    access_log_probes: bool = Field(
+        False, description="also log /healthz, /readyz and /metrics requests (left out by default: probes every few seconds bury the rest)"
+    )
     otel: bool = Field(
         False,
         description="FastAPI's native OpenTelemetry (spans, metrics and logs to the globally configured providers); "

@@ -33,6 +33,7 @@ class StubSettings:
     cors_origins: str = ""
     access_log: str = "stderr"
     access_log_flush_seconds: float = 0.0
+    access_log_probes: bool = False
 
 
 def small_app(settings: StubSettings | None = None) -> FastAPI:

@@ -286,7 +286,7 @@ async def test_an_app_file_log_outlives_a_lifespan(tmp_path: Path) -> None:
     app = create_app(Settings(access_log=str(path), access_log_flush_seconds=60))
     for expected in (1, 2):
         async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
-            assert (await c.get("/healthz")).status_code == 200
+            assert (await c.get("/version")).status_code == 200
         assert len(path.read_text().splitlines()) == expected  # flushed at each lifespan's end
     app.state.hardening.access_log.close()
 
@@ -317,3 +317,23 @@ async def test_the_first_request_id_header_counts(access_log: io.StringIO) -> No
     assert response.headers["x-request-id"] == "first"
     line = json.loads(access_log.getvalue())
     assert (line["request_id"], line["user_agent"]) == ("first", "ua-1")
+
+
+@pytest.mark.parametrize(
+    ("probes", "path", "logged"),
+    [
+        (False, "/healthz", False),
+        (False, "/readyz", False),
+        (False, "/metrics", False),
+        (False, "/items/healthz", True),  # a path, not a suffix
+        (True, "/healthz", True),
+        (True, "/readyz", True),
+        (True, "/metrics", True),
+        (True, "/items/a", True),
+    ],
+)
+async def test_probes_stay_out_of_the_access_log_unless_asked(access_log: io.StringIO, probes: bool, path: str, logged: bool) -> None:
+    async with client(StubSettings(access_log_probes=probes)) as c:
+        assert (await c.get(path)).status_code == 200
+    lines = [json.loads(line) for line in access_log.getvalue().splitlines()]
+    assert [line["path"] for line in lines] == ([path] if logged else [])
