@@ -87,6 +87,7 @@ class Settings(BaseSettings):
             max_dims=self.max_dims,
             max_orthogonal_elements=self.max_orthogonal_elements,
             max_name_length=self.max_name_length,
+            max_rules=self.max_rules,
         )
 
     @property
@@ -115,4 +116,5 @@ class Settings(BaseSettings):
             "max_propagation_cells": self.max_propagation_cells,
             "max_propagation_compare": self.max_propagation_compare,
             "max_plot_points": self.max_plot_points,
+            "max_rules": self.max_rules,
         }
