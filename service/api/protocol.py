@@ -33,9 +33,12 @@ slower: docs/benchmarks.md, 2026-12-07). Everything else is uvicorn's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
+import socket
+import struct
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
@@ -182,9 +185,17 @@ class HttpToolsProtocol(_HttpToolsProtocol):
             log.warning(
                 "no write progress for %.3g s to %s (%d bytes buffered): connection aborted", now - self._stall_since, self.client, size
             )
-            self.transport.abort()  # close() would wait for the buffer to drain, which it never does
+            self._reset()
             return
         self._stall_timer = self.loop.call_later(self._stall_tick(), self._check_stall)
+
+    def _reset(self) -> None:
+        """Abort the connection with a reset: what the kernel still buffers for this client is dropped, not sent on."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()  # close() would wait for the buffer to drain, which it never does
 
     def _cancel_stall_timer(self) -> None:
         if self._stall_timer is not None:

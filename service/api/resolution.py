@@ -8,7 +8,6 @@ models → engine resolution (values, shape, per-tensor limits) → response-siz
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import hashlib
@@ -39,6 +38,7 @@ from service.core.recipes import RecipePlan, plan_recipe
 from service.safetensors_stream import Plan, file_order_key
 
 from .models import INIT_ADAPTER, BatchRequest, RecipeRequest, TensorBase
+from .offload import off_loop
 from .problems import ProblemError, from_engine, from_pydantic
 from .settings import Settings
 
@@ -92,7 +92,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     body = b"".join(chunks)
     if len(body) <= INLINE_JSON_BYTES:
         return _parse_json(body)
-    return await asyncio.to_thread(_parse_json, body)  # up to max_body_bytes: milliseconds, off the event loop
+    return await off_loop(_parse_json, body)  # up to max_body_bytes: milliseconds, off the event loop
 
 
 INLINE_JSON_BYTES = 64 << 10
@@ -361,7 +361,7 @@ async def prepare(document: Any, settings: Settings) -> Prepared:
         # A batch or a recipe: work that grows with the request (up to max_batch_tensors
         # tensors and max_rules rules: seconds of CPU) runs on a thread, keeping the
         # event loop free for everyone else (issue 17).
-        return await asyncio.to_thread(prepare_now, document, settings)
+        return await off_loop(prepare_now, document, settings)
     return prepare_now(document, settings)
 
 

@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(
         10.0, gt=0, description="a request head must be complete this long after its first byte (and a new connection send one)"
     )
-    keep_alive_seconds: float = Field(
-        5.0, gt=0, description="an idle keep-alive connection is closed after this long (uvicorn's --timeout-keep-alive)"
+    keep_alive_seconds: int = Field(
+        5, ge=1, description="an idle keep-alive connection is closed after this long (uvicorn's --timeout-keep-alive)"
     )
     write_stall_seconds: float = Field(
         30.0, gt=0, description="a response whose client reads nothing for this long is aborted, releasing what it holds"
