@@ -19,6 +19,11 @@ means the attack starved the others). The attacks, each for S seconds (default 1
 * ``recipe``: two threads POST /init, a recipe over 1024 tensors (1 MiB), back to back.
 
 Everything is bounded: S seconds per attack, at most 64 MiB per header, 256 connections.
+
+``python -m bench.attacks --protocols`` instead prices the bounds: requests/s of 64×64
+``GET /init`` (bench.server's small case: curl, 4 in parallel, keep-alive) served with
+our protocol, uvicorn's stock httptools one (no bounds) and its h11 one with the head
+bounded by ``--h11-max-incomplete-event-size``, interleaved over rounds.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(root: Path, port: int) -> subprocess.Popen[bytes]:
+def start(root: Path, port: int, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": f"{root}:{root / 'clients' / 'python'}",
@@ -56,7 +61,7 @@ def start(root: Path, port: int) -> subprocess.Popen[bytes]:
         "TENSORINIT_WRITE_STALL_SECONDS": "5",
         "TENSORINIT_HEADER_TIMEOUT_SECONDS": "5",
     }
-    command = [sys.executable, "-m", "service.api.serve", "--port", str(port), "--log-level", "error"]
+    command = [sys.executable, "-m", "service.api.serve", "--port", str(port), "--log-level", "error", *extra]
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -265,15 +270,59 @@ def run(port: int, name: str, seconds: float) -> None:
     time.sleep(1.0)
 
 
+PROTOCOLS = {
+    "ours (bounded httptools)": (),
+    "uvicorn httptools (stock)": ("--http", "httptools"),
+    "uvicorn h11, head bounded": ("--http", "h11", "--h11-max-incomplete-event-size", "65536"),
+}
+
+
+def protocols(root: Path, rounds: int = 8, count: int = 2000) -> None:
+    from bench.server import small_load  # curl-driven, as bench.server measures the small case
+
+    rates: dict[str, list[float]] = {name: [] for name in PROTOCOLS}
+    p99s: dict[str, list[float]] = {name: [] for name in PROTOCOLS}
+    servers = {}
+    try:
+        for name, extra in PROTOCOLS.items():
+            port = free_port()
+            servers[name] = (port, start(root, port, extra))
+        names = list(servers)
+        for port, _ in servers.values():  # a round to warm each up, not counted
+            small_load(f"http://127.0.0.1:{port}/init?scheme=he_uniform&shape=64,64", count // 4, 4)
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:  # each goes first in turn
+                url = f"http://127.0.0.1:{servers[name][0]}/init?scheme=he_uniform&shape=64,64"
+                rate, times = small_load(url, count, 4, first_seed=(r + 1) * count)
+                rates[name].append(rate)
+                p99s[name].append(times[int(0.99 * len(times))] * 1000)
+    finally:
+        for _, process in servers.values():
+            process.terminate()
+            process.wait(15)
+    ours = max(rates["ours (bounded httptools)"])
+    for name in PROTOCOLS:
+        print(
+            f"{name:28} best {max(rates[name]):6.0f} req/s, median {statistics.median(rates[name]):6.0f} "
+            f"(rounds {', '.join(f'{x:.0f}' for x in rates[name])}), best p99 {min(p99s[name]):5.1f} ms, "
+            f"ours / this (best) {ours / max(rates[name]):.2f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="the tree whose service is run (default: this one)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per attack")
+    parser.add_argument("--protocols", action="store_true", help="price the bounds instead (small GETs per protocol)")
     parser.add_argument("attacks", nargs="*", help=f"some of {', '.join(ATTACKS)} (default: all)")
     args = parser.parse_args()
     unknown = set(args.attacks) - set(ATTACKS)
     if unknown:
         parser.error(f"unknown attacks {sorted(unknown)}; known: {', '.join(ATTACKS)}")
+    if args.protocols:
+        protocols(args.root.resolve())
+        return
     port = free_port()
     process = start(args.root.resolve(), port)
     try:
