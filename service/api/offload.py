@@ -25,6 +25,7 @@ import contextvars
 import functools
 import gc
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
@@ -44,9 +45,22 @@ def start() -> None:
 
 
 def settle() -> None:
-    """Exempt every object alive now from the collector's passes (call once start-up is done)."""
+    """Exempt every object alive now from the collector's passes (once per process, when start-up is done).
+
+    Once: a process that makes many apps (the tests) would otherwise freeze each one's
+    garbage-to-be, which the collector then never reclaims.
+    """
+    global _settled
+    with _settle_lock:
+        if _settled:
+            return
+        _settled = True
     gc.collect()
     gc.freeze()
+
+
+_settled = False
+_settle_lock = threading.Lock()
 
 
 async def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
