@@ -20,7 +20,7 @@ from service.core import default_executor
 from service.core.algorithms import warm_up
 from service.safetensors_stream import Counters
 
-from . import problems
+from . import offload, problems
 from .docs import component_schemas
 from .edge import DirectRoutes
 from .hardening import install
@@ -41,6 +41,7 @@ _log = logging.getLogger("uvicorn.error")
 def _warm(loop: asyncio.AbstractEventLoop, app: FastAPI) -> None:
     start = time.perf_counter()
     warm_up()
+    offload.settle()  # what start-up made lives as long as the process: out of the collector's way
     # The loop has closed if the app stopped before its kernels were ready: nothing to tell then.
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_ready, app, time.perf_counter() - start)
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         default_executor()  # start the block pool before the first request
+        offload.start()  # the event loop waits at most 1 ms for the GIL (issue 17)
         # Kernels compile (or load from numba's cache) in the background: /healthz answers
         # at once, /readyz only once they are ready. A request before then compiles what
         # it needs itself (numba holds a lock), so nothing fails, it is only slower.

@@ -70,6 +70,8 @@ class HardeningSettings(Protocol):
     @property
     def admission_timeout_seconds(self) -> float: ...
     @property
+    def max_client_share(self) -> float: ...
+    @property
     def cors_origins(self) -> str | Sequence[str]: ...
     @property
     def access_log(self) -> str: ...
@@ -98,6 +100,7 @@ def install(app: FastAPI, settings: HardeningSettings) -> Hardening:
         settings.max_bytes_in_flight,
         settings.admission_timeout_seconds,
         on_reject=lambda: metrics.reject("overloaded"),
+        client_share=settings.max_client_share,
     )
     metrics.observe_admission(admission)
     counters = getattr(app.state, "counters", None)  # the app factory's stream counters, if any
@@ -179,8 +182,14 @@ async def admit(request: Request, nbytes: int) -> AsyncIterator[None]:
     if hardening is None:
         yield
         return
-    async with hardening.admission.slot(nbytes):
+    async with hardening.admission.slot(nbytes, client_of(request.scope)):
         yield
+
+
+def client_of(scope: Scope) -> str | None:
+    """Whom admission shares are counted for: the peer's address (behind nginx, the one it forwards), not its port."""
+    client = scope.get("client")
+    return None if client is None else str(client[0])
 
 
 def _hardening(request: Request) -> Hardening | None:
@@ -199,7 +208,7 @@ class _AdmittedStream(Response):
         self.background = inner.background
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        slot = await while_connected(receive, self.hardening.admission.acquire(self.nbytes))
+        slot = await while_connected(receive, self.hardening.admission.acquire(self.nbytes, client_of(scope)))
         body = _report_sent(self.hardening.metrics.instrument_stream(self.inner.body_iterator), slot)
         self.inner.body_iterator = body
         self.inner.background = self.background

@@ -8,7 +8,6 @@ models → engine resolution (values, shape, per-tensor limits) → response-siz
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import hashlib
@@ -39,6 +38,7 @@ from service.core.recipes import RecipePlan, plan_recipe
 from service.safetensors_stream import Plan, file_order_key
 
 from .models import INIT_ADAPTER, BatchRequest, RecipeRequest, TensorBase
+from .offload import off_loop
 from .problems import ProblemError, from_engine, from_pydantic
 from .settings import Settings
 
@@ -89,8 +89,19 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if total > max_bytes:
             raise _too_large(total, max_bytes)
         chunks.append(chunk)
+    body = b"".join(chunks)
+    if len(body) <= INLINE_JSON_BYTES:
+        return _parse_json(body)
+    return await off_loop(_parse_json, body)  # up to max_body_bytes: milliseconds, off the event loop
+
+
+INLINE_JSON_BYTES = 64 << 10
+"""Bodies up to this size are parsed on the event loop (well under a millisecond); larger ones on a thread."""
+
+
+def _parse_json(body: bytes) -> Any:
     try:
-        return json.loads(b"".join(chunks), parse_constant=_no_constants)
+        return json.loads(body, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise ProblemError("malformed-json", f"the request body is not valid JSON: {str(err)[:200]}") from None
 
@@ -346,11 +357,17 @@ def etag_of(metadata: str) -> str:
 
 async def prepare(document: Any, settings: Settings) -> Prepared:
     """Validate, resolve and plan a request document; raises ProblemError before any byte is sent."""
-    specs = resolve_document(validate(document), settings)
-    if len(specs) == 1:
-        return plan_for(specs, settings)
-    # Many tensors: their metadata and header take a while; keep the event loop free.
-    return await asyncio.to_thread(plan_for, specs, settings)
+    if isinstance(document, dict) and "tensors" in document:
+        # A batch or a recipe: work that grows with the request (up to max_batch_tensors
+        # tensors and max_rules rules: seconds of CPU) runs on a thread, keeping the
+        # event loop free for everyone else (issue 17).
+        return await off_loop(prepare_now, document, settings)
+    return prepare_now(document, settings)
+
+
+def prepare_now(document: Any, settings: Settings) -> Prepared:
+    """:func:`prepare` on the calling thread."""
+    return plan_for(resolve_document(validate(document), settings), settings)
 
 
 # -- GET /init: the same request with another seed ----------------------------------------

@@ -11,6 +11,9 @@ app is imported) stops the process at once, also with 0.
 ``--port`` (127.0.0.1 and 8000; the container sets HOST=0.0.0.0), and in-flight
 streams get ``--timeout-graceful-shutdown`` seconds (default 30) to finish. uvicorn's
 plain access log is off (``--access-log`` turns it back on): the app writes JSON lines.
+The HTTP protocol is uvicorn's httptools one with a bounded request head and deadlines
+for slow heads and stalled writes (service/api/protocol.py); idle keep-alive connections
+close after ``TENSORINIT_KEEP_ALIVE_SECONDS`` (default 5; ``--timeout-keep-alive``).
 ``make run`` and the Dockerfile run ``python -m service.api.serve service.api.app:create_app --factory``.
 
 ``TENSORINIT_WORKERS=N`` (N > 1, unless ``--workers`` is given) serves from N uvicorn
@@ -32,6 +35,7 @@ from types import FrameType
 import uvicorn
 
 APP = "service.api.app:create_app"
+HTTP_PROTOCOL = "service.api.protocol:HttpToolsProtocol"  # uvicorn's httptools with the connection bounds of issue 17
 GRACEFUL_SECONDS = 30
 
 
@@ -58,6 +62,9 @@ def command(argv: list[str]) -> list[str]:
         ("--port", os.environ.get("PORT", "8000")),
         ("--timeout-graceful-shutdown", str(GRACEFUL_SECONDS)),
         ("--workers", os.environ.get("TENSORINIT_WORKERS", "1")),
+        # The head bound and the head and write-stall deadlines (issue 17): every worker runs it.
+        ("--http", HTTP_PROTOCOL),
+        ("--timeout-keep-alive", os.environ.get("TENSORINIT_KEEP_ALIVE_SECONDS", "5")),
     ):
         if not any(a == option or a.startswith(option + "=") for a in args):
             args += [option, default]

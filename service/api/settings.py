@@ -52,6 +52,22 @@ class Settings(BaseSettings):
     admission_timeout_seconds: float = Field(2.0, ge=0, description="how long a request waits for admission before 503")
     cors_origins: str = Field("", description="comma-separated allowed CORS origins; empty: no CORS")
 
+    # -- connections (issue 17): read by service.api.protocol and service.api.serve --
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="bytes of a request head (request line and headers); longer: 431")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="a request head must be complete this long after its first byte (and a new connection send one)"
+    )
+    keep_alive_seconds: int = Field(
+        5, ge=1, description="an idle keep-alive connection is closed after this long (uvicorn's --timeout-keep-alive)"
+    )
+    write_stall_seconds: float = Field(
+        30.0, gt=0, description="a response whose client reads nothing for this long is aborted, releasing what it holds"
+    )
+    max_client_share: float = Field(
+        0.5, gt=0, le=1, description="the share of the generation slots and of the bytes in flight that one client address may hold"
+    )
+    max_rules: int = Field(1024, ge=1, description="rules of one recipe request")
+
     # -- observability ------------------------------------------------------------
     access_log: str = Field("stderr", min_length=1, description="JSON access log: stderr, stdout, off, or a file path (appended to)")
     access_log_flush_seconds: float = Field(
@@ -74,6 +90,7 @@ class Settings(BaseSettings):
             max_dims=self.max_dims,
             max_orthogonal_elements=self.max_orthogonal_elements,
             max_name_length=self.max_name_length,
+            max_rules=self.max_rules,
         )
 
     @property
@@ -102,4 +119,5 @@ class Settings(BaseSettings):
             "max_propagation_cells": self.max_propagation_cells,
             "max_propagation_compare": self.max_propagation_compare,
             "max_plot_points": self.max_plot_points,
+            "max_rules": self.max_rules,
         }

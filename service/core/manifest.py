@@ -28,10 +28,10 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
 from .errors import InvalidParameterError, MissingParameterError, TensorinitError, UnknownParameterError
+from .globs import Globs
 
 _LINEAR_ROLES = ("weight", "bias")
 _RNN_ROLE = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l[0-9]+(_reverse)?$")
@@ -263,10 +263,11 @@ class Manifest:
                 raise located(InvalidParameterError(role, patterns, "a list of glob patterns on tensor names"), "roles")
             self.patterns[role] = tuple(patterns)
             self.overridden.add(role)
+        self._globs = {role: Globs(patterns) for role, patterns in self.patterns.items()}  # compiled once per request
 
     def has_role(self, entry: Entry, role: str) -> bool:
         """Whether ``entry`` plays the model role: a pattern matches, or (not overridden) its kind implies it."""
-        if any(fnmatchcase(entry.name, p) for p in self.patterns[role]):
+        if self._globs[role].any(entry.name):
             return True
         if role in self.overridden:
             return False

@@ -26,6 +26,7 @@ from .errors import (
     UnknownParameterError,
     UnknownRecipeError,
 )
+from .globs import Globs
 from .manifest import DENSE, NORMS, RECURRENT, Entry, Manifest, located, parse_manifest
 from .schemes import REQUIRED, Limits, Param, check_dtype, resolve
 from .spec import ELEMENTWISE, ResolvedSpec
@@ -529,14 +530,16 @@ def _check_params(found: Recipe, given: Mapping[str, Any] | None) -> dict[str, A
     return values
 
 
-def normalize_rules(rules: Any) -> list[tuple[str, dict[str, Any] | None]]:
-    """Request rules as ordered (pattern, fields or None); an object or a list of [pattern, spec] pairs."""
+def normalize_rules(rules: Any, max_rules: int | None = None) -> list[tuple[str, dict[str, Any] | None]]:
+    """Request rules as ordered (pattern, fields or None); an object or a list of [pattern, spec] pairs, at most ``max_rules``."""
     if rules is None:
         return []
     items = rules.items() if isinstance(rules, Mapping) else rules
     allowed = "an object {glob: spec} or a list of [glob, spec] pairs; spec: a scheme name, an object with scheme and its parameters (no shape, no name), or null to leave the tensor out"
     if not isinstance(items, Sequence | type({}.items())) or isinstance(items, str):
         raise InvalidParameterError("rules", rules, allowed)
+    if max_rules is not None and len(items) > max_rules:
+        raise InvalidParameterError("rules", f"<{len(items)} rules>", f"at most {max_rules} rules (max_rules)")
     out: list[tuple[str, dict[str, Any] | None]] = []
     for i, item in enumerate(items):
         if not (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)):
@@ -581,8 +584,13 @@ def plan_recipe(
     """
     found = lookup_recipe(name)
     params = _check_params(found, recipe_params)
+    max_rules = (limits or Limits()).max_rules
+    patterns = sum(len(p) for p in roles.values() if isinstance(p, list | tuple)) if isinstance(roles, Mapping) else 0
+    if patterns > max_rules:  # each is matched against every tensor, like a rule
+        raise InvalidParameterError("roles", f"<{patterns} patterns>", f"at most {max_rules} patterns in all (max_rules)")
     manifest = parse_manifest(tensors, roles)
-    normalized = normalize_rules(rules)
+    normalized = normalize_rules(rules, max_rules)
+    globs = Globs(pattern for pattern, _ in normalized)  # compiled once for all tensors
     convention = convention or "torch"
     default_dtype = check_dtype(dtype) if dtype is not None else None
     ctx = RecipeContext(found.name, params, manifest, convention)
@@ -594,7 +602,8 @@ def plan_recipe(
         options["dtype"] = entry.dtype or default_dtype or "float32"
         if entry.slice is not None:  # a rank's shard: resolved on the full shape, so fans and bytes are the whole tensor's
             options["slice"] = entry.slice
-        rule_fields = next((fields for pattern, fields in normalized if fnmatchcase(entry.name, pattern)), False)
+        first = globs.first(entry.name)
+        rule_fields = False if first is None else normalized[first][1]
         try:
             if rule_fields is None:
                 skipped.append(entry.name)

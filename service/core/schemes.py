@@ -65,6 +65,7 @@ class Limits:
     max_dims: int = 8
     max_orthogonal_elements: int = 1 << 24
     max_name_length: int = 256
+    max_rules: int = 1024  # rules of a recipe request, and glob patterns of its model roles (issue 17)
 
 
 @dataclass(frozen=True)

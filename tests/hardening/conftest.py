@@ -30,6 +30,7 @@ class StubSettings:
     max_concurrent_generations: int = 2
     max_bytes_in_flight: int = 64 * MiB
     admission_timeout_seconds: float = 0.2
+    max_client_share: float = 1.0
     cors_origins: str = ""
     access_log: str = "stderr"
     access_log_flush_seconds: float = 0.0

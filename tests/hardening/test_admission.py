@@ -184,3 +184,56 @@ async def test_admit_context_for_work_that_is_not_streamed() -> None:
     assert refused.json()["request_id"] == "late"
     assert after.status_code == 200
     assert app.state.hardening.admission.active == 0
+
+
+# -- one client's share (issue 17): a client that stalls or asks for much leaves the rest to others --
+
+
+async def test_a_client_holds_at_most_its_share_of_slots_and_others_pass_it() -> None:
+    admission = Admission(4, 100, 0.05, client_share=0.5)
+    held = [await admission.acquire(1, "a"), await admission.acquire(1, "a")]
+    with pytest.raises(Overloaded):
+        await admission.acquire(1, "a")  # a third: over a's two slots
+    other = await admission.acquire(1, "b")  # at once: a's waiter did not hold b up
+    assert (admission.active, admission.waiting) == (3, 0)
+    for slot in (*held, other):
+        slot.release()
+    assert (admission.active, admission.bytes_in_flight, admission.waiting) == (0, 0, 0)
+
+
+async def test_an_answer_counts_in_flight_for_at_most_a_clients_share_of_bytes() -> None:
+    admission = Admission(4, 100, 0.05, client_share=0.5)
+    huge = await admission.acquire(10_000, "a")  # a stalled 1 GiB GET, say
+    assert admission.bytes_in_flight == 50
+    other = await admission.acquire(50, "b")  # the other half is b's
+    assert admission.bytes_in_flight == 100
+    with pytest.raises(Overloaded):
+        await admission.acquire(1, "a")  # a's bytes are a's share already
+    huge.sent(9_970)  # 30 bytes left unsent: only they count now
+    assert admission.bytes_in_flight == 80
+    (await admission.acquire(20, "a")).release()
+    huge.release()
+    other.release()
+    assert (admission.active, admission.bytes_in_flight) == (0, 0)
+
+
+@pytest.mark.parametrize(("share", "slots", "nbytes", "waiting"), [(1.0, 4, 100, 64), (0.5, 2, 50, 32), (0.01, 1, 1, 1)])
+def test_shares_round_down_but_never_to_nothing(share: float, slots: int, nbytes: int, waiting: int) -> None:
+    admission = Admission(4, 100, 1.0, client_share=share)
+    assert (admission.client_slots, admission.client_bytes, admission.client_waiting) == (slots, nbytes, waiting)
+
+
+async def test_a_client_holds_at_most_its_share_of_the_queue() -> None:
+    admission = Admission(1, 100, 5.0, max_waiting=4, client_share=0.5)
+    held = await admission.acquire(1, "b")
+    waiters = [asyncio.create_task(admission.acquire(1, "a")) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded, match="this client"):
+        await admission.acquire(1, "a")
+    late = asyncio.create_task(admission.acquire(1, "c"))  # c still finds a place
+    await asyncio.sleep(0.01)
+    assert admission.waiting == 3
+    held.release()
+    for task in (*waiters, late):
+        (await asyncio.wait_for(task, 1)).release()
+    assert (admission.active, admission.waiting) == (0, 0)

@@ -14,6 +14,7 @@ from service.core.recipes import RECIPES, Recipe, lookup_recipe
 from ..docs import negotiated
 from ..models import RecipeRequest
 from ..negotiation import TABLES, TEXT, negotiate
+from ..offload import off_loop
 from ..problems import ProblemError
 from ..resolution import plan_for, read_json, resolve_recipe, validate
 from ..settings import Settings
@@ -98,6 +99,12 @@ async def plan_post(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     media_type = negotiate(request.headers.get("accept"), TABLES)
     document = await read_json(request, settings.max_body_bytes)
+    # Resolving grows with the manifest and the rules (seconds of CPU at the limits): on a
+    # thread, so that the event loop keeps serving everyone else (issue 17).
+    return await off_loop(_plan, document, media_type, settings)
+
+
+def _plan(document: Any, media_type: str, settings: Settings) -> Response:
     if not isinstance(document, dict) or "recipe" not in document:
         raise ProblemError(
             "validation-error",
