@@ -136,7 +136,7 @@ def test_a_pass_runs_blas_on_one_thread() -> None:
 
 def test_weights_made_ahead_give_the_pass_of_weights_made_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     # Elementwise weights are made on the inner pool one layer ahead; orthogonal ones in turn.
-    from service.core import propagation
+    from service.core.propagation import measurement as propagation
 
     layers = [{"width": 96, "init": init} for init in ("he_normal", "orthogonal", "he_uniform", "orthogonal", "lecun_normal")]
     net = build_network({"layers": layers, "input_width": 64, "activation": "tanh", "batch": 32, "seed": 3})
