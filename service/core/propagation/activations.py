@@ -130,8 +130,8 @@ class Activation:
                 return float(scipy.special.erfcx(t * s / math.sqrt(2.0))) / 2.0
 
             mean = scale * (s / _SQRT_2PI + alpha * (lower(1.0) - 0.5))
-            square = scale**2 * (q / 2.0 + alpha**2 * (lower(2.0) - 2.0 * lower(1.0) + 0.5))
-            slope = scale**2 * (0.5 + alpha**2 * lower(2.0))
+            square = scale * scale * (q / 2.0 + alpha * alpha * (lower(2.0) - 2.0 * lower(1.0) + 0.5))
+            slope = scale * scale * (0.5 + alpha * alpha * lower(2.0))
             return mean, square, slope
         z, weights = _rule(q)
         f = self.phi(z)

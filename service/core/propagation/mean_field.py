@@ -63,7 +63,7 @@ def theory(network: Network, scale: float = 1.0) -> Theory:
                 u2, nu = v, 1.0
             q = s2 * layer.sigma_w2 * u2 + layer.bias_square
             m1, m2, d2 = layer.activation.moments(q) if math.isfinite(q) else (math.nan, math.inf, math.nan)
-            beta2 = layer.multiplier**2 if layer.residual else 1.0
+            beta2 = layer.multiplier * layer.multiplier if layer.residual else 1.0
             if layer.residual:
                 # The fluctuations of x_{l−1} and φ(h_l) are uncorrelated (mean field), their means are not.
                 v, mean = v + 2.0 * layer.multiplier * mean * m1 + beta2 * m2, mean + layer.multiplier * m1

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import InvalidParameterError, LimitExceededError, TensorinitError, UncoveredTensorsError
 from ..fans import check_convention
 from ..recipes import plan_recipe
-from ..schemes import Limits, check_dtype, resolve
+from ..schemes import STATS_BOUND, Limits, check_dtype, resolve
 from ..spec import ResolvedSpec, check_seed
 from ..stats import theory as distribution_theory
 from .activations import ACTIVATIONS, Activation
@@ -72,7 +72,7 @@ class Layer:
     def weight_square(self) -> float:
         """E[W²] of the resolved distribution (exact)."""
         th = distribution_theory(self.weight)
-        return th.std**2 + th.mean**2
+        return th.std * th.std + th.mean * th.mean
 
     @cached_property
     def sigma_w2(self) -> float:
@@ -90,7 +90,7 @@ class Layer:
         if self.bias is None:
             return 0.0
         th = distribution_theory(self.bias)
-        return th.std**2 + th.mean**2
+        return th.std * th.std + th.mean * th.mean
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,15 @@ def _positive_int(value: object, where: str, allowed: str = "an integer ≥ 1") 
 
 
 def _finite(value: object, where: str, *, low: float = 0.0, inclusive: bool = True) -> float:
+    """A number in (or from) ``low`` to :data:`~service.core.schemes.STATS_BOUND`.
+
+    The bound is the tensors' own (``check_representable``): the theory and the measurement
+    square these numbers in float64, and past 1e150 a square overflows (issue 17: a residual
+    multiplier of 1e200, an elu alpha of 1e308 answered 500).
+    """
     ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    if not ok or not (value >= low if inclusive else value > low):  # type: ignore[operator]
-        raise InvalidParameterError(where, value, f"a finite number {'≥' if inclusive else '>'} {low:g}")
+    if not ok or not (value >= low if inclusive else value > low) or not value <= STATS_BOUND:  # type: ignore[operator]
+        raise InvalidParameterError(where, value, f"a finite number {'≥' if inclusive else '>'} {low:g} and ≤ {STATS_BOUND:g}")
     return float(value)  # type: ignore[arg-type]
 
 
