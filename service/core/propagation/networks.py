@@ -13,11 +13,12 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
+from ..costs import construction_flops
 from ..errors import InvalidParameterError, LimitExceededError, TensorinitError, UncoveredTensorsError
 from ..fans import check_convention
 from ..recipes import plan_recipe
 from ..schemes import STATS_BOUND, Limits, check_dtype, resolve
-from ..spec import ResolvedSpec, check_seed
+from ..spec import MATERIALIZED, DeltaOrthogonal, ResolvedSpec, check_seed
 from ..stats import theory as distribution_theory
 from .activations import ACTIVATIONS, Activation
 
@@ -84,6 +85,27 @@ class Layer:
         """fan_out·E[W²], the backward factor."""
         return self.fan_out * self.weight_square
 
+    def weight_bytes(self) -> int:
+        """A bound on the bytes of the weight as the measurement makes it (:meth:`Network.measure_bytes`).
+
+        The served tensor (its dtype's size an element), and its float32 matrix unless the served
+        one is that already (float32 in torch's layout); an orthogonal or sparse matrix is built
+        in float64 first (8 more, and 16 for the QR's workspace), a delta-orthogonal one's (in, out) too.
+        """
+        n = self.fan_in * self.width
+        itemsize = self.weight.np_dtype.itemsize
+        per = itemsize + (0 if itemsize == 4 and self.weight.convention == "torch" else 4)
+        dist = self.weight.distribution
+        if isinstance(dist, MATERIALIZED):
+            return n * (per + 24)
+        if isinstance(dist, DeltaOrthogonal):
+            return n * per + self.in_width * self.width * 24
+        return n * per
+
+    def weight_flops(self) -> int:
+        """The operations that make the weight once (:func:`~service.core.costs.construction_flops`)."""
+        return construction_flops(self.weight)
+
     @cached_property
     def bias_square(self) -> float:
         """σ_b² = E[b²] (0 without a bias)."""
@@ -113,12 +135,48 @@ class Network:
         return sum(layer.width * (2 if layer.norm else 1) for layer in self.layers) * self.positions * self.batch
 
     def measure_bytes(self) -> int:
-        """A bound on the measurement's memory: kept derivatives, two live signals, one weight and its im2col."""
+        """A bound on the measurement's memory, in bytes (issue 17: checked against ``max_propagation_bytes``).
+
+        Per element of the widest signal (width × positions × batch) 160 bytes: the float64
+        signal, pre-activation, activation, gradient and their temporaries, and the float32
+        copies a matmul makes, with what the allocator keeps of them; a convolution's patches
+        add 24 per kernel element (each shifted copy, their stack, its float32 copy). Two
+        weights alive at once (the next is made ahead; :meth:`Layer.weight_bytes`), the 4-byte
+        derivative kept per cell for the backward pass, and :data:`MEASURE_OVERHEAD`. Checked
+        against the process's peak RSS in docs/benchmarks.md (``python -m bench.costliest``).
+        """
         widest = max([self.input_width, *(la.width for la in self.layers)])
-        kernel = max((math.prod(la.kernel) for la in self.layers), default=1)
-        live = widest * self.positions * self.batch * (8 * 3 + 4 * kernel)
-        weights = max((la.fan_in * la.width for la in self.layers), default=0) * 12 * 2  # this one and the next (prefetched)
-        return self.cells() * 4 + live + weights
+        kernel = max((math.prod(la.kernel) for la in self.layers if la.kernel), default=0)
+        live = widest * self.positions * self.batch * (160 + 24 * kernel)
+        weights = 2 * max((la.weight_bytes() for la in self.layers), default=0)
+        return self.cells() * 4 + live + weights + MEASURE_OVERHEAD
+
+    def measure_flops(self) -> int:
+        """The measurement's work in operations (issue 17: against ``max_propagation_flops``; units of :mod:`service.core.costs`).
+
+        Per layer and pass (forward; backward too for every layer but a plain first one, whose
+        weight is made again): the matmul, 2 × batch × positions × fan_in × width, and making the
+        weight (:func:`~service.core.costs.construction_flops`: its elements drawn, an orthogonal
+        matrix's QR); and the elementwise work, :data:`CELL_FLOPS` per cell (float64 activations,
+        their derivatives, the layer norm, the means) and a convolution's patches, :data:`PATCH_FLOPS`
+        per element (copies: shifted, stacked, cast, and summed back in the backward pass).
+        """
+        total = 0
+        for i, la in enumerate(self.layers):
+            passes = 2 if i > 0 or la.residual else 1
+            matmul = 2 * self.batch * self.positions * la.fan_in * la.width
+            total += passes * (matmul + la.weight_flops())
+            patches = la.fan_in if la.kernel else 0
+            total += (CELL_FLOPS * la.width * (2 if la.norm else 1) + PATCH_FLOPS * patches) * self.positions * self.batch
+        return total
+
+
+MEASURE_OVERHEAD = 32 << 20
+"""Bytes a measurement holds whatever its size: the batch's generator, small arrays, the allocator's arenas."""
+CELL_FLOPS = 1024
+PATCH_FLOPS = 1024  # measured as slow as a cell: 9 shifted copies, their stack, and strided sums back
+"""Operations per cell of the measurement's elementwise work: 130–220 ns a cell measured on the
+2 shared cores of docs/benchmarks.md, as long as ~1000 float32 multiply-adds there."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +187,8 @@ class PropagationLimits:
     max_width_batch: int = 1 << 20
     max_cells: int = 1 << 26
     max_compare: int = 8
+    max_bytes: int = 1 << 30
+    max_flops: int = 150 * 10**9
 
 
 def _positive_int(value: object, where: str, allowed: str = "an integer ≥ 1") -> int:
@@ -392,6 +452,7 @@ def build_networks(
         networks.append(network)
     if measured:
         check_cells(networks, plimits)
+        check_cost(networks, plimits)
     return networks
 
 
@@ -526,6 +587,22 @@ def check_cells(networks: Sequence[Network], limits: PropagationLimits) -> None:
         raise LimitExceededError(
             "depth", f"<{total} cells: depth × width × batch over the networks>", "max_propagation_cells", limits.max_cells
         )
+
+
+def check_cost(networks: Sequence[Network], limits: PropagationLimits) -> None:
+    """The measurement's memory and work over every compared network, against ``max_propagation_bytes`` and ``_flops``.
+
+    Summed over the networks: the route runs them side by side. The theory alone (``measure``
+    false) costs neither: it is bounded by ``max_propagation_depth`` and ``max_propagation_compare``.
+    """
+    nbytes = sum(n.measure_bytes() for n in networks)
+    if nbytes > limits.max_bytes:
+        value = f"<{nbytes} bytes: the measurement's memory over the networks (false: the theory alone)>"
+        raise LimitExceededError("measure", value, "max_propagation_bytes", limits.max_bytes)
+    flops = sum(n.measure_flops() for n in networks)
+    if flops > limits.max_flops:
+        value = f"<{flops} operations: the measurement's matmuls and weights over the networks (false: the theory alone)>"
+        raise LimitExceededError("measure", value, "max_propagation_flops", limits.max_flops)
 
 
 def label_of(init: object) -> str:
