@@ -27,21 +27,21 @@ CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
     "prop-matmul": (
         "POST",
         "/propagation",
-        {"depth": 27, "width": 1024, "batch": 1024, "activation": "relu", "init": "he_normal"},
+        {"depth": 22, "width": 1024, "batch": 1024, "activation": "relu", "init": "he_normal"},
         "application/json",
     ),
     # the elementwise work: max_propagation_cells with a narrow, deep, smooth network
     "prop-cells-tanh": (
         "POST",
         "/propagation",
-        {"depth": 64, "width": 64, "batch": 16384, "activation": "tanh", "init": "he_normal"},
+        {"depth": 62, "width": 64, "batch": 16384, "activation": "tanh", "init": "he_normal"},
         "application/json",
     ),
     "prop-cells-gelu-norm": (
         "POST",
         "/propagation",
         {
-            "depth": 32,
+            "depth": 22,
             "width": 64,
             "batch": 16384,
             "activation": "gelu",
@@ -54,21 +54,21 @@ CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
     "prop-wide": (
         "POST",
         "/propagation",
-        {"depth": 2, "width": 11392, "batch": 1, "activation": "relu", "init": "he_normal"},
+        {"depth": 2, "width": 11206, "batch": 1, "activation": "relu", "init": "he_normal"},
         "application/json",
     ),
     # the weights' making: a deep stack of wide layers at batch 1 (max_propagation_flops)
     "prop-deep-weights": (
         "POST",
         "/propagation",
-        {"depth": 502, "width": 1500, "batch": 1, "activation": "relu", "init": "he_normal"},
+        {"depth": 338, "width": 1500, "batch": 1, "activation": "relu", "init": "he_normal"},
         "application/json",
     ),
     # orthogonal constructions (max_propagation_flops)
     "prop-orthogonal": (
         "POST",
         "/propagation",
-        {"depth": 1, "width": 3341, "batch": 1, "activation": "relu", "init": "orthogonal"},
+        {"depth": 1, "width": 3338, "batch": 1, "activation": "relu", "init": "orthogonal"},
         "application/json",
     ),
     "prop-orthogonal-deep": (
@@ -82,7 +82,7 @@ CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
         "POST",
         "/propagation",
         {
-            "layers": [{"width": 64, "kernel": [3, 3]}] * 11,
+            "layers": [{"width": 64, "kernel": [3, 3]}] * 10,
             "input_width": 64,
             "spatial": [32, 32],
             "batch": 16,
@@ -121,9 +121,11 @@ CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
         "image/png",
     ),
     # /stats: the most elements its limit allows, and the largest orthogonal
-    "stats-elements": ("GET", "/stats?scheme=he_normal&shape=11200,16384", None, "application/json"),
+    "stats-elements": ("GET", "/stats?scheme=he_normal&shape=10880,16384", None, "application/json"),
     "stats-orthogonal": ("GET", "/stats?scheme=orthogonal&shape=3150,3150", None, "application/json"),
     "stats-png": ("GET", "/stats?scheme=he_normal&shape=8192,16384&bins=1024", None, "image/png"),
+    # /init: the largest orthogonal that max_matrix_flops allows (computed whole before its first byte), read to the end
+    "init-orthogonal": ("GET", "/init?scheme=orthogonal&shape=4096,4096", None, "application/octet-stream"),
 }
 
 WARM = {
@@ -154,17 +156,20 @@ async def _one(name: str) -> dict[str, Any]:
     if path == "/propagation":
         networks, _, measured = networks_of(body, settings, accept)
         if measured:
-            estimate = {"bytes": sum(n.measure_bytes() for n in networks), "flops": sum(n.measure_flops() for n in networks)}
+            from service.core.propagation.networks import MEASURE_OVERHEAD
+
+            nbytes = sum(n.measure_bytes() for n in networks) + MEASURE_OVERHEAD
+            estimate = {"bytes": nbytes, "flops": sum(n.measure_flops() for n in networks)}
     else:
         from service.core import resolve
-        from service.core.costs import stats_flops
+        from service.core.costs import matrix_flops, stats_flops
 
         query = dict(p.split("=") for p in path.split("?")[1].split("&"))
         spec = resolve(query["scheme"], tuple(int(d) for d in query["shape"].split(",")))
-        estimate = {"flops": stats_flops(spec), "bytes": spec.nbytes}
+        estimate = {"flops": (stats_flops if path.startswith("/stats") else matrix_flops)(spec)}
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:
-        warm_path = path if path == "/propagation" else "/stats?scheme=orthogonal&shape=8,8"
+        warm_path = path if path == "/propagation" else path.split("?")[0] + "?scheme=orthogonal&shape=8,8"
         await client.request(method, warm_path, json=WARM.get(path), headers={"Accept": accept})
         gc.collect()
         before = _status("VmRSS")

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         ge=1,
         description="operations of a /propagation measurement: matmuls, weights drawn, orthogonal QRs (all networks)",
     )
+    max_matrix_flops: int = Field(
+        300 * 10**9,
+        ge=1,
+        description="operations of the matrices one request computes whole before its first byte (orthogonal QRs; "
+        "the default allows one 4096 × 4096)",
+    )
     max_stats_flops: int = Field(
         200 * 10**9, ge=1, description="operations of one /stats request: tensors drawn and summarized, orthogonal QRs"
     )
@@ -114,6 +120,7 @@ class Settings(BaseSettings):
             "max_propagation_compare": self.max_propagation_compare,
             "max_propagation_bytes": self.max_propagation_bytes,
             "max_propagation_flops": self.max_propagation_flops,
+            "max_matrix_flops": self.max_matrix_flops,
             "max_stats_flops": self.max_stats_flops,
             "max_plot_points": self.max_plot_points,
         }

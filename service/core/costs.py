@@ -5,7 +5,7 @@ machines in docs/benchmarks.md (0.025–0.1 ns): a matmul's operations are its o
 other work is counted as the operations that take as long, from the measured rates
 (``python -m bench.costliest``):
 
-* an element drawn by algorithm 2's kernels: :data:`GENERATE` (5–8 ns an element);
+* an element drawn by algorithm 2's kernels: :data:`GENERATE` (5–8 ns an element, 12 on busy cores);
 * an orthogonal (rows, cols) matrix: its Householder QR and the product that forms Q,
   :data:`ORTHOGONAL` × rows × cols × min(rows, cols) (0.23–0.4 ns per unit of rows·cols·min
   measured for 1024² to 4096²); a delta-orthogonal tensor's (in, out) matrix the same;
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .spec import DeltaOrthogonal, Orthogonal, ResolvedSpec
 
-GENERATE = 64
+GENERATE = 96
 ORTHOGONAL = 4
 SUMMARIZE = 1024
 
@@ -28,15 +28,20 @@ def _delta_matrix(spec: ResolvedSpec, dist: DeltaOrthogonal) -> tuple[int, int]:
     return (shape[-2], shape[-1]) if dist.layout == "kernel_in_out" else (shape[1], shape[0])
 
 
-def construction_flops(spec: ResolvedSpec) -> int:
-    """The operations that make ``spec``'s whole tensor once (a slice of a matrix-built one makes the whole)."""
+def matrix_flops(spec: ResolvedSpec) -> int:
+    """The operations of the matrix computed whole before any of ``spec``'s bytes: an orthogonal QR (else 0)."""
     dist = spec.distribution
     if isinstance(dist, Orthogonal):
-        return ORTHOGONAL * dist.rows * dist.cols * min(dist.rows, dist.cols) + GENERATE * spec.full_numel
+        return ORTHOGONAL * dist.rows * dist.cols * min(dist.rows, dist.cols)
     if isinstance(dist, DeltaOrthogonal):
         k_in, k_out = _delta_matrix(spec, dist)
-        return ORTHOGONAL * k_in * k_out * min(k_in, k_out) + GENERATE * spec.full_numel
-    return GENERATE * spec.full_numel
+        return ORTHOGONAL * k_in * k_out * min(k_in, k_out)
+    return 0
+
+
+def construction_flops(spec: ResolvedSpec) -> int:
+    """The operations that make ``spec``'s whole tensor once (a slice of a matrix-built one makes the whole)."""
+    return matrix_flops(spec) + GENERATE * spec.full_numel
 
 
 def stats_flops(spec: ResolvedSpec) -> int:

@@ -22,6 +22,7 @@ REFUSED: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("POST", "/propagation", {"depth": 1, "width": 46340, "batch": 1, "init": "he_normal"}, "max_propagation_bytes"),
     # depth 1000, width 4096, batch 1, orthogonal: about an hour, and 9 with compare
     ("POST", "/propagation", {"depth": 1000, "width": 4096, "batch": 1, "init": "orthogonal"}, "max_propagation_flops"),
+    ("POST", "/propagation", {"depth": 1000, "width": 2048, "batch": 1, "init": "orthogonal"}, "max_propagation_flops"),
     (
         "POST",
         "/propagation",
@@ -32,6 +33,15 @@ REFUSED: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/stats?scheme=he_normal&shape=32768,16384", None, "max_stats_flops"),
     ("GET", "/stats?scheme=orthogonal&shape=4096,4096", None, "max_stats_flops"),
     ("POST", "/stats", {"tensors": {f"t{i}": {"scheme": "orthogonal", "shape": [1024, 1024]} for i in range(64)}}, "max_stats_flops"),
+    # /init: each orthogonal is computed whole before its first byte (4096²: 16 s); a batch of them
+    ("POST", "/init", {"tensors": {f"t{i}": {"scheme": "orthogonal", "shape": [4096, 4096]} for i in range(2)}}, "max_matrix_flops"),
+    (
+        "POST",
+        "/init",
+        {"tensors": {f"t{i}": {"scheme": "delta_orthogonal", "shape": [4096, 4096, 3, 3]} for i in range(2)}},
+        "max_matrix_flops",
+    ),
+    ("POST", "/stats", {"tensors": {f"t{i}": {"scheme": "orthogonal", "shape": [4096, 4096]} for i in range(2)}}, "max_matrix_flops"),
 ]
 
 

@@ -483,8 +483,6 @@ BOUNDED = [
 def test_measure_bytes_bounds_what_the_pass_allocates(document: dict[str, Any]) -> None:
     import tracemalloc
 
-    from service.core.propagation.networks import MEASURE_OVERHEAD
-
     net = build_network(document)
     measure(net)  # warm: the first pass pays for imports and caches
     tracemalloc.start()  # numpy reports its buffers, from every thread (the weights are made on the inner pool)
@@ -493,7 +491,7 @@ def test_measure_bytes_bounds_what_the_pass_allocates(document: dict[str, Any]) 
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak <= net.measure_bytes() - MEASURE_OVERHEAD, (peak, net.measure_bytes() - MEASURE_OVERHEAD)
+    assert peak <= net.measure_bytes(), (peak, net.measure_bytes())
 
 
 ISSUE_17 = [
@@ -502,6 +500,7 @@ ISSUE_17 = [
     ({"depth": 1, "width": 46340, "batch": 1, "init": "he_normal"}, "max_propagation_bytes"),
     # depth 1000, width 4096, batch 1, orthogonal: about an hour (about 9 with compare)
     ({"depth": 1000, "width": 4096, "batch": 1, "init": "orthogonal"}, "max_propagation_flops"),
+    ({"depth": 1000, "width": 2048, "batch": 1, "init": "orthogonal"}, "max_propagation_flops"),
     ({"depth": 1000, "width": 4096, "batch": 1, "init": "orthogonal", "compare": ["orthogonal"] * 8}, "max_propagation_bytes"),
     ({"depth": 1000, "width": 1024, "batch": 1, "init": "orthogonal", "compare": ["orthogonal"] * 8}, "max_propagation_flops"),
     ({"depth": 1000, "width": 512, "batch": 128, "init": "he_normal"}, "max_propagation_flops"),  # within max_propagation_cells
@@ -518,7 +517,7 @@ def test_costly_measurements_are_refused_before_any_work(document: dict[str, Any
         build_networks(document, [None, *compare], measured=True, limits=Limits(max_orthogonal_elements=1 << 30))
     assert caught.value.limit_name == limit
     assert caught.value.param == "measure"  # measure false: the theory alone, which neither limit counts
-    assert time.perf_counter() - t < 2.0  # nothing was drawn
+    assert time.perf_counter() - t < 5.0  # nothing was drawn (one orthogonal 4096² alone is 16 s)
     assert build_networks(document, [None, *compare], measured=False, limits=Limits(max_orthogonal_elements=1 << 30))
 
 

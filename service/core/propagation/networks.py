@@ -142,14 +142,14 @@ class Network:
         copies a matmul makes, with what the allocator keeps of them; a convolution's patches
         add 24 per kernel element (each shifted copy, their stack, its float32 copy). Two
         weights alive at once (the next is made ahead; :meth:`Layer.weight_bytes`), the 4-byte
-        derivative kept per cell for the backward pass, and :data:`MEASURE_OVERHEAD`. Checked
+        derivative kept per cell for the backward pass (a request adds :data:`MEASURE_OVERHEAD`). Checked
         against the process's peak RSS in docs/benchmarks.md (``python -m bench.costliest``).
         """
         widest = max([self.input_width, *(la.width for la in self.layers)])
         kernel = max((math.prod(la.kernel) for la in self.layers if la.kernel), default=0)
         live = widest * self.positions * self.batch * (160 + 24 * kernel)
         weights = 2 * max((la.weight_bytes() for la in self.layers), default=0)
-        return self.cells() * 4 + live + weights + MEASURE_OVERHEAD
+        return self.cells() * 4 + live + weights
 
     def measure_flops(self) -> int:
         """The measurement's work in operations (issue 17: against ``max_propagation_flops``; units of :mod:`service.core.costs`).
@@ -158,7 +158,7 @@ class Network:
         weight is made again): the matmul, 2 × batch × positions × fan_in × width, and making the
         weight (:func:`~service.core.costs.construction_flops`: its elements drawn, an orthogonal
         matrix's QR); and the elementwise work, :data:`CELL_FLOPS` per cell (float64 activations,
-        their derivatives, the layer norm, the means) and a convolution's patches, :data:`PATCH_FLOPS`
+        their derivatives, the means; three under a layer norm, its statistics forward and back) and a convolution's patches, :data:`PATCH_FLOPS`
         per element (copies: shifted, stacked, cast, and summed back in the backward pass).
         """
         total = 0
@@ -167,16 +167,17 @@ class Network:
             matmul = 2 * self.batch * self.positions * la.fan_in * la.width
             total += passes * (matmul + la.weight_flops())
             patches = la.fan_in if la.kernel else 0
-            total += (CELL_FLOPS * la.width * (2 if la.norm else 1) + PATCH_FLOPS * patches) * self.positions * self.batch
+            total += (CELL_FLOPS * la.width * (3 if la.norm else 1) + PATCH_FLOPS * patches) * self.positions * self.batch
         return total
 
 
-MEASURE_OVERHEAD = 32 << 20
-"""Bytes a measurement holds whatever its size: the batch's generator, small arrays, the allocator's arenas."""
-CELL_FLOPS = 1024
-PATCH_FLOPS = 1024  # measured as slow as a cell: 9 shifted copies, their stack, and strided sums back
-"""Operations per cell of the measurement's elementwise work: 130–220 ns a cell measured on the
-2 shared cores of docs/benchmarks.md, as long as ~1000 float32 multiply-adds there."""
+MEASURE_OVERHEAD = 64 << 20
+"""Bytes a request's measurement holds whatever its size: small arrays, the answer, the allocator's arenas."""
+CELL_FLOPS = 2048
+"""Operations per cell of the measurement's elementwise work: 230–460 ns a cell (tanh; gelu under a
+layer norm) on the 2 shared, busy cores of docs/benchmarks.md, as long as ~2000 float32 operations there."""
+PATCH_FLOPS = 1024
+"""Operations per element of a convolution's patches (copies: shifted, stacked, cast, summed back): half a cell."""
 
 
 @dataclass(frozen=True)
@@ -595,7 +596,7 @@ def check_cost(networks: Sequence[Network], limits: PropagationLimits) -> None:
     Summed over the networks: the route runs them side by side. The theory alone (``measure``
     false) costs neither: it is bounded by ``max_propagation_depth`` and ``max_propagation_compare``.
     """
-    nbytes = sum(n.measure_bytes() for n in networks)
+    nbytes = sum(n.measure_bytes() for n in networks) + MEASURE_OVERHEAD
     if nbytes > limits.max_bytes:
         value = f"<{nbytes} bytes: the measurement's memory over the networks (false: the theory alone)>"
         raise LimitExceededError("measure", value, "max_propagation_bytes", limits.max_bytes)
