@@ -33,6 +33,7 @@ from service.core import (
     lookup,
     resolve,
 )
+from service.core.costs import matrix_flops
 from service.core.errors import UncoveredTensorsError
 from service.core.recipes import RecipePlan, plan_recipe
 from service.safetensors_stream import Plan, file_order_key
@@ -334,9 +335,19 @@ def _check_size(specs: list[ResolvedSpec], settings: Settings) -> None:
         )
 
 
+def _check_matrices(specs: list[ResolvedSpec], settings: Settings) -> None:
+    # Issue 17: an orthogonal matrix is computed whole before its first byte, at a cost that
+    # grows as rows·cols·min (a 4096² is 16 s of two cores); a batch of them, before any work.
+    flops = sum(matrix_flops(s) for s in specs)
+    if flops > settings.max_matrix_flops:
+        value = f"<{flops} operations: the orthogonal matrices of {len(specs)} tensors>"
+        raise from_engine(LimitExceededError("shape", value, "max_matrix_flops", settings.max_matrix_flops)) from None
+
+
 def plan_for(specs: list[ResolvedSpec], settings: Settings) -> Prepared:
     """The file plan: the header and where each tensor's data lies (no number is drawn)."""
     _check_size(specs, settings)
+    _check_matrices(specs, settings)
     ordered = sorted(specs, key=lambda s: file_order_key(s.safetensors_dtype, s.name))
     meta = metadata_json(ordered)
     plan = Plan([Tensor(s) for s in ordered], {"tensorinit": meta})

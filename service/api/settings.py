@@ -39,6 +39,24 @@ class Settings(BaseSettings):
         1 << 26, ge=1, description="numbers a /propagation measurement keeps (layers × width × batch, all networks)"
     )
     max_propagation_compare: int = Field(8, ge=0, description="schemes in /propagation's compare besides init")
+    # -- the cost of work that grows with the input (issue 17): checked before any work --
+    max_propagation_bytes: int = Field(
+        1 * GiB, ge=1, description="bytes a /propagation measurement may hold (the engine's bound, all networks)"
+    )
+    max_propagation_flops: int = Field(
+        150 * 10**9,
+        ge=1,
+        description="operations of a /propagation measurement: matmuls, weights drawn, orthogonal QRs (all networks)",
+    )
+    max_matrix_flops: int = Field(
+        300 * 10**9,
+        ge=1,
+        description="operations of the matrices one request computes whole before its first byte (orthogonal QRs; "
+        "the default allows one 4096 × 4096)",
+    )
+    max_stats_flops: int = Field(
+        200 * 10**9, ge=1, description="operations of one /stats request: tensors drawn and summarized, orthogonal QRs"
+    )
     max_plot_points: int = Field(20_000, ge=1, description="points of one picture (/propagation series × layers, /stats bins × tensors)")
 
     # -- streaming --------------------------------------------------------------
@@ -101,6 +119,8 @@ class Settings(BaseSettings):
             max_width_batch=self.max_propagation_width_batch,
             max_cells=self.max_propagation_cells,
             max_compare=self.max_propagation_compare,
+            max_bytes=self.max_propagation_bytes,
+            max_flops=self.max_propagation_flops,
         )
 
     def public_limits(self) -> dict[str, int]:
@@ -118,6 +138,10 @@ class Settings(BaseSettings):
             "max_propagation_width_batch": self.max_propagation_width_batch,
             "max_propagation_cells": self.max_propagation_cells,
             "max_propagation_compare": self.max_propagation_compare,
+            "max_propagation_bytes": self.max_propagation_bytes,
+            "max_propagation_flops": self.max_propagation_flops,
+            "max_matrix_flops": self.max_matrix_flops,
+            "max_stats_flops": self.max_stats_flops,
             "max_plot_points": self.max_plot_points,
             "max_rules": self.max_rules,
         }

@@ -48,26 +48,50 @@ def _positive(values: Sequence[float | None]) -> list[float]:
     return [v if v is not None and v > 0 and math.isfinite(v) else math.nan for v in values]
 
 
+def _finite(values: Sequence[float | None]) -> list[float]:
+    """Values for a linear axis: a missing or infinite value is a gap (NaN)."""
+    return [v if v is not None and math.isfinite(v) else math.nan for v in values]
+
+
 def propagation_figure(results: Sequence[Result], media_type: str) -> bytes:
     """Forward and backward panels, log variance against depth: theory as lines, measurement as points."""
     with _lock, matplotlib.rc_context(_RC):
         fig = _figure(10.0, 3.7)
         fig.subplots_adjust(left=0.075, right=0.99, top=0.92, bottom=0.13, wspace=0.16)
         forward, backward = fig.subplots(1, 2, sharex=True)
+        series = {
+            forward: [(r.theory.forward, None if r.measurement is None else r.measurement.forward) for r in results],
+            backward: [(r.theory.backward, None if r.measurement is None else r.measurement.backward) for r in results],
+        }
+        # Variances on a log axis, unless an axis has no positive value (zero weights: every variance
+        # 0): then on a linear one, where a constant is a flat line (a log axis of no data is an error).
+        logarithmic = {
+            ax: any(not math.isnan(v) for th, meas in rows for v in _positive([*th, *(meas or ())])) for ax, rows in series.items()
+        }
         for i, result in enumerate(results):
             colour = PALETTE[i % len(PALETTE)]
             depth = np.arange(1, len(result.network.layers) + 1)
             label = f"{result.label} · {result.verdict['verdict']}"
-            m = result.measurement
-            for ax, th, meas in (
-                (forward, result.theory.forward, None if m is None else m.forward),
-                (backward, result.theory.backward, None if m is None else m.backward),
-            ):
-                ax.plot(depth, _positive(th), DASHES[i % len(DASHES)], color=colour, linewidth=1.6, label=label)
+            for ax, rows in series.items():
+                th, meas = rows[i]
+                shown = _positive if logarithmic[ax] else _finite
+                ax.plot(depth, shown(th), DASHES[i % len(DASHES)], color=colour, linewidth=1.6, label=label)
                 if meas is not None:
-                    ax.plot(depth, _positive(meas), "o", color=colour, markersize=3.2, alpha=0.75)
+                    ax.plot(depth, shown(meas), "o", color=colour, markersize=3.2, alpha=0.75)
         titles = ("forward: E[h²] per layer", "backward: E[(∂L/∂h)²] per layer")
         for ax, title in zip((forward, backward), titles, strict=True):
+            # A fixed y: left to itself, matplotlib lays out every tick label to place the title.
+            ax.set_title(title, loc="left", y=1.0)
+            ax.set_xlabel("layer")
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 5, 10], integer=True))  # round layer numbers
+            ax.grid(True, which="major", alpha=0.3)
+            shown_values = [v for th, meas in series[ax] for v in (_positive if logarithmic[ax] else _finite)([*th, *(meas or ())])]
+            known = [v for v in shown_values if not math.isnan(v)]
+            if known and min(known) == max(known):  # one value (one layer, or a constant): a span around it
+                v = known[0]
+                ax.set_ylim(*((v / 10, v * 10) if logarithmic[ax] else (v - 1, v + 1)))
+            if not logarithmic[ax]:
+                continue
             ax.set_yscale("log")
             # Labels on 10^k, or on 1, 2, 5 × 10^k over a short range: left alone, matplotlib labels
             # every minor tick within one decade (and measures each label, which is most of a PNG's time).
@@ -76,13 +100,6 @@ def propagation_figure(results: Sequence[Result], media_type: str) -> bytes:
             ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0,) if decades > 2.5 else (1.0, 2.0, 5.0), numticks=8))
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel("layer")
-            ax.xaxis.set_major_locator(
-                MaxNLocator(nbins=6, steps=[1, 2, 5, 10], integer=True)
-            )  # round layer numbers, fewer ticks to lay out
-            # A fixed y: left to itself, matplotlib lays out every tick label to place the title.
-            ax.set_title(title, loc="left", y=1.0)
-            ax.grid(True, which="major", alpha=0.3)
         forward.set_ylabel("variance (lines: theory, dots: measured)")
         backward.legend(loc="best", frameon=False)
         return _save(fig, media_type)
@@ -120,7 +137,8 @@ def histogram_figure(entries: Sequence[tuple[ResolvedSpec, Mapping[str, Any]]], 
             if pdf is not None:
                 ax.plot(x, pdf, color="#d1242f", linewidth=1.5, label="theory")
             shape = "×".join(map(str, spec.shape)) or "scalar"
-            ax.set_title(f"{spec.name}: {spec.scheme} {shape} · std {stats['std']:.4g}", loc="left")
+            std = "-" if stats["std"] is None else f"{stats['std']:.4g}"  # an empty tensor has none
+            ax.set_title(f"{spec.name}: {spec.scheme} {shape} · std {std}", loc="left")
             ax.set_ylabel("density")
             ax.legend(loc="upper right", frameon=False)
             ax.grid(True, alpha=0.3)

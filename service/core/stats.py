@@ -209,7 +209,9 @@ def _block_stats(tensor: Tensor, index: int, edges: Array, distinct_edges: bool,
     mean = float(x.mean())
     sample = None
     if stride is not None:
-        sample = block[(-(index * BLOCK_ELEMENTS)) % stride :: stride]
+        # A copy, never a view: a view keeps its whole block alive until the KS test, so memory
+        # would grow with the tensor (2^29 elements: +2 GiB) where the sample is bounded.
+        sample = block[(-(index * BLOCK_ELEMENTS)) % stride :: stride].copy()
     return _BlockStats(
         data=block.view(np.uint8).data,
         count=int(x.size),

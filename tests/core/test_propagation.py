@@ -136,7 +136,7 @@ def test_a_pass_runs_blas_on_one_thread() -> None:
 
 def test_weights_made_ahead_give_the_pass_of_weights_made_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     # Elementwise weights are made on the inner pool one layer ahead; orthogonal ones in turn.
-    from service.core import propagation
+    from service.core.propagation import measurement as propagation
 
     layers = [{"width": 96, "init": init} for init in ("he_normal", "orthogonal", "he_uniform", "orthogonal", "lecun_normal")]
     net = build_network({"layers": layers, "input_width": 64, "activation": "tanh", "batch": 32, "seed": 3})
@@ -465,3 +465,71 @@ def test_a_recipe_s_bias_yields_to_an_explicit_one_and_its_depth_to_the_network(
     mixed = build_network({"layers": [{"width": 16, "init": "he_normal"}, {"width": 16, "init": recipe}], "batch": 4})
     assert mixed.layers[0].weight.scheme == "he_normal"
     assert mixed.layers[1].weight.distribution.std == pytest.approx(0.02)  # type: ignore[union-attr]
+
+
+# -- cost: memory and work bounded before any work (issue 17) -------------------------------------
+
+BOUNDED = [
+    {"depth": 3, "width": 256, "batch": 64, "activation": "relu", "init": "he_normal"},
+    {"depth": 3, "width": 256, "batch": 64, "activation": "tanh", "init": "he_normal", "dtype": "float64", "convention": "keras"},
+    {"depth": 2, "width": 384, "batch": 8, "activation": "tanh", "init": "orthogonal"},
+    {"depth": 3, "width": 64, "batch": 32, "activation": "gelu", "init": "lecun_normal", "residual": {"multiplier": 0.5, "norm": "layer"}},
+    {"layers": [{"width": 16, "kernel": [3, 3]}] * 2, "input_width": 8, "spatial": [12, 12], "batch": 8, "init": "he_normal"},
+    {"layers": [{"width": 32, "kernel": [3, 3], "init": "delta_orthogonal"}] * 2, "spatial": [8, 8], "batch": 4, "convention": "jax"},
+]
+
+
+@pytest.mark.parametrize("document", BOUNDED)
+def test_measure_bytes_bounds_what_the_pass_allocates(document: dict[str, Any]) -> None:
+    import tracemalloc
+
+    net = build_network(document)
+    measure(net)  # warm: the first pass pays for imports and caches
+    tracemalloc.start()  # numpy reports its buffers, from every thread (the weights are made on the inner pool)
+    try:
+        measure(net)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= net.measure_bytes(), (peak, net.measure_bytes())
+
+
+ISSUE_17 = [
+    # width 23170, depth 2 used +4.1 GiB; the widest layer width × batch allowed (46340) would need 16-24 GiB
+    ({"depth": 2, "width": 23170, "batch": 1, "init": "he_normal"}, "max_propagation_bytes"),
+    ({"depth": 1, "width": 46340, "batch": 1, "init": "he_normal"}, "max_propagation_bytes"),
+    # depth 1000, width 4096, batch 1, orthogonal: about an hour (about 9 with compare)
+    ({"depth": 1000, "width": 4096, "batch": 1, "init": "orthogonal"}, "max_propagation_flops"),
+    ({"depth": 1000, "width": 2048, "batch": 1, "init": "orthogonal"}, "max_propagation_flops"),
+    ({"depth": 1000, "width": 4096, "batch": 1, "init": "orthogonal", "compare": ["orthogonal"] * 8}, "max_propagation_bytes"),
+    ({"depth": 1000, "width": 1024, "batch": 1, "init": "orthogonal", "compare": ["orthogonal"] * 8}, "max_propagation_flops"),
+    ({"depth": 1000, "width": 512, "batch": 128, "init": "he_normal"}, "max_propagation_flops"),  # within max_propagation_cells
+]
+
+
+@pytest.mark.parametrize(("document", "limit"), ISSUE_17)
+def test_costly_measurements_are_refused_before_any_work(document: dict[str, Any], limit: str) -> None:
+    import time
+
+    compare = document.pop("compare", [])
+    t = time.perf_counter()
+    with pytest.raises(LimitExceededError) as caught:
+        build_networks(document, [None, *compare], measured=True, limits=Limits(max_orthogonal_elements=1 << 30))
+    assert caught.value.limit_name == limit
+    assert caught.value.param == "measure"  # measure false: the theory alone, which neither limit counts
+    assert time.perf_counter() - t < 5.0  # nothing was drawn (one orthogonal 4096² alone is 16 s)
+    assert build_networks(document, [None, *compare], measured=False, limits=Limits(max_orthogonal_elements=1 << 30))
+
+
+def test_flops_count_every_pass_every_network_and_the_qr() -> None:
+    from service.core.costs import GENERATE, ORTHOGONAL
+    from service.core.propagation.networks import CELL_FLOPS
+
+    one = build_network({"depth": 1, "width": 32, "batch": 4, "init": "he_normal"})
+    two = build_network({"depth": 2, "width": 32, "batch": 4, "init": "he_normal"})
+    orth = build_network({"depth": 2, "width": 32, "batch": 4, "init": "orthogonal"})
+    layer = 2 * 4 * 32 * 32 + GENERATE * 32 * 32  # one pass: the matmul and the weight drawn
+    cells = CELL_FLOPS * 32 * 4
+    assert one.measure_flops() == layer + cells  # a plain first layer's weight is not needed backward
+    assert two.measure_flops() == 3 * layer + 2 * cells
+    assert orth.measure_flops() == two.measure_flops() + 3 * ORTHOGONAL * 32**3

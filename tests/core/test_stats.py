@@ -148,3 +148,31 @@ def test_a_halted_pass_stops_before_its_next_block(monkeypatch: pytest.MonkeyPat
     with pytest.raises(StatsCancelledError):
         compute_stats(spec, halt=halt)  # sequential too
     assert seen < 3 + 4 + 1  # at most the blocks already in flight (ahead = 4) ran after the halt
+
+
+# -- memory: a pass holds a bounded number of blocks, whatever the tensor's size ----------
+
+
+def _peak_bytes(n: int) -> tuple[int, dict[str, Any]]:
+    import tracemalloc
+
+    from service.core import inner_executor
+
+    spec = resolve("uniform", (n,), seed=1)
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc, from every thread
+    try:
+        got = compute_stats(spec, executor=inner_executor())
+        return tracemalloc.get_traced_memory()[1], got
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_pass_runs_in_flat_memory() -> None:
+    # Issue 17: the KS sample was a view of each block and kept every block alive (2^29
+    # elements: +2 GiB). 2^27 float32 are 512 MiB; the pass must peak as a 2^22 one does
+    # (the KS sample of 2^20 and its test's temporaries, a few blocks in flight).
+    small, _ = _peak_bytes(1 << 22)
+    large, got = _peak_bytes(1 << 27)
+    assert got["ks"]["sample_size"] == stats_module.KS_SAMPLE_LIMIT
+    assert got["ks"]["stride"] == 128
+    assert large < small + (16 << 20), (small, large)

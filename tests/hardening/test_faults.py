@@ -189,8 +189,11 @@ def test_leaving_while_waiting_for_admission_gives_the_place_up(tmp_path: Path) 
 
 
 def test_a_matrix_stats_client_that_leaves_keeps_its_slot_until_the_work_stops(live: LiveProcess) -> None:
-    """Building an orthogonal matrix cannot be interrupted: its slot stays held until it ends, then nothing runs."""
-    send_and_leave(live.port, f"GET /stats?scheme=orthogonal&shape=4096,4096 HTTP/1.1\r\nHost: x\r\n{AUTH_LINE}\r\n", 0.3)
+    """Building an orthogonal matrix cannot be interrupted: its slot stays held until it ends, then nothing runs.
+
+    3072²: the largest square within max_stats_flops is 3150² (4096² is refused before any work).
+    """
+    send_and_leave(live.port, f"GET /stats?scheme=orthogonal&shape=3072,3072 HTTP/1.1\r\nHost: x\r\n{AUTH_LINE}\r\n", 0.3)
     assert sample(metrics(live), "tensorinit_generations_in_flight") == 1  # still counted: the matrix is being built
     assert wait_for(lambda: sample(metrics(live), "tensorinit_generations_in_flight") == 0, seconds=30)
     before = cpu_seconds(live.pid)

@@ -28,6 +28,7 @@ from service.core.propagation import (
     propagate,
 )
 from service.core.recipes import RECIPES
+from service.core.schemes import STATS_BOUND
 
 from ..docs import negotiated
 from ..hardening import admit, while_connected
@@ -106,8 +107,8 @@ def _activation_schema() -> dict[str, Any]:
                 "additionalProperties": False,
                 "properties": {
                     "name": {"type": "string", "enum": list(ACTIVATIONS)},
-                    "slope": {"type": "number", "minimum": 0, "description": "leaky_relu only (default 0.01)"},
-                    "alpha": {"type": "number", "minimum": 0, "description": "elu only (default 1)"},
+                    "slope": {"type": "number", "minimum": 0, "maximum": STATS_BOUND, "description": "leaky_relu only (default 0.01)"},
+                    "alpha": {"type": "number", "minimum": 0, "maximum": STATS_BOUND, "description": "elu only (default 1)"},
                 },
             },
         ]
@@ -123,7 +124,12 @@ def request_schema() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "multiplier": {"type": "number", "minimum": 0, "description": "β in x_l = x_{l−1} + β·φ(h_l) (default 1)"},
+                    "multiplier": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": STATS_BOUND,
+                        "description": "β in x_l = x_{l−1} + β·φ(h_l) (default 1)",
+                    },
                     "norm": {"oneOf": [{"type": "null"}, {"type": "string", "enum": list(NORMALIZATIONS)}]},
                 },
             },
@@ -156,7 +162,7 @@ def request_schema() -> dict[str, Any]:
             "bias": {"oneOf": [{"type": "null"}, _scheme_schema()], "description": "default zeros (or the init recipe's)"},
             "residual": residual,
             "input_width": {**positive, "description": "default: the first layer's width"},
-            "input_variance": {"type": "number", "exclusiveMinimum": 0, "default": 1},
+            "input_variance": {"type": "number", "exclusiveMinimum": 0, "maximum": STATS_BOUND, "default": 1},
             "spatial": {"type": "array", "items": positive, "maxItems": 3, "description": "the input's spatial shape (convolutions)"},
             "batch": {**positive, "default": 512},
             "seed": {"type": "integer", "minimum": 0, "maximum": 2**64 - 1, "default": 0},

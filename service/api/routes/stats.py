@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from service.core import ALGORITHM_VERSION, SCHEMES, LimitExceededError, ResolvedSpec, Scheme, default_executor, inner_executor
+from service.core.costs import stats_flops
 from service.core.plots import histogram_figure
 from service.core.stats import compute_stats
 
@@ -30,7 +31,8 @@ RESPONSES = negotiated(
     "under their theoretical densities with Accept: image/svg+xml or image/png",
     PICTURES,
     malformed="malformed JSON or an invalid request",
-    too_large="a limit exceeded, e.g. bins over max_histogram_bins, or bins × tensors over max_plot_points for a picture",
+    too_large="a limit exceeded, e.g. bins over max_histogram_bins, bins × tensors over max_plot_points for a picture, "
+    "or the work over max_stats_flops",
 )
 STATS_CACHE = "public, max-age=86400"
 """GET /stats may be stored (deploy/nginx.conf does) for a day, not forever as GET /init: its
@@ -261,6 +263,11 @@ async def _valid_then_answer(request: Request, document: Any, bins: Any, setting
     count = _bins(bins, settings, limit=False)
     prepared = await prepare(document, settings)
     count = _bins(count, settings)
+    # The work, before any (issue 17): every tensor drawn and summarized, every orthogonal QR.
+    flops = sum(stats_flops(s) for s in prepared.specs)
+    if flops > settings.max_stats_flops:
+        value = f"<{flops} operations: {len(prepared.specs)} tensors drawn and summarized>"
+        raise from_engine(LimitExceededError("shape", value, "max_stats_flops", settings.max_stats_flops)) from None
     if media_type in IMAGE_TYPES and count * len(prepared.specs) > settings.max_plot_points:
         points = f"<{count} bins × {len(prepared.specs)} tensors>"
         raise from_engine(LimitExceededError("bins", points, "max_plot_points", settings.max_plot_points)) from None
