@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
@@ -61,10 +62,13 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(HIDDEN, DIM)
         # 3 rows over 4 ranks: FSDP leaves the last rank an empty shard; tensor parallel leaves it a plain tensor.
         self.head = nn.Linear(DIM, 3)
+        # One input column under RowwiseParallel: tensor parallel leaves all but one rank an empty (2, 0) shard,
+        # which FSDP2 over it then holds as (0, 0); those ranks have nothing to fetch.
+        self.gate = nn.Linear(1, 2)
 
 
-def tp_plan() -> dict[str, object]:
-    return {
+def tp_plan(gate: bool = True) -> dict[str, object]:
+    plan: dict[str, object] = {
         "embed": RowwiseParallel(input_layouts=Replicate()),
         "attn_norm": SequenceParallel(),
         "q": ColwiseParallel(),
@@ -75,6 +79,9 @@ def tp_plan() -> dict[str, object]:
         "fc1": ColwiseParallel(),
         "fc2": RowwiseParallel(),
     }
+    if gate:
+        plan["gate"] = RowwiseParallel()
+    return plan
 
 
 def build(layout: str, world: int) -> nn.Module:
@@ -86,7 +93,9 @@ def build(layout: str, world: int) -> nn.Module:
         fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
     elif layout == "fsdp_tp":
         mesh = init_device_mesh("cpu", (2, world // 2), mesh_dim_names=("dp", "tp"))
-        parallelize_module(model, mesh["tp"], tp_plan())  # type: ignore[arg-type]
+        # gate stays out of tensor parallel here: FSDP2 holds its empty TP shard as (0, 0), which torch's own
+        # full_tensor() then cannot gather; filling such a shard is checked apart, in empty_shards().
+        parallelize_module(model, mesh["tp"], tp_plan(gate=False))  # type: ignore[arg-type]
         fully_shard(model, mesh=mesh["dp"])
     elif layout == "hsdp":
         fully_shard(model, mesh=init_device_mesh("cpu", (2, world // 2), mesh_dim_names=("replicate", "shard")))
@@ -94,6 +103,19 @@ def build(layout: str, world: int) -> nn.Module:
         raise ValueError(layout)
     model.to_empty(device="cpu")
     return model
+
+
+def empty_shards(client: Client, world: int) -> None:
+    """FSDP2 over a TP shard with no columns (a (0, 0) local tensor) is filled with nothing, by rules and by recipe."""
+    mesh = init_device_mesh("cpu", (2, world // 2), mesh_dim_names=("dp", "tp"))
+    for how in ("recipe", "rules"):
+        with torch.device("meta"):
+            model = nn.Sequential(nn.Linear(1, 2))
+        parallelize_module(model, mesh["tp"], {"0": RowwiseParallel()})
+        fully_shard(model, mesh=mesh["dp"])
+        model.to_empty(device="cpu")
+        names = client.init_module(model, recipe="torch", seed=7) if how == "recipe" else client.init_module(model, RULES, seed=7)
+        assert "0.bias" in names
 
 
 def full(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -170,6 +192,12 @@ def main() -> None:
                         if rank == 0:
                             traffic[f"{layout}-{how}"] = {"served": served_bytes(url) - before, "bound": replicated_bytes(model, world)}
                         results[f"{layout}-{how}"] = full(model)
+                if layout == "tp":  # a DTensor is no out= for init: refused before any request
+                    weight: Any = build(layout, world).get_parameter("q.weight")
+                    with pytest.raises(TypeError, match="out= is a DTensor"):
+                        client.init("zeros", tuple(weight.shape), name="q.weight", out=weight)
+                if layout == "fsdp_tp":
+                    empty_shards(client, world)
                 if rank == 0:
                     for key, tensors in results.items():
                         save_file(tensors, str(out / f"{key}-w{world}.safetensors"))

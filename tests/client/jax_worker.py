@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tensorinit import Client
 from tensorinit._distributed import shard_rounds
@@ -60,6 +61,8 @@ def main() -> None:
             whole = client.init("he_normal", (64, 48), seed=1, name="w")
             one = client.init("he_normal", (64, 48), seed=1, name="w", sharding=sharded["Dense_0"]["kernel"])
             assert isinstance(one, jax.Array) and np.asarray(one).tobytes() == whole.tobytes()
+            with pytest.raises(TypeError, match="sharding= and slice="):  # the sharding's shards are the slices: not dropped
+                client.init("he_normal", (64, 48), seed=1, name="w", slice="0:8,:", sharding=sharded["Dense_0"]["kernel"])
         replicated = NamedSharding(Mesh(devices, ("x",)), P())
         assert len(shard_rounds({"b": (48,)}, {"b": replicated})) == 1  # 8 devices, one fetch
     print("meshes ok")

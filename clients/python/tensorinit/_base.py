@@ -118,13 +118,23 @@ def batch_body(tensors: Mapping[str, Mapping[str, Any]], *, seed: int, dtype: st
     return body
 
 
+def _with_dtype_names(request: Mapping[str, Any]) -> dict[str, Any]:
+    """A request mapping (or a batch's tensors) with every ``dtype`` in any spelling (torch, numpy) as its name."""
+    body = dict(request)
+    if body.get("dtype") is not None:
+        body["dtype"] = dtype_name(body["dtype"])
+    if isinstance(body.get("tensors"), Mapping):
+        body["tensors"] = {k: _with_dtype_names(v) if isinstance(v, Mapping) else v for k, v in body["tensors"].items()}
+    return body
+
+
 def stats_body(request: str | Mapping[str, Any], shape: Sequence[int] | None, fields: dict[str, Any], bins: int | None) -> dict[str, Any]:
     """A /stats body from either a whole request mapping or the arguments of ``init``."""
     if isinstance(request, Mapping):
         if shape is not None or fields["params"]:
             raise TypeError("stats(request_mapping) takes no shape or scheme parameters: they belong in the mapping")
         require_named(request, "stats")
-        body = dict(request)
+        body = _with_dtype_names(request)
     else:
         if shape is None:
             raise TypeError("stats(scheme, shape, ...) needs a shape")
@@ -164,7 +174,7 @@ def received(sink: MemorySink) -> tuple[_safetensors.Buffer, _safetensors.Header
 def download_body(request: Mapping[str, Any]) -> dict[str, Any]:
     """The body ``download`` posts: a single-tensor request must name its tensor."""
     require_named(request, "download")
-    return dict(request)
+    return _with_dtype_names(request)
 
 
 def download_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -277,6 +287,10 @@ def init_call(
         return Fetch(body, framework, lambda served: pick_single(move(served), key), sink, checks, key)
     if device is not None:
         raise TypeError("init: out= and device= together; the tensor goes where out is")
+    if _distributed.is_dtensor(out):
+        raise TypeError(
+            "init: out= is a DTensor; use init_module for a module of DTensors, or pass out.to_local() with its slice= of the full tensor"
+        )
     if _torch.is_tensor(out):
         if framework != "torch":
             raise ValueError(f"out: is a torch tensor, so framework must be 'torch'; got {framework!r}")
@@ -366,7 +380,7 @@ def init_module_call(
             raise TypeError("init_module needs rules or a recipe")
         if kinds is not None:
             raise TypeError("init_module(kinds=...) is for recipe=...: rules name each tensor's scheme themselves")
-        found, shards = _distributed.localize(_torch.targets(module, buffers=buffers), shard)
+        found, shards, _ = _distributed.localize(_torch.targets(module, buffers=buffers), shard)  # empty shards: nothing to ask
         tensors = _torch.batch_tensors(found, rules, shards)
         if not tensors:
             return _nothing([])
@@ -375,7 +389,9 @@ def init_module_call(
     described = _manifest.module_manifest(module, buffers=buffers, kinds=kinds)
     manifest = described.manifest
     # A DTensor's manifest entry already has the full shape; a plain tensor named in shard= gets it here.
-    targets, shards = _distributed.localize(described.tensors, shard)
+    targets, shards, empty = _distributed.localize(described.tensors, shard)
+    for name, full_shape in empty.items():  # kept in the manifest (a recipe reads siblings' shapes), served as nothing
+        manifest[name] = {**manifest[name], "slice": _distributed.empty_slice(full_shape)}
     for name, (full, part) in shards.items():
         if name not in manifest:
             raise ValueError(f"shard names {name!r}, which is not a tensor of the module's manifest")
@@ -416,7 +432,8 @@ def plan_call(
 ) -> Query[Plan]:
     """``plan``: ``POST /plan`` for a manifest (``{name: {"shape", "kind"?, "role"?, "dtype"?, "attributes"?}}``)."""
     manifest = {
-        name: {**entry, "shape": shape_list(entry["shape"])} if "shape" in entry else dict(entry) for name, entry in tensors.items()
+        name: _with_dtype_names({**entry, "shape": shape_list(entry["shape"])} if "shape" in entry else entry)
+        for name, entry in tensors.items()
     }
     body = _manifest.recipe_body(
         recipe,
@@ -556,6 +573,8 @@ def init_sharded_call(
 ) -> Sharded[Any]:
     """``init(sharding=...)``: one request per distinct addressable shard, built into a ``jax.Array``."""
     key = require_name(name, "init")
+    if "slice" in params:
+        raise TypeError("init: sharding= and slice= together; the sharding's shards are the slices")
     full = shape_list(shape)
     parts = [r[key] for r in _distributed.shard_rounds({key: full}, {key: sharding})]
     body = single_body(scheme, full, seed=seed, dtype=dtype_name(dtype or "float32"), name=key, convention=convention, params=params)

@@ -23,8 +23,9 @@ passes (one ``slice`` per axis) into the same slice text.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import torch
@@ -79,9 +80,12 @@ def is_dtensor(tensor: object) -> bool:
     return module is not None and isinstance(tensor, module.DTensor)
 
 
-def dtensor_slices(name: str, tensor: Any) -> str:
+def dtensor_slices(name: str, tensor: Any) -> str | None:
     """The slice of the full tensor that this rank's ``tensor.to_local()`` holds, as slice text.
 
+    None when this rank holds none of it: it is outside the tensor's mesh, or its shard is
+    empty (DTensor's chunking leaves the last ranks nothing when a dim is shorter than
+    the mesh; FSDP2 then keeps a local tensor of shape (0, ...) whatever the other dims).
     Raises ``ValueError`` naming the parameter and its placements when the local shard
     is not one basic slice, or when a placement holds no plain values (``Partial``).
     """
@@ -94,8 +98,8 @@ def dtensor_slices(name: str, tensor: Any) -> str:
     placements = tuple(tensor.placements)
     shape = tuple(int(d) for d in tensor.shape)
     coordinate = mesh.get_coordinate()
-    if coordinate is None:
-        raise ValueError(f"{name}: this rank is not part of the parameter's device mesh {mesh}")
+    if coordinate is None:  # as torch's compute_local_shape_and_global_offset: nothing here
+        return None
     indices = [torch.arange(d) for d in shape]
     for mesh_dim, placement in enumerate(placements):
         if isinstance(placement, Replicate):
@@ -113,6 +117,10 @@ def dtensor_slices(name: str, tensor: Any) -> str:
         dim = placement.dim % len(shape)
         chunks, _ = one._split_tensor(indices[dim], mesh.size(mesh_dim), with_padding=False, contiguous=True)
         indices[dim] = chunks[coordinate[mesh_dim]]
+    local = tuple(int(d) for d in tensor.to_local().shape)
+    expected = tuple(len(i) for i in indices)
+    if math.prod(expected) == 0 and math.prod(local) == 0:
+        return None
     items: list[str] = []
     for dim, (index, full) in enumerate(zip(indices, shape, strict=True)):
         text = _slice_text([int(i) for i in index.tolist()], full)
@@ -122,36 +130,48 @@ def dtensor_slices(name: str, tensor: Any) -> str:
                 f"(dim {dim} holds indices {index.tolist()[:8]}...): tensorinit serves basic slices only"
             )
         items.append(text)
-    local = tuple(int(d) for d in tensor.to_local().shape)
-    expected = tuple(len(i) for i in indices)
     if local != expected:  # a placement whose chunking this module does not follow: never fill wrong bytes
         raise ValueError(f"{name}: placements {placements} give a local shape {expected}, but the local tensor is {local}")
     return ",".join(items)
 
 
-def localize(
-    targets: Mapping[str, torch.Tensor], shard: Shard | None
-) -> tuple[dict[str, torch.Tensor], dict[str, tuple[tuple[int, ...], str]]]:
+class Localized(NamedTuple):
+    """What :func:`localize` makes of a module's tensors for this rank."""
+
+    tensors: dict[str, torch.Tensor]
+    """name → the tensor to fill: a DTensor's local tensor, a plain tensor itself."""
+    shards: dict[str, tuple[tuple[int, ...], str]]
+    """name → (full shape, slice) of every tensor this rank holds a part of."""
+    empty: dict[str, tuple[int, ...]]
+    """name → full shape of every DTensor this rank holds nothing of (nothing to fetch or fill)."""
+
+
+def localize(targets: Mapping[str, torch.Tensor], shard: Shard | None) -> Localized:
     """DTensors replaced by their local tensors, and the shard map: ``shard`` plus every DTensor's (full shape, slice).
 
     A DTensor whose local shard is the whole tensor (replicated everywhere) is requested whole.
     """
     local: dict[str, torch.Tensor] = {}
     shards: dict[str, tuple[tuple[int, ...], str]] = {}
+    empty: dict[str, tuple[int, ...]] = {}
     given = dict(shard or {})
     for name, tensor in targets.items():
         if is_dtensor(tensor):
             if name in given:
                 raise ValueError(f"shard names {name}, a DTensor: its shard comes from its placements")
+            full = tuple(int(d) for d in tensor.shape)
             part = dtensor_slices(name, tensor)
+            if part is None:
+                empty[name] = full
+                continue
             local[name] = tensor.to_local()  # type: ignore[attr-defined]  # a DTensor
-            if any(item != f"0:{d}" for item, d in zip(part.split(","), tensor.shape, strict=True)):
-                shards[name] = (tuple(int(d) for d in tensor.shape), part)
+            if any(item != f"0:{d}" for item, d in zip(part.split(","), full, strict=True)):
+                shards[name] = (full, part)
         else:
             local[name] = tensor
-    for name, (full, given_part) in given.items():
-        shards[name] = (tuple(int(d) for d in full), given_part if isinstance(given_part, str) else ",".join(given_part))
-    return local, shards
+    for name, (full_shape, given_part) in given.items():
+        shards[name] = (tuple(int(d) for d in full_shape), given_part if isinstance(given_part, str) else ",".join(given_part))
+    return Localized(local, shards, empty)
 
 
 def jax_index_slices(index: Sequence[slice], shape: Sequence[int]) -> str:

@@ -25,7 +25,9 @@ DTYPES = ("float32", "float64", "float16", "bfloat16")
 DType: TypeAlias = "str | np.dtype[Any] | type[Any] | torch.dtype"
 """A dtype in any of the spellings :func:`dtype_name` reads."""
 
-BASE_FIELDS = frozenset({"scheme", "shape", "seed", "dtype", "name", "convention", "algorithm", "slice"})
+BASE_FIELDS = frozenset(
+    {"scheme", "shape", "seed", "dtype", "name", "convention", "algorithm", "slice", "in_axes", "out_axes", "batch_axes"}
+)
 """The fields of every single-tensor request, whatever its scheme (docs/api.md, "Tensor requests")."""
 
 KEY = (
