@@ -158,3 +158,48 @@ def test_a_meta_model_is_refused(live_url: str) -> None:
         model = transformers.LlamaForCausalLM(hf_config)
     with Client(live_url) as client, pytest.raises(ValueError, match="meta device"):
         client.init_module(model, recipe="transformers")
+
+
+# A fused (4, 6, 5) parameter holding on-disk tensors [e, 0:3] (gate), [e, 3:6] (up) and [e] (down-like, the whole row).
+FUSED = (4, 6, 5)
+ON_DISK = [((1, (0, 3)), (3, 5)), ((2, (3, 6)), (3, 5)), ((3,), (6, 5))]
+HELD = [
+    ("whole", [(0, 4, 1), (0, 6, 1), (0, 5, 1)]),
+    ("fsdp-experts", [(2, 4, 1), (0, 6, 1), (0, 5, 1)]),
+    ("tp-rows", [(0, 4, 1), (2, 5, 1), (0, 5, 1)]),
+    ("tp-cols", [(0, 4, 1), (0, 6, 1), (1, 3, 1)]),
+    ("strided-cols", [(0, 4, 1), (0, 6, 1), (0, 5, 2)]),
+]
+
+
+@pytest.mark.parametrize(("held"), [h[1] for h in HELD], ids=[h[0] for h in HELD])
+@pytest.mark.parametrize(("index", "shape"), ON_DISK, ids=["gate", "up", "row"])
+def test_a_rank_receives_its_part_of_a_fused_tensor(held: list[tuple[int, int, int]], index: Any, shape: tuple[int, ...]) -> None:
+    """A rank holding ``full[held]`` of a fused parameter asks for the part of the on-disk tensor it holds, and puts it in place."""
+    from tensorinit._transformers import OnDisk, _locate
+
+    full = np.arange(np.prod(FUSED)).reshape(FUSED)
+    local = full[tuple(slice(*r) for r in held)]
+    disk = full[tuple(i if isinstance(i, int) else slice(*i) for i in index)]
+    assert disk.shape == shape
+    mark = np.zeros(FUSED, dtype=bool)
+    mark[tuple(i if isinstance(i, int) else slice(*i) for i in index)] = True
+    expected = mark[tuple(slice(*r) for r in held)]  # which local elements belong to this on-disk tensor
+    entry = OnDisk("t", shape, None, None, "p", index)
+    found = _locate(entry, held)
+    if not expected.any():
+        assert found is None
+        return
+    assert found is not None
+    where, part = found
+    want = disk if part is None else disk[tuple(slice(*(int(p) if p else None for p in s.split(":"))) for s in part.split(","))]
+    np.testing.assert_array_equal(local[where], want)
+    assert local[where].size == expected.sum()
+
+
+def test_a_strided_shard_across_a_fused_slice_is_refused() -> None:
+    from tensorinit._transformers import OnDisk, _locate
+
+    entry = OnDisk("experts.0.w1.weight", (3, 5), None, None, "experts.gate_up_proj", (0, (0, 3)))
+    with pytest.raises(ValueError, match="strided shard of a fused parameter"):
+        _locate(entry, [(0, 4, 1), (0, 6, 2), (0, 5, 1)])
