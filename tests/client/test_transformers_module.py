@@ -203,3 +203,40 @@ def test_a_strided_shard_across_a_fused_slice_is_refused() -> None:
     entry = OnDisk("experts.0.w1.weight", (3, 5), None, None, "experts.gate_up_proj", (0, (0, 3)))
     with pytest.raises(ValueError, match="strided shard of a fused parameter"):
         _locate(entry, [(0, 4, 1), (0, 6, 2), (0, 5, 1)])
+
+
+def test_sharded_mixtral_ranks_fill_the_unsharded_model(live_url: str, tmp_path: Any) -> None:
+    """FSDP2 (half the experts per rank) and experts sharded across w1|w3 (2 gloo ranks): the full tensors are one process's."""
+    import json
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from tests.client.test_distributed import ROOT, child_env, free_port
+
+    config = next(c[1] for c in CASES if c[0] == "mixtral-fused-experts")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--master-addr=127.0.0.1",
+        f"--master-port={free_port()}",
+        "-m",
+        "tests.client.hf_distributed_worker",
+        live_url,
+        str(tmp_path),
+        json.dumps(config),
+    ]
+    done = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    model = built(config, "MixtralForCausalLM", torch.float32)
+    with Client(live_url) as client:
+        client.init_module(model, recipe="transformers", seed=7)
+    want = {name: p.detach() for name, p in model.named_parameters()}
+    for layout in ("fsdp", "tp_experts"):
+        got = load_file(str(tmp_path / f"{layout}.safetensors"))
+        assert set(got) == set(want)
+        differ = [name for name, value in want.items() if value.numpy().tobytes() != got[name].numpy().tobytes()]
+        assert not differ, f"{layout}: {differ}"

@@ -90,9 +90,17 @@ def params_of(module: torch.nn.Module, recipe_params: Mapping[str, Any] | None, 
         )
     # to_json_string, not to_dict: it turns torch dtypes and other objects into JSON values.
     config = json.loads(to_json(use_diff=False))
-    config["architectures"] = [type(module).__name__]
+    config["architectures"] = [_class_name(module)]
     params["config"] = config
     return params
+
+
+def _class_name(module: torch.nn.Module) -> str:
+    """The transformers class of ``module``: FSDP2 wraps it in ``FSDP<name>``, a user may subclass it."""
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("transformers.models."):
+            return cls.__name__
+    return type(module).__name__
 
 
 def manifest_call(config: Mapping[str, Any]) -> Query[list[OnDisk]]:
