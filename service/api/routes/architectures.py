@@ -13,10 +13,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from service.core import TensorinitError
 from service.core.architectures import TensorEntry, config_dtype, resolve_architecture
 
 from ..docs import problem
-from ..problems import ProblemError
+from ..problems import ProblemError, from_engine
 from ..resolution import read_json
 from ..settings import Settings
 
@@ -62,11 +63,15 @@ async def models_manifest(request: Request) -> dict[str, Any]:
             errors=[{"path": ["config"], "message": "required", "allowed": "a Hugging Face config.json (an object)"}],
         )
     config = document["config"]
-    found, cls, cfg = resolve_architecture(config)
-    entries = found.build(cfg, cls)
+    try:
+        found, cls, cfg = resolve_architecture(config)
+        entries = found.build(cfg, cls)
+        dtype = config_dtype(config)
+    except TensorinitError as err:  # its field under the path of the object it is about (config/model_type)
+        raise from_engine(err, getattr(err, "where", ())) from None
     return {
         "model_type": found.model_type,
         "class": cls,
-        "dtype": config_dtype(config),
+        "dtype": dtype,
         "tensors": [{"name": e.name, "shape": list(e.shape), "kind": e.kind, "role": e.role, "memory": _memory(e)} for e in entries],
     }
