@@ -240,3 +240,12 @@ def test_sharded_mixtral_ranks_fill_the_unsharded_model(live_url: str, tmp_path:
         assert set(got) == set(want)
         differ = [name for name, value in want.items() if value.numpy().tobytes() != got[name].numpy().tobytes()]
         assert not differ, f"{layout}: {differ}"
+
+
+def test_plan_module_gives_the_checkpoint_specs(live_url: str, twin: Twin) -> None:
+    config = next(c[1] for c in CASES if c[0] == "mixtral-fused-experts")
+    model = built(config, "MixtralForCausalLM", torch.bfloat16)
+    plan = twin(live_url, {}, "plan_module", model, recipe="transformers", seed=7)
+    specs = checkpoint_specs({**config, "architectures": ["MixtralForCausalLM"]}, seed=7, dtype="bfloat16")
+    assert list(plan.specs) == [s.name for s in specs]
+    assert [plan[s.name].raw for s in specs] == [s.to_dict() for s in specs]

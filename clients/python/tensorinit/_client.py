@@ -429,7 +429,12 @@ class Client(BaseClient):
         """What :meth:`init_module` with ``recipe`` would do, from ``POST /plan``: every resolved spec, nothing generated.
 
         ``plan["h.0.attn.c_attn.weight"].fan_in``; each spec's ``rule`` is the recipe's reason.
+        With ``recipe="transformers"``, the specs are the checkpoint's, under on-disk names.
         """
+        if recipe == _transformers.RECIPE:
+            params = _transformers.params_of(module, recipe_params, kinds=kinds, shard=None)
+            entries = self._query(_transformers.manifest_call(params["config"]))
+            return self._query(_transformers.plan_call(module, entries, params, rules=rules, seed=seed, convention=convention))
         call = plan_module_call(
             module, recipe=recipe, recipe_params=recipe_params, roles=roles, rules=rules, kinds=kinds, seed=seed, convention=convention
         )

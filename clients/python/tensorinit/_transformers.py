@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import torch
 
     from ._base import Fetch, Query
+    from ._plan import Plan
     from ._rules import Rules
 
 RECIPE = "transformers"
@@ -274,3 +275,21 @@ def fill_call(
         return done
 
     return Fetch(body, "torch", finish, sink, (), type(module).__name__)
+
+
+def plan_call(
+    module: torch.nn.Module,
+    entries: list[OnDisk],
+    recipe_params: Mapping[str, Any],
+    *,
+    rules: Rules | None,
+    seed: int,
+    convention: str,
+) -> Query[Plan]:
+    """``plan_module``: the ``POST /plan`` of the request :func:`fill_call` would send."""
+    from ._base import Query  # noqa: PLC0415 -- _base imports this module's users
+    from ._plan import Plan  # noqa: PLC0415
+
+    manifest = place(module, entries).manifest
+    body = recipe_body(RECIPE, manifest, recipe_params=recipe_params, seed=seed, convention=convention, roles=None, rules=rules)
+    return Query("POST", "/plan", Plan.from_json, json=body)
