@@ -58,7 +58,8 @@ def operation_kinds() -> dict[tuple[str, str], Operation]:
 
     A tensor request is a body of ``InitRequest`` or a query with ``shape``; its answer is
     the tensor (``application/octet-stream``) or statistics of it. A ``RecipeRequest`` body is
-    a plan; a body whose fields are /propagation's is a network. Any other operation with a
+    a plan; a body whose fields are /propagation's is a network; a body of one field, ``config``, is a
+    model's manifest (POST /models/manifest). Any other operation with a
     413 is an error here: the filter would not know what it refuses, nor what it costs.
     """
     kinds: dict[tuple[str, str], Operation] = {}
