@@ -25,7 +25,7 @@ from .docs import component_schemas
 from .edge import DirectRoutes
 from .hardening import install
 from .resolution import QueryTemplates
-from .routes import catalogue, files, health, page, propagation, recipes, stats, swagger
+from .routes import architectures, catalogue, files, health, page, propagation, recipes, stats, swagger
 from .settings import Settings
 
 DESCRIPTION = """Reproducibly initialized neural-network tensors, streamed as safetensors.
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.counters = Counters()
     app.state.query_templates = QueryTemplates(settings)
     problems.install(app)
-    for module in (files, stats, catalogue, recipes, health, propagation, page, swagger):
+    for module in (files, stats, catalogue, recipes, health, propagation, page, swagger, architectures):
         app.include_router(module.router)  # as they are: DirectRoutes relies on it
     # Innermost layer: the generating routes take only the Request, so they skip
     # FastAPI's per-route machinery (edge.py says why; a test holds both paths equal).

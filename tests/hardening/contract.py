@@ -35,10 +35,13 @@ from service.api.problems import ProblemError
 from service.api.resolution import plan_for, query_document, resolve_document, validate
 from service.api.routes.propagation import TOP_FIELDS, networks_of
 from service.api.settings import Settings
+from service.core import TensorinitError
+from service.core.architectures import manifest_from_config
 
-Kind = Literal["tensors", "stats", "plan", "network"]
+Kind = Literal["tensors", "stats", "plan", "network", "manifest"]
 """How an operation's request is resolved: tensors served as bytes, tensors summarized
-(statistics, with ``bins``), a recipe's plan (nothing generated), or a /propagation network."""
+(statistics, with ``bins``), a recipe's plan (nothing generated), a /propagation network,
+or a config's tensor list (POST /models/manifest: nothing generated)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ def operation_kinds() -> dict[tuple[str, str], Operation]:
 
     A tensor request is a body of ``InitRequest`` or a query with ``shape``; its answer is
     the tensor (``application/octet-stream``) or statistics of it. A ``RecipeRequest`` body is
-    a plan; a body whose fields are /propagation's is a network. Any other operation with a
+    a plan; a body whose fields are /propagation's is a network; a body of one field, ``config``, is a
+    model's manifest (POST /models/manifest). Any other operation with a
     413 is an error here: the filter would not know what it refuses, nor what it costs.
     """
     kinds: dict[tuple[str, str], Operation] = {}
@@ -73,6 +77,8 @@ def operation_kinds() -> dict[tuple[str, str], Operation]:
                 kind = "plan"
             elif set(body.get("properties", {})) == TOP_FIELDS:
                 kind = "network"
+            elif set(body.get("properties", {})) == {"config"}:
+                kind = "manifest"
             else:
                 raise ValueError(f"{method.upper()} {path} documents a 413, but its request is none that the contract filter resolves")
             named = "shape" in params and "scheme" not in params
@@ -108,6 +114,8 @@ def _accepted_bytes(case: schemathesis.Case[Any], settings: Settings) -> int | N
     kind = operation.kind
     if kind == "network":
         return _propagation_bytes(case.body, settings)
+    if kind == "manifest":
+        return _manifest_bytes(case.body)
     if method in ("GET", "HEAD"):
         named = [("scheme", operation.scheme)] if operation.scheme else []
         try:
@@ -144,6 +152,17 @@ def _propagation_bytes(body: Any, settings: Settings) -> int | None:
     except ProblemError:
         return None
     return 4 * sum(n.cells() for n in networks) if measure else 0
+
+
+def _manifest_bytes(body: Any) -> int | None:
+    """0 for a config the architectures take (nothing is generated) or a body the route refuses as such; None for one they refuse."""
+    if not isinstance(body, dict) or "config" not in body:
+        return 0
+    try:
+        manifest_from_config(body["config"])
+    except TensorinitError:
+        return None
+    return 0
 
 
 def keep_case(case: schemathesis.Case[Any], settings: Settings, *, max_bytes: int | None = None) -> bool:

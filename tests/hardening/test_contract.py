@@ -92,5 +92,5 @@ def test_the_filter_knows_every_operation_refused_beyond_the_schema() -> None:
         if "application/octet-stream" in op["responses"].get("200", {}).get("content", {})
     }
     assert served == {key for key, op in operations.items() if op.kind == "tensors"}
-    assert {op.kind for op in operations.values()} == {"tensors", "stats", "plan", "network"}
+    assert {op.kind for op in operations.values()} == {"tensors", "stats", "plan", "network", "manifest"}
     assert operations["GET", "/init/he_normal"].scheme == "he_normal" and operations["GET", "/init"].scheme is None

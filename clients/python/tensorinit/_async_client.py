@@ -12,7 +12,7 @@ import anyio  # httpx's own async backend layer: sleeps work under asyncio and t
 import httpx
 import numpy.typing as npt
 
-from . import _safetensors, _torch
+from . import _safetensors, _torch, _transformers
 from ._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -386,7 +386,20 @@ class AsyncClient(BaseClient):
         a kind, or (kind, layout) with layout ``"in_out"`` for a 2-D weight stored (in, out)
         (``{MyProj: "linear", "*.gate": ("linear", "in_out")}``); transformers' ``Conv1D``
         is known already. ``progress`` as in :meth:`download`.
+
+        ``recipe="transformers"`` fills a transformers model (built, e.g. on the meta device
+        then ``to_empty``) with the bytes of its checkpoint: the config is ``module.config``
+        (or ``recipe_params["config"]``), its tensors are asked for under their on-disk
+        names and received into their in-memory places (Mixtral's experts into the fused
+        parameters), DTensors by their local shards; transformers' own ``init_weights``
+        then sets only what no checkpoint holds (RoPE's ``inv_freq``) and re-ties the
+        tied weights. ``rules`` are then by on-disk name.
         """
+        if recipe == _transformers.RECIPE:
+            params = _transformers.params_of(module, recipe_params, kinds=kinds, shard=shard)
+            entries = await self._query(_transformers.manifest_call(params["config"]))
+            fill = _transformers.fill_call(module, entries, params, rules=rules, seed=seed, convention=convention)
+            return await self._run(fill, verify, progress)
         call = init_module_call(
             module,
             rules,
@@ -416,7 +429,12 @@ class AsyncClient(BaseClient):
         """What :meth:`init_module` with ``recipe`` would do, from ``POST /plan``: every resolved spec, nothing generated.
 
         ``plan["h.0.attn.c_attn.weight"].fan_in``; each spec's ``rule`` is the recipe's reason.
+        With ``recipe="transformers"``, the specs are the checkpoint's, under on-disk names.
         """
+        if recipe == _transformers.RECIPE:
+            params = _transformers.params_of(module, recipe_params, kinds=kinds, shard=None)
+            entries = await self._query(_transformers.manifest_call(params["config"]))
+            return await self._query(_transformers.plan_call(module, entries, params, rules=rules, seed=seed, convention=convention))
         call = plan_module_call(
             module, recipe=recipe, recipe_params=recipe_params, roles=roles, rules=rules, kinds=kinds, seed=seed, convention=convention
         )
