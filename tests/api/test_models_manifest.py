@@ -59,3 +59,23 @@ async def test_errors_are_422_problems_naming_the_field(api: httpx.AsyncClient, 
     error = r.json()["errors"][0]
     assert error["path"] == path
     assert allowed in error["allowed"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"model_type": "llama", "num_hidden_layers": 10**7},
+        {**MIXTRAL, "num_hidden_layers": 10**5, "num_local_experts": 10**4},
+        {"model_type": "gpt2", "n_layer": 10**8},
+    ],
+    ids=["llama-1e7-layers", "mixtral-1e9-experts", "gpt2-1e8-layers"],
+)
+async def test_a_config_of_too_many_tensors_is_refused_before_it_is_built(api: httpx.AsyncClient, config: dict[str, Any]) -> None:
+    """Review: 10^7 layers used to build every entry (minutes, GBs) before any limit; now 65536 entries is the bound."""
+    for path, body in (
+        ("/models/manifest", {"config": config}),
+        ("/plan", {"recipe": "transformers", "recipe_params": {"config": config}, "tensors": {"w": {"shape": [1]}}}),
+    ):
+        r = await api.post(path, json=body)
+        assert r.status_code == 413, r.text
+        assert "max_checkpoint_tensors" in r.text

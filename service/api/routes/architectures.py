@@ -17,6 +17,7 @@ from service.core import TensorinitError
 from service.core.architectures import TensorEntry, config_dtype, resolve_architecture
 
 from ..docs import problem
+from ..offload import off_loop
 from ..problems import ProblemError, from_engine
 from ..resolution import read_json
 from ..settings import Settings
@@ -63,10 +64,13 @@ async def models_manifest(request: Request) -> dict[str, Any]:
             errors=[{"path": ["config"], "message": "required", "allowed": "a Hugging Face config.json (an object)"}],
         )
     config = document["config"]
-    try:
+
+    def build() -> tuple[Any, str, list[TensorEntry], str]:
         found, cls, cfg = resolve_architecture(config)
-        entries = found.build(cfg, cls)
-        dtype = config_dtype(config)
+        return found, cls, found.build(cfg, cls), config_dtype(config)
+
+    try:  # grows with the config's layers and experts: off the event loop, as /plan is
+        found, cls, entries, dtype = await off_loop(build)
     except TensorinitError as err:  # its field under the path of the object it is about (config/model_type)
         raise from_engine(err, getattr(err, "where", ())) from None
     return {

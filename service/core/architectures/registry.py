@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidParameterError, MissingParameterError, TensorinitError
+from ..errors import InvalidParameterError, LimitExceededError, MissingParameterError, TensorinitError
 from ..manifest import located
 from ..recipes import Rule
 
@@ -169,6 +169,13 @@ def constant(value: float, why: str) -> Rule:
     return Rule("constant", {"value": value}, f"{why}: {value:g}")
 
 
+MAX_TENSORS = 1 << 16
+"""Tensors one config may describe: checked as they are appended, so that a config asking for
+10^7 layers is refused after 65536 entries (milliseconds) instead of building them all
+(minutes and GBs) before any request limit is read. The largest public models have a few
+thousand (Mixtral-8x7B: 995; a 128-expert, 94-layer MoE about 36,000)."""
+
+
 class Tensors:
     """The tensors of a model, appended in ``state_dict`` order (a module's own parameters, then its children)."""
 
@@ -184,6 +191,8 @@ class Tensors:
         init: Rule,
         memory: tuple[str, tuple[int | tuple[int, int], ...]] | None = None,
     ) -> None:
+        if len(self.entries) >= MAX_TENSORS:
+            raise LimitExceededError("config", f"<more than {MAX_TENSORS} tensors>", "max_checkpoint_tensors", MAX_TENSORS)
         self.entries.append(TensorEntry(name, tuple(shape), kind, role, init, memory))
 
     def linear(self, name: str, out_features: int, in_features: int, std: float, *, bias: bool, why: str = "Linear") -> None:
