@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     max_propagation_compare: int = Field(8, ge=0, description="schemes in /propagation's compare besides init")
     max_plot_points: int = Field(20_000, ge=1, description="points of one picture (/propagation series × layers, /stats bins × tensors)")
 
+    # -- models (issue 19) --
+    models_dir: str | None = Field(
+        None,
+        description="a directory of NAME.json model configs, joining the built-in catalogue (GET /models, tensorinit/NAME on the Hub routes)",
+    )
+
     # -- streaming --------------------------------------------------------------
     prefetch_blocks: int = Field(4, ge=1, description="blocks generated ahead of the socket per response")
 

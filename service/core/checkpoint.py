@@ -41,8 +41,9 @@ from typing import Any
 
 from service.safetensors_stream import Plan, file_order_key
 
+from .algorithms import check_algorithm
 from .errors import InvalidParameterError
-from .spec import DTYPE_ALIASES, DTYPES, ResolvedSpec, canonical_json, check_seed
+from .spec import ALGORITHM_VERSION, DTYPE_ALIASES, DTYPES, ResolvedSpec, canonical_json, check_seed
 from .streams import Tensor
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
@@ -289,3 +290,26 @@ def seed_of_commit(commit: str) -> int | None:
     if not _COMMIT.fullmatch(commit):
         return None
     return int(commit[24:], 16)
+
+
+def checkpoint(
+    config: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    dtype: str | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    algorithm: int | None = None,
+) -> Checkpoint:
+    """The checkpoint of a ``config.json``: its architecture's tensors resolved by the recipe ``transformers``, then planned.
+
+    ``dtype`` None takes the config's (:func:`config_dtype`). Raises a
+    :class:`~service.core.errors.TensorinitError` naming what is wrong: an unknown
+    ``model_type``, a missing config field, a bad seed, dtype or ``max_shard_size``.
+    """
+    from .architectures import checkpoint_specs  # noqa: PLC0415  (the tables import the recipes, which import this package)
+
+    version = ALGORITHM_VERSION if algorithm is None else check_algorithm(algorithm)
+    chosen = config_dtype(config, dtype)
+    size = parse_size(max_shard_size)
+    specs = checkpoint_specs(config, seed=check_seed(seed), dtype=chosen, algorithm=version)
+    return plan_checkpoint(config, specs, seed=seed, dtype=chosen, max_shard_size=size, algorithm=version)
