@@ -628,3 +628,46 @@ def plan_recipe(
             )
         seen[spec.name] = entry_name
     return RecipePlan(specs, skipped)
+
+
+# -- Hugging Face transformers (the rules live with each architecture) -----------------
+
+
+def _hf_config(params: dict[str, Any]) -> None:
+    from .architectures import manifest_from_config  # noqa: PLC0415 -- architectures import this module
+
+    try:
+        entries = manifest_from_config(params["config"])
+    except TensorinitError as err:
+        raise located(err, "recipe_params", *getattr(err, "where", ())) from None
+    # Built once per plan, not once per tensor: the recipe's rule looks tensors up here.
+    params["_tensors"] = {e.name: e for e in entries}
+
+
+@recipe(
+    "transformers",
+    Param(
+        "config",
+        "object",
+        "a Hugging Face config.json: model_type, architectures and the fields GET /models lists (missing ones take transformers' defaults)",
+        default=REQUIRED,
+    ),
+    check=_hf_config,
+)
+def _transformers(entry: Entry, ctx: RecipeContext) -> Rule | None:
+    """Hugging Face transformers 5.x: every tensor as from_config(config) initializes it (_init_weights of each architecture).
+
+    Formula: std = initializer_range (0 or null: 0.02), else init_std (OPT), else initializer_factor; Linear weights N(0, std²) untruncated, biases 0; Embedding N(0, std²) with its pad_token_id (padding_idx) row 0; LayerNorm/RMSNorm weight 1, bias 0. Exceptions: Gemma, Gemma2 RMSNorm weights 0 (the norm computes x·(1 + w)); GPT-2 Conv1D weights N(0, initializer_range²) and every attn/mlp c_proj.weight N(0, (initializer_range/√(2·n_layer))²), wte/wpe without a padding row; BERT's MLM head bias (cls.predictions.bias) 0; Mixtral's router and every expert's w1/w2/w3 N(0, initializer_range²); T5 with f = initializer_factor: shared N(0, f²), q N(0, f²/(d_model·d_kv)), k and v N(0, f²/d_model), o N(0, f²/(n_heads·d_kv)), relative_attention_bias N(0, f²/d_model), wi/wi_0/wi_1 N(0, f²/d_model), wo N(0, f²/d_ff), T5LayerNorm weight f; OPT positions (max_position_embeddings + 2 rows) N(0, init_std²). Tensor names and shapes are those save_pretrained writes (GET /models; service.core.architectures)
+    Source: huggingface/transformers 5.x modeling_utils.py (PreTrainedModel._init_weights), initialization.py, models/gemma*/modeling_gemma*.py, models/gpt2/modeling_gpt2.py, models/bert/modeling_bert.py, models/t5/modeling_t5.py, models/mixtral/modeling_mixtral.py (each _init_weights), conversion_mapping.py (Mixtral's on-disk names)
+    """
+    found = ctx.params["_tensors"].get(entry.name)
+    if found is None:
+        return None
+    if tuple(found.shape) != entry.shape:
+        raise located(
+            InvalidParameterError("shape", list(entry.shape), f"{list(found.shape)}: the shape recipe_params.config gives {entry.name}"),
+            "tensors",
+            entry.name,
+        )
+    rule: Rule = found.init
+    return rule

@@ -72,7 +72,7 @@ class Param:
     """One scheme parameter: JSON type, default (a value, a per-convention dict, REQUIRED or None = derived)."""
 
     name: str
-    type: str  # "number", "integer", "string", "boolean"
+    type: str  # "number", "integer", "string", "boolean", "object"
     doc: str
     default: Any = None
     choices: tuple[Any, ...] | None = None
@@ -93,7 +93,15 @@ class Param:
     def allowed(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
-        parts = [{"number": "a finite number", "integer": "an integer", "string": "a string", "boolean": "true or false"}[self.type]]
+        parts = [
+            {
+                "number": "a finite number",
+                "integer": "an integer",
+                "string": "a string",
+                "boolean": "true or false",
+                "object": "a JSON object",
+            }[self.type]
+        ]
         for word, bound in (("≥", self.minimum), (">", self.exclusive_minimum), ("≤", self.maximum), ("<", self.exclusive_maximum)):
             if bound is not None:
                 parts.append(f"{word} {bound:g}")
@@ -127,6 +135,8 @@ class Param:
             ok = isinstance(value, str)
         elif self.type == "boolean":
             ok = isinstance(value, bool)
+        elif self.type == "object":  # a recipe's structured parameter (recipe transformers' config)
+            ok = isinstance(value, Mapping)
         if ok and self.choices is not None:
             ok = value in self.choices
         if ok and self.type in ("number", "integer"):
