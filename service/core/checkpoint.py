@@ -42,8 +42,10 @@ from typing import Any
 from service.safetensors_stream import Plan, file_order_key
 
 from .algorithms import check_algorithm
+from .architectures import checkpoint_specs, config_dtype
 from .errors import InvalidParameterError
-from .spec import ALGORITHM_VERSION, DTYPE_ALIASES, DTYPES, ResolvedSpec, canonical_json, check_seed
+from .schemes import Limits
+from .spec import ALGORITHM_VERSION, ResolvedSpec, canonical_json, check_seed
 from .streams import Tensor
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
@@ -59,9 +61,6 @@ FORMAT_METADATA = {"format": "pt"}
 
 _SIZE_ALLOWED = 'a positive integer of bytes, or a number with a unit KB, MB, GB or TB (powers of 10), e.g. "500MB" or "5GB"'
 _COMMIT = re.compile(r"[0-9a-f]{40}")
-
-# config.json's dtype names (torch's) -> ours; the same names but for the prefix.
-TORCH_DTYPES = {"float32": "float32", "float64": "float64", "float16": "float16", "bfloat16": "bfloat16", "half": "float16"}
 
 
 def parse_size(value: object) -> int:
@@ -93,22 +92,6 @@ def parse_size(value: object) -> int:
     if size <= 0:
         raise InvalidParameterError("max_shard_size", value, _SIZE_ALLOWED)
     return size
-
-
-def config_dtype(config: Mapping[str, Any], dtype: str | None = None) -> str:
-    """The checkpoint's dtype: ``dtype`` if given, else the config's ``dtype`` (``torch_dtype`` in 4.x), else float32."""
-    if dtype is not None:
-        found = DTYPE_ALIASES.get(dtype, dtype)
-        if found not in DTYPES:
-            raise InvalidParameterError("dtype", dtype, f"one of {', '.join(DTYPES)} (or an alias: {', '.join(DTYPE_ALIASES)})")
-        return found
-    given = config.get("dtype", config.get("torch_dtype"))
-    if given is None:
-        return "float32"
-    name = str(given).removeprefix("torch.")
-    if name not in TORCH_DTYPES:
-        raise InvalidParameterError("config.dtype", given, f"one of {', '.join(TORCH_DTYPES)} (or give dtype)")
-    return TORCH_DTYPES[name]
 
 
 def shard(specs: Sequence[ResolvedSpec], max_shard_size: int) -> list[list[ResolvedSpec]]:
@@ -299,17 +282,17 @@ def checkpoint(
     dtype: str | None = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     algorithm: int | None = None,
+    limits: Limits | None = None,
 ) -> Checkpoint:
     """The checkpoint of a ``config.json``: its architecture's tensors resolved by the recipe ``transformers``, then planned.
 
-    ``dtype`` None takes the config's (:func:`config_dtype`). Raises a
+    ``dtype`` None takes the config's (``dtype``, else ``torch_dtype``, else float32).
+    ``limits`` are checked as each tensor is resolved. Raises a
     :class:`~service.core.errors.TensorinitError` naming what is wrong: an unknown
     ``model_type``, a missing config field, a bad seed, dtype or ``max_shard_size``.
     """
-    from .architectures import checkpoint_specs  # noqa: PLC0415  (the tables import the recipes, which import this package)
-
     version = ALGORITHM_VERSION if algorithm is None else check_algorithm(algorithm)
     chosen = config_dtype(config, dtype)
     size = parse_size(max_shard_size)
-    specs = checkpoint_specs(config, seed=check_seed(seed), dtype=chosen, algorithm=version)
+    specs = checkpoint_specs(config, seed=check_seed(seed), dtype=chosen, algorithm=version, limits=limits)
     return plan_checkpoint(config, specs, seed=seed, dtype=chosen, max_shard_size=size, algorithm=version)
