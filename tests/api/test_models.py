@@ -14,52 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from service.api.app import create_app
-from service.api.settings import Settings
 from service.core.checkpoint import checkpoint
-from tests.conftest import LiveServer, start_server, stop_server
-
-TINY = {
-    # vocab × hidden × 4 bytes = 256 KiB: the embeddings are streamed, not answered inline.
-    "tiny-llama": {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 1024,
-        "max_position_embeddings": 128,
-        "tie_word_embeddings": False,
-        "torch_dtype": "float32",
-    },
-    "tiny-gpt2": {
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
-        "n_embd": 32,
-        "n_head": 4,
-        "n_layer": 2,
-        "n_positions": 64,
-        "vocab_size": 512,
-    },
-}
-
-
-def write_models(directory: Path) -> Path:
-    for name, config in TINY.items():
-        (directory / f"{name}.json").write_text(json.dumps(config))
-    return directory
+from tests.conftest import LiveServer
+from tests.tiny_models import TINY
+from tests.tiny_models import models_server as models_server_of
 
 
 @pytest.fixture(scope="module")
 def models_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    models = write_models(tmp_path_factory.mktemp("models"))
-    live = start_server(create_app(Settings(models_dir=str(models), access_log="off")))
-    try:
+    with models_server_of(tmp_path_factory.mktemp("models")) as live:
         yield live
-    finally:
-        stop_server(live)
 
 
 @pytest.fixture
