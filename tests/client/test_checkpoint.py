@@ -6,6 +6,7 @@ import json
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -42,7 +43,9 @@ def contents(directory: Path) -> dict[str, bytes]:
 
 def assert_loads_as_served(directory: Path) -> None:
     """from_pretrained finds every key, reinitializes none (the values are the files'), and runs."""
-    model, info = AutoModelForCausalLM.from_pretrained(directory, output_loading_info=True)
+    # output_loading_info=True makes it a (model, info) pair, which transformers' annotations do not say.
+    loaded: Any = AutoModelForCausalLM.from_pretrained(directory, output_loading_info=True)
+    model, info = loaded
     assert info == {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
     on_disk: dict[str, torch.Tensor] = {}
     for shard in directory.glob("*.safetensors"):
