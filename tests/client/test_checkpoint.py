@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 from tests.conftest import LiveServer
 from tests.tiny_models import TINY, models_server
 
-FILES = "/models/{name}/checkpoint/{file}"
+FILES = "/models/{model}/checkpoint/{file}"
 
 
 @pytest.fixture(scope="module")

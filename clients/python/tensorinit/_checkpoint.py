@@ -1,6 +1,6 @@
 """``checkpoint``: a Hugging Face checkpoint directory from the service, the steps that need no I/O on the network.
 
-The server plans the directory (``GET /models/{name}/checkpoint`` for a catalogue name,
+The server plans the directory (``GET /models/{model}/checkpoint`` for a catalogue name,
 ``POST /checkpoint`` for a config of one's own): every file with its size and ETag. The
 client then fetches the files over a few connections, each into ``NAME.part`` and renamed
 once complete and checked. A file already there with the planned identity is kept, and a

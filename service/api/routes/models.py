@@ -2,9 +2,9 @@
 
 Two ways to the same files (service.core.checkpoint plans them; /init's machinery serves them):
 
-* ``GET /models/{name}/checkpoint?seed=&dtype=&max_shard_size=&algorithm=`` the plan as JSON
+* ``GET /models/{model}/checkpoint?seed=&dtype=&max_shard_size=&algorithm=`` the plan as JSON
   (files, sizes, ETags, index, every tensor's spec), generating nothing; ``GET|HEAD
-  /models/{name}/checkpoint/{file}`` with the same query, each file alone (Content-Length,
+  /models/{model}/checkpoint/{file}`` with the same query, each file alone (Content-Length,
   ETag, Range, 304), cached by nginx. ``POST /checkpoint`` and ``POST /checkpoint/{file}``
   take a config of the caller's own in the body instead of a catalogue name.
 * The Hub protocol, so that ``from_pretrained("tensorinit/<name>", revision="seed-7")``
@@ -23,7 +23,7 @@ import asyncio
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -31,13 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from service.core import DTYPES, TensorinitError, canonical_json
+from service.core.algorithms import ALGORITHMS
 from service.core.architectures import supported
-from service.core.catalogue import UnknownModelError, lookup
+from service.core.catalogue import UnknownModelError, load, lookup
 from service.core.checkpoint import DEFAULT_MAX_SHARD_SIZE, Checkpoint, CheckpointFile, checkpoint, seed_of_commit
-from service.core.schemes import check_size
 from service.safetensors_stream import Plan
 
 from ..docs import BINARY, problem
+from ..models import SEED_RANGE, Integer
 from ..problems import ProblemError, from_engine, from_pydantic
 from ..resolution import Prepared
 from ..settings import Settings
@@ -61,7 +62,7 @@ class CheckpointRequest(BaseModel):
 
     config: dict[str, Any] | None = Field(None, description="a config.json's content (or give model)")
     model: str | None = Field(None, description="a catalogue name (GET /models), instead of config")
-    seed: int = Field(0, description="0 ≤ seed < 2^64")
+    seed: Integer = Field(0, description="random seed", json_schema_extra=SEED_RANGE)
     dtype: str | None = Field(None, description="float32, bfloat16, float16 or float64; default: the config's dtype (torch_dtype)")
     max_shard_size: int | str = Field(DEFAULT_MAX_SHARD_SIZE, description='bytes, or "500MB", "5GB"... (powers of 10)')
     algorithm: int | None = Field(None, description="the generation algorithm; default: the newest")
@@ -76,37 +77,62 @@ def _planned(config_json: str, seed: int, dtype: str | None, max_shard_size: int
 
 
 async def plan(config: Mapping[str, Any], settings: Settings, **options: Any) -> Checkpoint:
-    """The checkpoint (cached: every file GET needs it), checked against the limits; engine errors become 422/413."""
+    """:func:`planned`, off the event loop (a large model's plan takes tens of milliseconds the first time)."""
+    return await asyncio.to_thread(planned, config, settings, **options)
+
+
+def planned(config: Mapping[str, Any], settings: Settings, **options: Any) -> Checkpoint:
+    """The checkpoint (cached: every file GET needs it); engine errors become 422 (413 past the engine's own limits).
+
+    Only a file's size is held to the settings (``max_response_bytes``, when it is asked
+    for): every tensor of a checkpoint is drawn element by element and streamed, with
+    memory flat whatever its size, so ``max_elements`` (which bounds what /init may
+    compute whole) does not apply, and a plan is answered whatever its files' sizes.
+    """
     try:
-        found = await asyncio.to_thread(_planned, canonical_json(dict(config)), **options)
-        limits = settings.engine_limits
-        for spec in found.specs:
-            check_size(spec, limits)
+        return _planned(canonical_json(dict(config)), **options)
     except TensorinitError as err:
         raise from_engine(err) from None
-    too_large = [f for f in found.shards if f.size > settings.max_response_bytes]
-    if too_large:
+
+
+def check_file(item: CheckpointFile, settings: Settings) -> None:
+    """413 for a file over ``max_response_bytes``."""
+    if item.size > settings.max_response_bytes:
         raise ProblemError(
             "limit-exceeded",
-            f"{too_large[0].name} would be {too_large[0].size} bytes; the limit max_response_bytes is {settings.max_response_bytes}"
-            " (a smaller max_shard_size helps unless one tensor is that large)",
+            f"{item.name} has {item.size} bytes; the limit max_response_bytes is {settings.max_response_bytes}"
+            " (a smaller max_shard_size helps, unless one tensor is that large)",
             limit_name="max_response_bytes",
             limit=settings.max_response_bytes,
         )
-    return found
+
+
+@functools.lru_cache(maxsize=8)
+def catalogue_of(settings: Settings) -> Mapping[str, Mapping[str, Any]]:
+    """The catalogue a service with ``settings`` serves (read once per settings; the app reads it at start)."""
+    return load(settings.models_dir)
+
+
+def model_config(catalogue: Mapping[str, Mapping[str, Any]], name: str) -> Mapping[str, Any]:
+    """The catalogue's config named ``name``; else the 404 problem listing the names."""
+    try:
+        return lookup(catalogue, name)
+    except UnknownModelError as err:
+        raise ProblemError("not-found", f"{err.message}; known: {', '.join(catalogue)}") from None
 
 
 def _model(request: Request, name: str) -> Mapping[str, Any]:
-    try:
-        return lookup(request.app.state.catalogue, name)
-    except UnknownModelError as err:
-        raise ProblemError("not-found", f"{err.message}; known: {', '.join(request.app.state.catalogue)}") from None
+    return model_config(request.app.state.catalogue, name)
 
 
 def _options(request: Request) -> dict[str, Any]:
-    """seed, dtype, max_shard_size and algorithm from the query string (anything else: 422)."""
+    return query_options(request.query_params.multi_items())
+
+
+def query_options(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """seed, dtype, max_shard_size and algorithm from a query string's items (anything else: 422)."""
     given: dict[str, Any] = {}
-    for key, value in request.query_params.multi_items():
+    for key, value in items:
         if key not in QUERY:
             raise ProblemError(
                 "unknown-parameter",
@@ -126,6 +152,11 @@ def _fields(parsed: CheckpointRequest) -> dict[str, Any]:
 
 
 def _from_body(request: Request, parsed: CheckpointRequest) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    return body_config(request.app.state.catalogue, parsed)
+
+
+def body_config(catalogue: Mapping[str, Mapping[str, Any]], parsed: CheckpointRequest) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """The config a body gives (its own, or a catalogue name's) and its options."""
     if (parsed.config is None) == (parsed.model is None):
         raise ProblemError(
             "validation-error",
@@ -134,7 +165,7 @@ def _from_body(request: Request, parsed: CheckpointRequest) -> tuple[Mapping[str
                 {"path": ["config"], "message": "give config or model", "allowed": "a config.json object, or a catalogue name in model"}
             ],
         )
-    config = parsed.config if parsed.config is not None else _model(request, str(parsed.model))
+    config = parsed.config if parsed.config is not None else model_config(catalogue, str(parsed.model))
     return config, _fields(parsed)
 
 
@@ -151,6 +182,7 @@ def _bytes_plan(content: bytes) -> Plan:
 
 
 async def _serve_file(request: Request, item: CheckpointFile, cache_control: str, extra: Mapping[str, str] = {}) -> Response:
+    check_file(item, request.app.state.settings)
     plan = item.plan if item.plan is not None else _bytes_plan(item.content or b"")
     prepared = Prepared(item.specs, plan, "", f'"{item.etag}"', item.name)
     try:
@@ -171,7 +203,7 @@ def _file(found: Checkpoint, name: str, extra: Mapping[str, str] = {}) -> Checkp
         raise ProblemError(
             "not-found",
             f"{name[:200]}: not a file of this checkpoint; its files: {', '.join(found.files)}",
-            headers={**extra, "X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"},
+            headers={**extra, "X-Error-Code": "EntryNotFound", "X-Error-Message": _HUB_MESSAGES["EntryNotFound"]},
         )
     return item
 
@@ -197,11 +229,35 @@ async def models_list(request: Request) -> dict[str, Any]:
     }
 
 
-_NAME = Path(description="a catalogue name (GET /models)")
+_NAME = Path(
+    description="a catalogue name (GET /models; a deployment's TENSORINIT_MODELS_DIR adds its own)",
+    json_schema_extra={"examples": list(load())},
+)
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+QUERY_FORM = {
+    "parameters": [
+        _query("seed", {"type": "integer", "minimum": 0, "maximum": 2**64 - 1}, "random seed; default 0"),
+        _query("dtype", {"type": "string", "enum": list(DTYPES)}, "element type; default: the config's dtype (torch_dtype), else float32"),
+        _query(
+            "max_shard_size",
+            {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?([KMGTkmgt][Bb])?$"},
+            f"bytes per shard file: an integer, or a number with KB, MB, GB or TB (powers of 10); default {DEFAULT_MAX_SHARD_SIZE}",
+        ),
+        _query("algorithm", {"type": "integer", "enum": sorted(ALGORITHMS)}, "generation algorithm; default the newest"),
+    ]
+}
 _FILE = Path(description="config.json, model.safetensors.index.json, or a shard (the plan lists them)")
 FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "the file (safetensors streamed, or JSON)", "content": {"application/octet-stream": BINARY}},
-    206: {"description": "the byte range asked for", "content": {"application/octet-stream": BINARY}},
+    200: {
+        "description": "the file: safetensors (streamed) or JSON (config.json, the index)",
+        "content": {"application/octet-stream": BINARY, "application/json": {"schema": {"type": "object"}}},
+    },
+    206: {"description": "the byte range asked for", "content": {"application/octet-stream": BINARY, "application/json": BINARY}},
     304: {"description": "If-None-Match matched the ETag"},
     404: problem("no such model or file (not-found)"),
     413: problem("a file over max_response_bytes (limit-exceeded)"),
@@ -216,13 +272,14 @@ PLAN_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.get(
-    "/models/{name}/checkpoint",
+    "/models/{model}/checkpoint",
     operation_id="checkpoint_plan_get",
     summary="A catalogue model's checkpoint as a plan: files, sizes, ETags, index and every tensor's spec (nothing generated)",
     responses=PLAN_RESPONSES,
+    openapi_extra=QUERY_FORM,
 )
-async def checkpoint_plan_get(request: Request, name: Annotated[str, _NAME]) -> dict[str, Any]:
-    found = await plan(_model(request, name), request.app.state.settings, **_options(request))
+async def checkpoint_plan_get(request: Request, model: Annotated[str, _NAME]) -> dict[str, Any]:
+    found = await plan(_model(request, model), request.app.state.settings, **_options(request))
     return found.describe()
 
 
@@ -237,16 +294,8 @@ async def checkpoint_plan_post(request: Request, body: CheckpointRequest) -> dic
     return (await plan(config, request.app.state.settings, **options)).describe()
 
 
-@router.api_route(
-    "/models/{name}/checkpoint/{file}",
-    methods=["GET", "HEAD"],
-    operation_id="checkpoint_file_get",
-    summary="One file of a catalogue model's checkpoint (the same query as its plan)",
-    response_class=OctetStreamResponse,
-    responses=FILE_RESPONSES,
-)
-async def checkpoint_file_get(request: Request, name: Annotated[str, _NAME], file: Annotated[str, _FILE]) -> Response:
-    found = await plan(_model(request, name), request.app.state.settings, **_options(request))
+async def checkpoint_file_get(request: Request, model: Annotated[str, _NAME], file: Annotated[str, _FILE]) -> Response:
+    found = await plan(_model(request, model), request.app.state.settings, **_options(request))
     return await _serve_file(request, _file(found, file), BY_NAME)
 
 
@@ -266,14 +315,20 @@ async def checkpoint_file_post(request: Request, file: Annotated[str, _FILE], bo
 # -- the Hub protocol -----------------------------------------------------------------------
 
 
+_HUB_MESSAGES = {"RepoNotFound": "Repository not found", "RevisionNotFound": "Revision not found", "EntryNotFound": "Entry not found"}
+
+
 def _hub_error(code: str, detail: str, headers: Mapping[str, str] = {}) -> ProblemError:
-    # huggingface_hub reads X-Error-Code (and the body's "error") to pick its exception.
-    return ProblemError("not-found", detail, headers={**headers, "X-Error-Code": code, "X-Error-Message": detail[:200]}, error=detail)
+    # huggingface_hub reads X-Error-Code (and the body's "error") to pick its exception. The
+    # header's message is a fixed ASCII text: the detail may quote a path in any script.
+    message = _HUB_MESSAGES[code]
+    return ProblemError("not-found", detail, headers={**headers, "X-Error-Code": code, "X-Error-Message": message}, error=detail)
 
 
-async def _hub_checkpoint(request: Request, org: str, repo: str, revision: str) -> tuple[Checkpoint, str]:
+def hub_checkpoint(
+    catalogue: Mapping[str, Mapping[str, Any]], settings: Settings, org: str, repo: str, revision: str
+) -> tuple[Checkpoint, str]:
     """The checkpoint a Hub repository and revision name, and the Cache-Control its answers take."""
-    catalogue: Mapping[str, Mapping[str, Any]] = request.app.state.catalogue
     try:
         if org.lower() != ORG:
             raise UnknownModelError(f"{org}/{repo}", list(catalogue))
@@ -282,11 +337,10 @@ async def _hub_checkpoint(request: Request, org: str, repo: str, revision: str) 
         raise _hub_error(
             "RepoNotFound", f"{org}/{repo}: no such repository; repositories are {ORG}/<name> for a name of GET /models"
         ) from None
-    settings: Settings = request.app.state.settings
     by_name = _SEED_REVISION.fullmatch(revision)
     seed = 0 if revision == "main" else int(by_name.group(1)) if by_name else seed_of_commit(revision)
     if seed is not None and seed < 1 << 64:
-        found = await plan(config, settings, seed=seed, dtype=None, max_shard_size=DEFAULT_MAX_SHARD_SIZE, algorithm=None)
+        found = planned(config, settings, seed=seed, dtype=None, max_shard_size=DEFAULT_MAX_SHARD_SIZE, algorithm=None)
         if revision in ("main", found.commit) or by_name:
             return found, IMMUTABLE if revision == found.commit else BY_NAME
     raise _hub_error(
@@ -294,14 +348,11 @@ async def _hub_checkpoint(request: Request, org: str, repo: str, revision: str) 
     )
 
 
-@router.api_route(
-    "/{org}/{repo}/resolve/{revision}/{file:path}",
-    methods=["GET", "HEAD"],
-    operation_id="hub_resolve",
-    summary="Hub protocol: one file of tensorinit/<name> at a revision (main, seed-N or a commit)",
-    response_class=OctetStreamResponse,
-    responses=FILE_RESPONSES,
-)
+async def _hub_checkpoint(request: Request, org: str, repo: str, revision: str) -> tuple[Checkpoint, str]:
+    state = request.app.state
+    return await asyncio.to_thread(hub_checkpoint, state.catalogue, state.settings, org, repo, revision)
+
+
 async def hub_resolve(request: Request, org: str, repo: str, revision: str, file: str) -> Response:
     found, cache_control = await _hub_checkpoint(request, org, repo, revision)
     commit = {"X-Repo-Commit": found.commit}
@@ -361,3 +412,33 @@ async def hub_model_tree(request: Request, org: str, repo: str, revision: str, c
         query = request.url.include_query_params(cursor=cursor + TREE_PAGE)
         headers["Link"] = f'<{query}>; rel="next"'
     return JSONResponse(page, headers=headers)
+
+
+HEAD_RESPONSES = {k: v for k, v in FILE_RESPONSES.items() if k not in (200, 206)} | {200: {"description": "headers only"}}
+
+# GET and HEAD of a file as two operations, as /init's are.
+for _path, _endpoint, _id, _summary in (
+    (
+        "/models/{model}/checkpoint/{file}",
+        checkpoint_file_get,
+        "checkpoint_file",
+        "One file of a catalogue model's checkpoint (the same query as its plan)",
+    ),
+    (
+        "/{org}/{repo}/resolve/{revision}/{file:path}",
+        hub_resolve,
+        "hub_resolve",
+        "Hub protocol: one file of tensorinit/<name> at a revision (main, seed-N or a commit), with X-Repo-Commit",
+    ),
+):
+    for _method, _responses in (("GET", FILE_RESPONSES), ("HEAD", HEAD_RESPONSES)):
+        router.add_api_route(
+            _path,
+            _endpoint,
+            methods=[_method],
+            operation_id=f"{_id}_{_method.lower()}",
+            summary=_summary if _method == "GET" else f"The headers GET would send: {_summary[0].lower()}{_summary[1:]}",
+            response_class=OctetStreamResponse,
+            responses=_responses,
+            openapi_extra=QUERY_FORM if _id == "checkpoint_file" else None,
+        )
