@@ -75,7 +75,7 @@ def operation_kinds() -> dict[tuple[str, str], Operation]:
                 kind = "plan"
             elif set(body.get("properties", {})) == TOP_FIELDS:
                 kind = "network"
-            elif body.get("$ref") == REF.format(model="CheckpointRequest") or {"max_shard_size", "repo"} & params:
+            elif body.get("$ref") == REF.format(model="CheckpointRequest") or "max_shard_size" in params:
                 kind = "checkpoint"
             else:
                 raise ValueError(f"{method.upper()} {path} documents a 413, but its request is none that the contract filter resolves")
@@ -154,25 +154,21 @@ def _propagation_bytes(body: Any, settings: Settings) -> int | None:
 
 def _checkpoint_bytes(case: schemathesis.Case[Any], settings: Settings) -> int | None:
     """None when the service refuses a checkpoint request beyond the schema (a config the
-    architectures refuse, the limits); 0 for a name or revision it does not know (a 404,
-    acceptable for a positive example) or for a plan; else the size of the file it serves."""
+    architectures refuse, a file over the limit); 0 for a name or file it does not know (a
+    404, acceptable for a positive example) or for a plan; else the size of the file it serves."""
     catalogue = models.catalogue_of(settings)
     method, params = case.method.upper(), dict(case.path_parameters or {})
     try:
-        if "repo" in params:  # the Hub protocol's routes; without a revision, main
-            revision = str(params.get("revision", "main"))
-            found, _ = models.hub_checkpoint(catalogue, settings, str(params["org"]), str(params["repo"]), revision)
+        if method == "POST":
+            try:
+                parsed = models.CheckpointRequest.model_validate(case.body)
+            except ValueError:
+                return 0
+            config, options = models.body_config(catalogue, parsed)
         else:
-            if method == "POST":
-                try:
-                    parsed = models.CheckpointRequest.model_validate(case.body)
-                except ValueError:
-                    return 0
-                config, options = models.body_config(catalogue, parsed)
-            else:
-                config = models.model_config(catalogue, str(params["model"]))
-                options = models.query_options(_query_items(dict(case.query or {})))
-            found = models.planned(config, settings, **options)
+            config = models.model_config(catalogue, str(params["model"]))
+            options = models.query_options(_query_items(dict(case.query or {})))
+        found = models.planned(config, settings, **options)
     except ProblemError as err:
         return 0 if err.status == 404 else None
     item = found.files.get(str(params.get("file")))

@@ -313,6 +313,8 @@ async def checkpoint_file_post(request: Request, file: Annotated[str, _FILE], bo
 
 
 # -- the Hub protocol -----------------------------------------------------------------------
+# Not in the OpenAPI document: its contract is huggingface_hub's, and tests/api/test_models.py
+# holds it to that with the real huggingface_hub and transformers.
 
 
 _HUB_MESSAGES = {"RepoNotFound": "Repository not found", "RevisionNotFound": "Revision not found", "EntryNotFound": "Entry not found"}
@@ -379,7 +381,11 @@ def _info(found: Checkpoint, repo: str) -> dict[str, Any]:
 
 
 @router.get(
-    "/api/models/{org}/{repo}", operation_id="hub_model_info", summary="Hub protocol: a repository at main", responses=PLAN_RESPONSES
+    "/api/models/{org}/{repo}",
+    operation_id="hub_model_info",
+    summary="Hub protocol: a repository at main",
+    responses=PLAN_RESPONSES,
+    include_in_schema=False,
 )
 async def hub_model_info(request: Request, org: str, repo: str) -> Response:
     found, cache_control = await _hub_checkpoint(request, org, repo, "main")
@@ -389,6 +395,7 @@ async def hub_model_info(request: Request, org: str, repo: str) -> Response:
 @router.get(
     "/api/models/{org}/{repo}/revision/{revision}",
     operation_id="hub_model_revision",
+    include_in_schema=False,
     summary="Hub protocol: a repository at a revision (its commit in sha, its files in siblings)",
     responses=PLAN_RESPONSES,
 )
@@ -400,6 +407,7 @@ async def hub_model_revision(request: Request, org: str, repo: str, revision: st
 @router.get(
     "/api/models/{org}/{repo}/tree/{revision}",
     operation_id="hub_model_tree",
+    include_in_schema=False,
     summary="Hub protocol: the files of a revision (paged by Link: rel=next past 1000)",
     responses=PLAN_RESPONSES,
 )
@@ -441,4 +449,5 @@ for _path, _endpoint, _id, _summary in (
             response_class=OctetStreamResponse,
             responses=_responses,
             openapi_extra=QUERY_FORM if _id == "checkpoint_file" else None,
+            include_in_schema=_id == "checkpoint_file",
         )
