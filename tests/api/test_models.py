@@ -146,6 +146,7 @@ out["keys_equal"] = sorted(served) == sorted(state)
 out["values_equal"] = all(torch.equal(served[k], state[k]) for k in served)
 out["logits"] = list(model(torch.tensor([[1, 2, 3]])).logits.shape)
 before = resolve_gets()
+out["first_load_gets"] = before
 again = AutoModelForCausalLM.from_pretrained("tensorinit/tiny-llama", revision="seed-7")
 out["second_load_gets"] = resolve_gets() - before
 out["second_equal"] = all(torch.equal(v, again.state_dict()[k]) for k, v in state.items())
@@ -186,6 +187,7 @@ def test_from_pretrained_snapshot_and_download_through_the_hub_protocol(models_s
     assert out["keys_equal"]
     assert out["values_equal"]  # nothing redrawn by transformers: the served bytes, as they are
     assert out["logits"] == [1, 3, TINY["tiny-llama"]["vocab_size"]]
+    assert out["first_load_gets"] > 0  # the metric counts the resolve route's GETs
     assert out["second_load_gets"] == 0  # the second load came from the local cache (HEADs only)
     assert out["second_equal"]
     assert out["snapshot"] == ["config.json", "model.safetensors"]
