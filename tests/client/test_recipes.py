@@ -347,7 +347,17 @@ def test_catalogue_and_a_streamed_fill_rows(live_url: str) -> None:
             "tensors": {"lstm.bias_ih_l0": {"shape": [4 * hidden], "kind": "lstm", "attributes": {"hidden_size": hidden}}},
         }
         served = client._fetch(body, "numpy", verify=True)["lstm.bias_ih_l0"]
-    assert [r["name"] for r in catalogue["recipes"]] == ["torch", "keras", "flax", "gpt2", "fixup", "t_fixup", "deepnet", "mup"]
+    assert [r["name"] for r in catalogue["recipes"]] == [
+        "torch",
+        "keras",
+        "flax",
+        "gpt2",
+        "fixup",
+        "t_fixup",
+        "deepnet",
+        "mup",
+        "transformers",
+    ]
     assert "conv_transpose3d" in catalogue["kinds"] and "residual_out" in catalogue["roles"]
     assert one["formula"] and "torchscale" in one["source"] and any(p["name"] == "beta_source" for p in one["parameters"])
     assert missing.status_code == 404

@@ -11,12 +11,14 @@ is one function in one module, imported below::
 
 The order is the one ``save_pretrained`` writes and shards in: the ``state_dict`` order,
 tied and non-persistent tensors left out; for a model with a conversion mapping
-(Mixtral's per-expert ``w1``/``w2``/``w3``), the on-disk names in the order
+(Mixtral's per-expert ``w1``/``w2``/``w3``, Qwen3-MoE's), the on-disk names in the order
 ``revert_weight_conversion`` gives them (the state dict sorted by ``dot_natural_key``).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,8 +26,8 @@ from ..errors import InvalidParameterError, MissingParameterError
 from ..manifest import located
 from ..recipes import plan_recipe
 from ..schemes import Limits, check_dtype
-from ..spec import ResolvedSpec
-from . import bert, gemma, gpt2, llama, mixtral, opt, t5  # noqa: F401 -- each registers its model types
+from ..spec import ResolvedSpec, canonical_json, check_seed
+from . import bert, gemma, gpt2, llama, mixtral, opt, qwen_moe, t5  # noqa: F401 -- each registers its model types
 from .registry import ARCHITECTURES, Architecture, Config, TensorEntry, UnknownArchitectureError
 
 __all__ = [
@@ -50,10 +52,14 @@ def _known() -> str:
     return "one of " + ", ".join(sorted(ARCHITECTURES)) + " (see GET /models)"
 
 
-def resolve_architecture(config: Mapping[str, Any]) -> tuple[Architecture, str, Config]:
-    """The config's architecture, its class (``architectures[0]``, else the usual head) and its fields with their defaults."""
+def _check_object(config: object) -> None:
     if not isinstance(config, Mapping):
         raise InvalidParameterError("config", config, "a JSON object: a Hugging Face config.json")
+
+
+def resolve_architecture(config: Mapping[str, Any]) -> tuple[Architecture, str, Config]:
+    """The config's architecture, its class (``architectures[0]``, else the usual head) and its fields with their defaults."""
+    _check_object(config)
     if "model_type" not in config:
         raise located(MissingParameterError("model_type", _known()), "config")
     model_type = config["model_type"]
@@ -85,6 +91,7 @@ def config_dtype(config: Mapping[str, Any], dtype: str | None = None) -> str:
     """``dtype`` if given, else the config's ``dtype`` (or ``torch_dtype``, transformers 4.x), else float32."""
     if dtype is not None:
         return check_dtype(dtype)
+    _check_object(config)
     for key in ("dtype", "torch_dtype"):
         value = config.get(key)
         if value is not None:
@@ -105,18 +112,29 @@ def checkpoint_specs(
 ) -> list[ResolvedSpec]:
     """Every tensor of the checkpoint resolved through recipe ``transformers``, in ``save_pretrained`` order.
 
-    ``dtype`` defaults to the config's (:func:`config_dtype`). The specs are those a
+    ``dtype`` defaults to the config's (:func:`config_dtype`). Resolution does not depend
+    on the seed: the specs of each (config, dtype, algorithm, limits) are planned once and
+    re-seeded (:meth:`~service.core.spec.ResolvedSpec.with_seed`). The specs are those a
     recipe request ``{"recipe": "transformers", "recipe_params": {"config": ...}}`` over
     :func:`manifest_from_config`'s tensors gives: the same bytes, the same ETags.
     """
+    check_seed(seed)
+    chosen = config_dtype(config, dtype)
+    try:
+        key = canonical_json(config)
+    except (TypeError, ValueError):  # not JSON (a NaN, an object): plan it uncached, and let the checks name the field
+        return [s.with_seed(seed) for s in _plan(config, chosen, algorithm, limits)]
+    return [s.with_seed(seed) for s in _cached_plan(key, chosen, algorithm, limits)]
+
+
+def _plan(config: Mapping[str, Any], dtype: str, algorithm: int | None, limits: Limits | None) -> tuple[ResolvedSpec, ...]:
     entries = manifest_from_config(config)
-    plan = plan_recipe(
-        "transformers",
-        {e.name: e.manifest() for e in entries},
-        recipe_params={"config": config},
-        seed=seed,
-        dtype=config_dtype(config, dtype),
-        algorithm=algorithm,
-        limits=limits,
-    )
-    return plan.specs
+    tensors = {e.name: e.manifest() for e in entries}
+    plan = plan_recipe("transformers", tensors, recipe_params={"config": config}, dtype=dtype, algorithm=algorithm, limits=limits)
+    return tuple(plan.specs)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_plan(config_json: str, dtype: str, algorithm: int | None, limits: Limits | None) -> tuple[ResolvedSpec, ...]:
+    """Seed 0's specs of a config: the Hub protocol asks for the same checkpoint once per file (0.1-0.4 s for Mixtral-8x7B)."""
+    return _plan(json.loads(config_json), dtype, algorithm, limits)

@@ -8,7 +8,8 @@ in BertModel and BertForPreTraining (not in the masked-LM heads). The MLM head
 ``cls.predictions``: its own ``bias`` (saved first: a module's parameters precede its
 children's), transform.dense, transform.LayerNorm, and a decoder tied to
 ``word_embeddings`` and ``cls.predictions.bias`` when ``tie_word_embeddings`` (else saved).
-BertForPreTraining adds ``cls.seq_relationship`` (2, hidden). ``position_ids`` and
+BertForPreTraining adds ``cls.seq_relationship`` (2, hidden); BertForSequenceClassification
+is ``bert`` with its pooler and ``classifier`` (num_labels, hidden) with a bias. ``position_ids`` and
 ``token_type_ids`` are non-persistent buffers.
 
 Init: the base rule (std = ``initializer_range``), and BertPreTrainedModel._init_weights:
@@ -22,7 +23,7 @@ from .registry import Config, TensorEntry, Tensors, architecture, constant
 
 @architecture(
     "bert",
-    classes=("BertForMaskedLM", "BertModel", "BertForPreTraining", "BertLMHeadModel"),
+    classes=("BertForMaskedLM", "BertModel", "BertForPreTraining", "BertLMHeadModel", "BertForSequenceClassification"),
     fields={
         "vocab_size": 30522,
         "hidden_size": 768,
@@ -67,9 +68,11 @@ def _bert(cfg: Config, cls: str) -> list[TensorEntry]:
         t.linear(f"{layer}.intermediate.dense", inter, hidden, std, bias=True)
         t.linear(f"{layer}.output.dense", hidden, inter, std, bias=True)
         layer_norm(f"{layer}.output.LayerNorm")
-    if cls in ("BertModel", "BertForPreTraining"):
+    if cls in ("BertModel", "BertForPreTraining", "BertForSequenceClassification"):
         t.linear(f"{base}pooler.dense", hidden, hidden, std, bias=True)
-    if cls == "BertModel":
+    if cls == "BertForSequenceClassification":
+        t.linear("classifier", cfg.num_labels(), hidden, std, bias=True, why="classifier")
+    if cls in ("BertModel", "BertForSequenceClassification"):
         return t.entries
     t.add("cls.predictions.bias", (vocab,), None, None, constant(0.0, "BertLMPredictionHead bias"))
     t.linear("cls.predictions.transform.dense", hidden, hidden, std, bias=True)

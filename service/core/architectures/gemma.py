@@ -20,7 +20,7 @@ GEMMA = Decoder(mlp_bias=False, norm_weight=0.0, norm_why="Gemma RMSNorm (x·(1 
 
 @architecture(
     "gemma",
-    classes=("GemmaForCausalLM", "GemmaModel"),
+    classes=("GemmaForCausalLM", "GemmaModel", "GemmaForSequenceClassification"),
     fields={
         **DECODER_FIELDS,
         "vocab_size": 256000,
@@ -42,7 +42,7 @@ def _gemma(cfg: Config, cls: str) -> list[TensorEntry]:
 
 @architecture(
     "gemma2",
-    classes=("Gemma2ForCausalLM", "Gemma2Model"),
+    classes=("Gemma2ForCausalLM", "Gemma2Model", "Gemma2ForSequenceClassification"),
     fields={
         **DECODER_FIELDS,
         "vocab_size": 256000,

@@ -1,6 +1,7 @@
 """GPT-2: ``transformer`` (wte, wpe, h.i, ln_f) + ``lm_head`` (tied to wte by default).
 
-A block ``h.i`` is ln_1, attn (c_attn (E, 3E), c_proj), ln_2, [crossattention (c_attn
+GPT2Model has no ``transformer.`` prefix; GPT2ForSequenceClassification adds ``score``
+(num_labels, E) without bias. A block ``h.i`` is ln_1, attn (c_attn (E, 3E), c_proj), ln_2, [crossattention (c_attn
 (E, 2E), q_attn, c_proj), ln_cross_attn when ``add_cross_attention``], mlp (c_fc (E, inner),
 c_proj); inner = ``n_inner`` or 4·E. transformers' Conv1D stores its weight (in, out).
 The causal-mask ``attn.bias`` buffers are not saved.
@@ -19,7 +20,7 @@ from .registry import Config, TensorEntry, Tensors, architecture
 
 @architecture(
     "gpt2",
-    classes=("GPT2LMHeadModel", "GPT2Model"),
+    classes=("GPT2LMHeadModel", "GPT2Model", "GPT2ForSequenceClassification"),
     fields={
         "vocab_size": 50257,
         "n_positions": 1024,
@@ -64,6 +65,8 @@ def _gpt2(cfg: Config, cls: str) -> list[TensorEntry]:
         t.conv1d(f"{h}.mlp.c_fc", embd, inner, conv_std)
         t.conv1d(f"{h}.mlp.c_proj", inner, embd, resid, why=resid_why)
     t.norm(f"{base}ln_f", embd, kind="layer_norm", bias=True, why="LayerNorm")
-    if base and not cfg.flag("tie_word_embeddings"):
+    if cls == "GPT2ForSequenceClassification":
+        t.linear("score", cfg.num_labels(), embd, std, bias=False, why="score")
+    elif base and not cfg.flag("tie_word_embeddings"):
         t.linear("lm_head", vocab, embd, std, bias=False, why="lm_head")
     return t.entries

@@ -2,7 +2,9 @@
 
 ``XForCausalLM`` = ``model`` (``embed_tokens``, ``layers.i`` = self_attn q/k/v/o, mlp
 gate/up/down, input_layernorm, post_attention_layernorm; ``norm``) + ``lm_head`` (left out
-when ``tie_word_embeddings``); ``XModel`` is ``model`` alone, without the prefix. Rotary
+when ``tie_word_embeddings``); ``XModel`` is ``model`` alone, without the prefix;
+``XForSequenceClassification`` is ``model`` + ``score`` (num_labels, hidden), no bias
+(GenericForSequenceClassification; num_labels = len(id2label), else num_labels, else 2). Rotary
 ``inv_freq`` is a non-persistent buffer: not saved.
 
 Init (PreTrainedModel._init_weights, none of these four overrides it): std =
@@ -90,7 +92,9 @@ def decoder(cfg: Config, cls: str, shape: Decoder, mlp: MLP | None = None) -> li
             norm(f"{layer}.pre_feedforward_layernorm")
             norm(f"{layer}.post_feedforward_layernorm")
     norm(f"{base}norm")
-    if base and not cfg.flag("tie_word_embeddings"):
+    if cls.endswith("ForSequenceClassification"):
+        t.linear("score", cfg.num_labels(), hidden, std, bias=False, why="score")
+    elif base and not cfg.flag("tie_word_embeddings"):
         t.linear("lm_head", vocab, hidden, std, bias=False, why="lm_head")
     return t.entries
 
@@ -112,7 +116,7 @@ DECODER_FIELDS: Mapping[str, Any] = {
 
 @architecture(
     "llama",
-    classes=("LlamaForCausalLM", "LlamaModel"),
+    classes=("LlamaForCausalLM", "LlamaModel", "LlamaForSequenceClassification"),
     fields={**DECODER_FIELDS, "attention_bias": False, "mlp_bias": False},
     source="transformers/models/llama/modeling_llama.py, configuration_llama.py",
 )
@@ -122,7 +126,7 @@ def _llama(cfg: Config, cls: str) -> list[TensorEntry]:
 
 @architecture(
     "mistral",
-    classes=("MistralForCausalLM", "MistralModel"),
+    classes=("MistralForCausalLM", "MistralModel", "MistralForSequenceClassification"),
     fields={**DECODER_FIELDS, "intermediate_size": 14336, "num_key_value_heads": 8},
     source="transformers/models/mistral/modeling_mistral.py, configuration_mistral.py",
 )
@@ -132,8 +136,8 @@ def _mistral(cfg: Config, cls: str) -> list[TensorEntry]:
 
 @architecture(
     "qwen2",
-    classes=("Qwen2ForCausalLM", "Qwen2Model"),
-    fields={**DECODER_FIELDS, "vocab_size": 151936, "intermediate_size": 22016},
+    classes=("Qwen2ForCausalLM", "Qwen2Model", "Qwen2ForSequenceClassification"),
+    fields={**DECODER_FIELDS, "vocab_size": 151936, "intermediate_size": 22016, "num_key_value_heads": 32},
     source="transformers/models/qwen2/modeling_qwen2.py (q/k/v always with bias, o_proj without), configuration_qwen2.py",
 )
 def _qwen2(cfg: Config, cls: str) -> list[TensorEntry]:
@@ -142,8 +146,15 @@ def _qwen2(cfg: Config, cls: str) -> list[TensorEntry]:
 
 @architecture(
     "qwen3",
-    classes=("Qwen3ForCausalLM", "Qwen3Model"),
-    fields={**DECODER_FIELDS, "vocab_size": 151936, "intermediate_size": 22016, "head_dim": 128, "attention_bias": False},
+    classes=("Qwen3ForCausalLM", "Qwen3Model", "Qwen3ForSequenceClassification"),
+    fields={
+        **DECODER_FIELDS,
+        "vocab_size": 151936,
+        "intermediate_size": 22016,
+        "num_key_value_heads": 32,
+        "head_dim": 128,
+        "attention_bias": False,
+    },
     source="transformers/models/qwen3/modeling_qwen3.py (q_norm, k_norm over head_dim), configuration_qwen3.py (head_dim 128)",
 )
 def _qwen3(cfg: Config, cls: str) -> list[TensorEntry]:

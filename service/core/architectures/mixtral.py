@@ -15,39 +15,39 @@ Init: the base rule (std = ``initializer_range`` or 0.02), and MixtralPreTrained
 from __future__ import annotations
 
 from .llama import DECODER_FIELDS, Decoder, decoder
-from .registry import Config, TensorEntry, Tensors, architecture, natural_key, normal
-
-_ON_DISK = ".block_sparse_moe."
+from .registry import Config, TensorEntry, Tensors, architecture, normal, saved_order
 
 
-def _memory_name(name: str) -> str:
-    """The in-memory name a saved tensor comes from (what revert_weight_conversion sorts by)."""
-    if _ON_DISK not in name:
-        return name
-    layer, _, rest = name.partition(_ON_DISK)
-    if rest.startswith("experts."):
-        fused = "down_proj" if rest.endswith(".w2.weight") else "gate_up_proj"
-        return f"{layer}.mlp.experts.{fused}"
-    return f"{layer}.mlp.{rest}"
+def experts(tensors: Tensors, layer: str, cfg: Config, *, block: str, names: tuple[str, str, str], count: str, inter: str) -> None:
+    """A sparse MoE block as saved: the router ``{block}.gate.weight``, then per expert ``{block}.experts.<e>.<gate|up|down>.weight``.
 
-
-def _experts(tensors: Tensors, layer: str, cfg: Config) -> None:
-    hidden, inter, experts = cfg.integer("hidden_size"), cfg.integer("intermediate_size"), cfg.integer("num_local_experts")
-    std = cfg.number("initializer_range")  # MixtralPreTrainedModel: no "or 0.02" here
-    moe = f"{layer}{_ON_DISK}"
-    tensors.add(f"{moe}gate.weight", (experts, hidden), "linear", "weight", normal(std, "router (MixtralTopKRouter) weight"))
-    for proj, shape in (("w1", (inter, hidden)), ("w3", (inter, hidden)), ("w2", (hidden, inter))):
-        fused = "down_proj" if proj == "w2" else "gate_up_proj"
-        for e in range(experts):
-            tensors.add(f"{moe}experts.{e}.{proj}.weight", shape, "linear", "weight", normal(std, f"expert {proj} (fused {fused})"))
+    In memory both live under ``mlp``: ``mlp.gate.weight`` and the fused
+    ``mlp.experts.gate_up_proj[e]`` = cat(gate, up) (conversion_mapping.py: MergeModulelist(dim=0),
+    Concatenate(dim=1)) and ``mlp.experts.down_proj[e]`` = down. All N(0, initializer_range²)
+    (the MoE models' _init_weights use ``config.initializer_range`` as it is, without "or 0.02").
+    """
+    hidden, size, n = cfg.integer("hidden_size"), cfg.integer(inter), cfg.integer(count)
+    std = cfg.number("initializer_range")
+    moe = f"{layer}.{block}"
+    router = normal(std, "router (TopKRouter) weight")
+    tensors.add(f"{moe}.gate.weight", (n, hidden), "linear", "weight", router, (f"{layer}.mlp.gate.weight", ()))
+    gate, up, down = names
+    parts: dict[str, tuple[tuple[int, int], ...]] = {gate: ((0, size),), up: ((size, 2 * size),), down: ()}
+    for proj, shape in ((gate, (size, hidden)), (up, (size, hidden)), (down, (hidden, size))):
+        fused = f"{layer}.mlp.experts." + ("down_proj" if proj == down else "gate_up_proj")
+        for e in range(n):
+            rule = normal(std, f"expert {proj} ({fused.rpartition('.')[2]}[{e}])")
+            tensors.add(f"{moe}.experts.{e}.{proj}.weight", shape, "linear", "weight", rule, (fused, (e, *parts[proj])))
 
 
 @architecture(
     "mixtral",
-    classes=("MixtralForCausalLM", "MixtralModel"),
+    classes=("MixtralForCausalLM", "MixtralModel", "MixtralForSequenceClassification"),
     fields={**DECODER_FIELDS, "intermediate_size": 14336, "num_key_value_heads": 8, "num_local_experts": 8},
     source="transformers/models/mixtral/modeling_mixtral.py (MixtralExperts, MixtralTopKRouter, _init_weights), conversion_mapping.py ('mixtral'), core_model_loading.py (revert_weight_conversion)",
 )
 def _mixtral(cfg: Config, cls: str) -> list[TensorEntry]:
-    entries = decoder(cfg, cls, Decoder(qkv_bias=False, o_bias=False, mlp_bias=False), mlp=lambda t, layer, c, std: _experts(t, layer, c))
-    return sorted(entries, key=lambda e: natural_key(_memory_name(e.name)))
+    def moe(t: Tensors, layer: str, c: Config, std: float) -> None:
+        experts(t, layer, c, block="block_sparse_moe", names=("w1", "w3", "w2"), count="num_local_experts", inter="intermediate_size")
+
+    return saved_order(decoder(cfg, cls, Decoder(qkv_bias=False, o_bias=False, mlp_bias=False), mlp=moe))

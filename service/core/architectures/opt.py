@@ -2,7 +2,7 @@
 
 ``embed_tokens`` is (vocab, ``word_embed_proj_dim``); when that differs from
 ``hidden_size``, ``project_out`` (proj, hidden) and ``project_in`` (hidden, proj) appear.
-The learned positions have ``max_position_embeddings + 2`` rows (OPTLearnedPositionalEmbedding's
+OPTForSequenceClassification ends in ``score`` (num_labels, proj), no bias. The learned positions have ``max_position_embeddings + 2`` rows (OPTLearnedPositionalEmbedding's
 offset). The final layer norm exists only with ``do_layer_norm_before`` and not
 ``_remove_final_layer_norm``; without ``layer_norm_elementwise_affine`` the norms have no
 tensors; ``enable_bias`` gives every q/k/v/out_proj, fc1, fc2 its bias. A layer registers
@@ -20,7 +20,7 @@ from .registry import Config, TensorEntry, Tensors, architecture
 
 @architecture(
     "opt",
-    classes=("OPTForCausalLM", "OPTModel"),
+    classes=("OPTForCausalLM", "OPTModel", "OPTForSequenceClassification"),
     fields={
         "vocab_size": 50272,
         "hidden_size": 768,
@@ -67,6 +67,8 @@ def _opt(cfg: Config, cls: str) -> list[TensorEntry]:
         t.linear(f"{layer}.fc1", ffn, hidden, std, bias=bias)
         t.linear(f"{layer}.fc2", hidden, ffn, std, bias=bias)
         norm(f"{layer}.final_layer_norm")
-    if cls != "OPTModel" and not cfg.flag("tie_word_embeddings"):
+    if cls == "OPTForSequenceClassification":
+        t.linear("score", cfg.num_labels(), proj, std, bias=False, why="score")
+    elif cls != "OPTModel" and not cfg.flag("tie_word_embeddings"):
         t.linear("lm_head", vocab, proj, std, bias=False, why="lm_head")
     return t.entries

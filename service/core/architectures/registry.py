@@ -36,9 +36,13 @@ class TensorEntry:
 
     ``kind`` and ``role`` are those of :mod:`service.core.manifest` (``linear``/``weight``,
     ``embedding``/``weight``, ``rms_norm``/``weight``...); ``None`` for a free
-    ``nn.Parameter`` (BERT's ``cls.predictions.bias``, a Mixtral router). ``init`` is the
-    rule of recipe ``transformers`` for it: a scheme, its parameters, why, and the
-    padding row it zeroes.
+    ``nn.Parameter`` (BERT's ``cls.predictions.bias``). ``init`` is the rule of recipe
+    ``transformers`` for it: a scheme, its parameters, why, and the padding row it zeroes.
+
+    ``memory`` says where a transformers 5.x model holds the tensor when that is not a
+    parameter of the same name (Mixtral's fused experts): ``(parameter name, index)``,
+    the on-disk tensor being ``parameter[index]``, where an int picks along an axis (and
+    drops it) and a ``(start, stop)`` pair slices it. ``None``: the parameter ``name``.
     """
 
     name: str
@@ -46,6 +50,7 @@ class TensorEntry:
     kind: str | None
     role: str | None
     init: Rule = field(compare=False)
+    memory: tuple[str, tuple[int | tuple[int, int], ...]] | None = field(default=None, compare=False)
 
     @property
     def numel(self) -> int:
@@ -121,6 +126,15 @@ class Config:
             raise self._bad(name, value, f"null or an index in [-{rows}, {rows - 1}] (vocab_size {rows}: it is nn.Embedding's padding_idx)")
         return value % rows
 
+    def num_labels(self) -> int:
+        """A classifier's labels as PreTrainedConfig counts them: len(id2label), else num_labels, else 2."""
+        labels = self.raw.get("id2label")
+        if labels is not None:
+            if not isinstance(labels, Mapping) or not labels:
+                raise self._bad("id2label", labels, "an object {index: label} with at least one label")
+            return len(labels)
+        return 2 if self.raw.get("num_labels") is None else self.integer("num_labels")
+
     def divides(self, total_name: str, part_name: str) -> None:
         total, part = self.integer(total_name), self.integer(part_name)
         if total % part:
@@ -161,8 +175,16 @@ class Tensors:
     def __init__(self) -> None:
         self.entries: list[TensorEntry] = []
 
-    def add(self, name: str, shape: Iterable[int], kind: str | None, role: str | None, init: Rule) -> None:
-        self.entries.append(TensorEntry(name, tuple(shape), kind, role, init))
+    def add(
+        self,
+        name: str,
+        shape: Iterable[int],
+        kind: str | None,
+        role: str | None,
+        init: Rule,
+        memory: tuple[str, tuple[int | tuple[int, int], ...]] | None = None,
+    ) -> None:
+        self.entries.append(TensorEntry(name, tuple(shape), kind, role, init, memory))
 
     def linear(self, name: str, out_features: int, in_features: int, std: float, *, bias: bool, why: str = "Linear") -> None:
         """nn.Linear: weight (out, in) N(0, std²), bias 0."""
@@ -201,6 +223,14 @@ def natural_key(name: str) -> list[tuple[int, int] | tuple[int, str] | tuple[int
             digits = part[len(text) :]
             parts.append((1, text, int(digits)) if digits else (1, text))
     return parts
+
+
+def saved_order(entries: list[TensorEntry]) -> list[TensorEntry]:
+    """The order ``revert_weight_conversion`` gives a model with a conversion mapping: by the in-memory names' natural key.
+
+    Tensors cut from one fused parameter keep the order they were appended in (the sort is stable).
+    """
+    return sorted(entries, key=lambda e: natural_key(e.memory[0] if e.memory else e.name))
 
 
 # -- the registry ---------------------------------------------------------------------
