@@ -194,3 +194,17 @@ def test_from_pretrained_snapshot_and_download_through_the_hub_protocol(models_s
     assert out["download"] == "gpt2"
     assert out["nope.json"] == "RemoteEntryNotFoundError"
     assert out["config.json"] == "RepositoryNotFoundError"
+
+
+def test_with_api_keys_the_hub_routes_take_the_token_huggingface_hub_sends(tmp_path: Path) -> None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    key = "hub-test-key"
+    (tmp_path / "models").mkdir()
+    with models_server_of(tmp_path / "models", api_keys=key) as live:
+        path = hf_hub_download("tensorinit/tiny-gpt2", "config.json", endpoint=live.url, token=key, cache_dir=tmp_path / "hf")
+        assert json.loads(Path(path).read_text())["model_type"] == "gpt2"
+        with pytest.raises(HfHubHTTPError) as refused:
+            hf_hub_download("tensorinit/tiny-gpt2", "model.safetensors", endpoint=live.url, token=False, cache_dir=tmp_path / "hf2")
+        assert refused.value.response.status_code == 401
