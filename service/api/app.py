@@ -14,8 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 
 from service import __version__
-from service.core import catalogue as model_catalogue
-from service.core import default_executor
+from service.core import default_executor, model_catalogue
 from service.core.algorithms import warm_up
 from service.safetensors_stream import Counters
 

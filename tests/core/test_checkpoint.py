@@ -13,8 +13,8 @@ from huggingface_hub.serialization._base import parse_size_to_int, split_state_d
 from safetensors import safe_open
 
 from service.core import InvalidParameterError, ResolvedSpec, generate, resolve
-from service.core.catalogue import UnknownModelError, load, lookup
 from service.core.checkpoint import git_blob_id, parse_size, plan_checkpoint, seed_of_commit, shard
+from service.core.model_catalogue import UnknownModelError, load, lookup
 
 
 def _specs(sizes: list[int], dtype: str = "float32") -> list[ResolvedSpec]:

@@ -33,8 +33,8 @@ from starlette.responses import JSONResponse, Response
 from service.core import DTYPES, TensorinitError, canonical_json
 from service.core.algorithms import ALGORITHMS
 from service.core.architectures import supported
-from service.core.catalogue import UnknownModelError, load, lookup
 from service.core.checkpoint import DEFAULT_MAX_SHARD_SIZE, Checkpoint, CheckpointFile, checkpoint, seed_of_commit
+from service.core.model_catalogue import UnknownModelError, load, lookup
 from service.safetensors_stream import Plan
 
 from ..docs import BINARY, problem

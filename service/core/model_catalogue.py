@@ -2,7 +2,7 @@
 
 The built-in entries are the configurations of public Hugging Face repositories, named
 like those repositories in lower case (``llama-3.2-1b`` for ``meta-llama/Llama-3.2-1B``),
-one ``NAME.json`` beside this module; their numbers (vocabulary, widths, depths, heads,
+one ``NAME.json`` in ``service/core/catalogue/``; their numbers (vocabulary, widths, depths, heads,
 key/value heads, rope parameters, tying, dtype) are the public configs' own. A
 deployment adds its own with a directory of ``NAME.json`` files (the setting
 ``TENSORINIT_MODELS_DIR``): they join the built-in ones, and replace one of the same
@@ -18,9 +18,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import TensorinitError
+from .errors import TensorinitError
 
-BUILTIN_DIR = Path(__file__).parent
+BUILTIN_DIR = Path(__file__).parent / "catalogue"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 """A model name: a Hub repository name's characters (it is one, under ``tensorinit/``)."""
 
