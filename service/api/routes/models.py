@@ -58,14 +58,15 @@ TREE_PAGE = 1000
 class CheckpointRequest(BaseModel):
     """A checkpoint: a config (or a catalogue name), and what else defines its bytes."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict as the other request models: no strings for numbers, no booleans.
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"model": "gpt2", "seed": 7}]})
 
     config: dict[str, Any] | None = Field(None, description="a config.json's content (or give model)")
     model: str | None = Field(None, description="a catalogue name (GET /models), instead of config")
     seed: Integer = Field(0, description="random seed", json_schema_extra=SEED_RANGE)
     dtype: str | None = Field(None, description="float32, bfloat16, float16 or float64; default: the config's dtype (torch_dtype)")
     max_shard_size: int | str = Field(DEFAULT_MAX_SHARD_SIZE, description='bytes, or "500MB", "5GB"... (powers of 10)')
-    algorithm: int | None = Field(None, description="the generation algorithm; default: the newest")
+    algorithm: Integer | None = Field(None, description="the generation algorithm; default: the newest")
 
 
 # -- planning ---------------------------------------------------------------------------
@@ -139,7 +140,8 @@ def query_options(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
                 f"{key}: not a parameter of a checkpoint; allowed: {', '.join(sorted(QUERY))}",
                 errors=[{"path": [key], "message": "unknown parameter", "allowed": ", ".join(sorted(QUERY))}],
             )
-        given[key] = value
+        # A query's numbers arrive as text: the integers are read as integers, anything else left to the model to refuse.
+        given[key] = int(value) if key in ("seed", "algorithm") and value.isascii() and value.lstrip("-").isdigit() else value
     try:
         parsed = CheckpointRequest.model_validate(given)
     except ValidationError as err:
@@ -229,9 +231,11 @@ async def models_list(request: Request) -> dict[str, Any]:
     }
 
 
+# The built-in names as the enum, as /schemes/{name} lists its own: a deployment's
+# TENSORINIT_MODELS_DIR adds names that the document cannot know and the route accepts.
 _NAME = Path(
-    description="a catalogue name (GET /models; a deployment's TENSORINIT_MODELS_DIR adds its own)",
-    json_schema_extra={"examples": list(load())},
+    description="a catalogue name (GET /models): the built-in ones, and those a deployment's TENSORINIT_MODELS_DIR adds",
+    json_schema_extra={"enum": list(load())},
 )
 
 
@@ -251,7 +255,11 @@ QUERY_FORM = {
         _query("algorithm", {"type": "integer", "enum": sorted(ALGORITHMS)}, "generation algorithm; default the newest"),
     ]
 }
-_FILE = Path(description="config.json, model.safetensors.index.json, or a shard (the plan lists them)")
+_FILE = Path(
+    description="config.json, model.safetensors.index.json, or a shard (the plan lists them)",
+    examples=["config.json"],
+    openapi_examples={"config": {"value": "config.json"}},
+)
 FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the file: safetensors (streamed) or JSON (config.json, the index)",
@@ -422,7 +430,9 @@ async def hub_model_tree(request: Request, org: str, repo: str, revision: str, c
     return JSONResponse(page, headers=headers)
 
 
-HEAD_RESPONSES = {k: v for k, v in FILE_RESPONSES.items() if k not in (200, 206)} | {200: {"description": "headers only"}}
+HEAD_RESPONSES = {k: v for k, v in FILE_RESPONSES.items() if k not in (200, 206)} | {
+    200: {"description": "headers only", "content": {"application/octet-stream": {}, "application/json": {}}}
+}
 
 # GET and HEAD of a file as two operations, as /init's are.
 for _path, _endpoint, _id, _summary in (
