@@ -65,7 +65,7 @@ class CheckpointRequest(BaseModel):
     model: str | None = Field(None, description="a catalogue name (GET /models), instead of config")
     seed: Integer = Field(0, description="random seed", json_schema_extra=SEED_RANGE)
     dtype: str | None = Field(None, description="float32, bfloat16, float16 or float64; default: the config's dtype (torch_dtype)")
-    max_shard_size: int | str = Field(DEFAULT_MAX_SHARD_SIZE, description='bytes, or "500MB", "5GB"... (powers of 10)')
+    max_shard_size: Integer | str = Field(DEFAULT_MAX_SHARD_SIZE, description='bytes, or "500MB", "5GB"... (powers of 10)')
     algorithm: Integer | None = Field(None, description="the generation algorithm; default: the newest")
 
 
