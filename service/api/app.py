@@ -16,7 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 
 from service import __version__
-from service.core import default_executor
+from service.core import default_executor, model_catalogue
 from service.core.algorithms import warm_up
 from service.safetensors_stream import Counters
 
@@ -25,7 +25,7 @@ from .docs import component_schemas
 from .edge import DirectRoutes
 from .hardening import install
 from .resolution import QueryTemplates
-from .routes import architectures, catalogue, files, health, page, propagation, recipes, stats, swagger
+from .routes import architectures, catalogue, files, health, models, page, propagation, recipes, stats, swagger
 from .settings import Settings
 
 DESCRIPTION = """Reproducibly initialized neural-network tensors, streamed as safetensors.
@@ -88,8 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     app.state.counters = Counters()
     app.state.query_templates = QueryTemplates(settings)
+    app.state.catalogue = model_catalogue.load(settings.models_dir)
     problems.install(app)
-    for module in (files, stats, catalogue, recipes, health, propagation, page, swagger, architectures):
+    for module in (files, stats, catalogue, recipes, health, propagation, page, swagger, architectures, models):
         app.include_router(module.router)  # as they are: DirectRoutes relies on it
     # Innermost layer: the generating routes take only the Request, so they skip
     # FastAPI's per-route machinery (edge.py says why; a test holds both paths equal).

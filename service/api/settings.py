@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     )
     max_plot_points: int = Field(20_000, ge=1, description="points of one picture (/propagation series × layers, /stats bins × tensors)")
 
+    # -- models (issue 19) --
+    models_dir: str | None = Field(
+        None,
+        description="a directory of NAME.json model configs, joining the built-in catalogue (GET /models, tensorinit/NAME on the Hub routes)",
+    )
+
     # -- streaming --------------------------------------------------------------
     prefetch_blocks: int = Field(4, ge=1, description="blocks generated ahead of the socket per response")
 

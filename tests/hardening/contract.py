@@ -33,15 +33,17 @@ from service.api.docs import REF
 from service.api.openapi_export import document as openapi_document
 from service.api.problems import ProblemError
 from service.api.resolution import plan_for, query_document, resolve_document, validate
+from service.api.routes import models
 from service.api.routes.propagation import TOP_FIELDS, networks_of
 from service.api.settings import Settings
 from service.core import TensorinitError
 from service.core.architectures import manifest_from_config
 
-Kind = Literal["tensors", "stats", "plan", "network", "manifest"]
+Kind = Literal["tensors", "stats", "plan", "network", "manifest", "checkpoint"]
 """How an operation's request is resolved: tensors served as bytes, tensors summarized
 (statistics, with ``bins``), a recipe's plan (nothing generated), a /propagation network,
-or a config's tensor list (POST /models/manifest: nothing generated)."""
+a config's tensor list (POST /models/manifest: nothing generated), or a model's checkpoint
+(its plan, one of its files, or the Hub protocol's view of it)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ def operation_kinds() -> dict[tuple[str, str], Operation]:
                 kind = "network"
             elif set(body.get("properties", {})) == {"config"}:
                 kind = "manifest"
+            elif body.get("$ref") == REF.format(model="CheckpointRequest") or "max_shard_size" in params:
+                kind = "checkpoint"
             else:
                 raise ValueError(f"{method.upper()} {path} documents a 413, but its request is none that the contract filter resolves")
             named = "shape" in params and "scheme" not in params
@@ -116,6 +120,8 @@ def _accepted_bytes(case: schemathesis.Case[Any], settings: Settings) -> int | N
         return _propagation_bytes(case.body, settings)
     if kind == "manifest":
         return _manifest_bytes(case.body)
+    if kind == "checkpoint":
+        return _checkpoint_bytes(case, settings)
     if method in ("GET", "HEAD"):
         named = [("scheme", operation.scheme)] if operation.scheme else []
         try:
@@ -163,6 +169,35 @@ def _manifest_bytes(body: Any) -> int | None:
     except TensorinitError:
         return None
     return 0
+
+
+def _checkpoint_bytes(case: schemathesis.Case[Any], settings: Settings) -> int | None:
+    """None when the service refuses a checkpoint request beyond the schema (a config the
+    architectures refuse, a file over the limit); 0 for a name or file it does not know (a
+    404, acceptable for a positive example) or for a plan; else the size of the file it serves."""
+    catalogue = models.catalogue_of(settings)
+    method, params = case.method.upper(), dict(case.path_parameters or {})
+    try:
+        if method == "POST":
+            try:
+                parsed = models.CheckpointRequest.model_validate(case.body)
+            except ValueError:
+                return 0
+            config, options = models.body_config(catalogue, parsed)
+        else:
+            config = models.model_config(catalogue, str(params["model"]))
+            options = models.query_options(_query_items(dict(case.query or {})))
+        found = models.planned(config, settings, **options)
+    except ProblemError as err:
+        return 0 if err.status == 404 else None
+    item = found.files.get(str(params.get("file")))
+    if item is None:
+        return 0
+    try:
+        models.check_file(item, settings)
+    except ProblemError:
+        return None
+    return 0 if method == "HEAD" else item.size
 
 
 def keep_case(case: schemathesis.Case[Any], settings: Settings, *, max_bytes: int | None = None) -> bool:

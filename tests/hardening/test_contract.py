@@ -91,6 +91,8 @@ def test_the_filter_knows_every_operation_refused_beyond_the_schema() -> None:
         for method, op in ops.items()
         if "application/octet-stream" in op["responses"].get("200", {}).get("content", {})
     }
-    assert served == {key for key, op in operations.items() if op.kind == "tensors"}
-    assert {op.kind for op in operations.values()} == {"tensors", "stats", "plan", "network", "manifest"}
+    # A checkpoint's operations answer its plan (JSON) or one of its files (bytes).
+    files = {key for key, op in operations.items() if op.kind == "checkpoint" and key[1].endswith("/{file}")}
+    assert served == {key for key, op in operations.items() if op.kind == "tensors"} | files
+    assert {op.kind for op in operations.values()} == {"tensors", "stats", "plan", "network", "manifest", "checkpoint"}
     assert operations["GET", "/init/he_normal"].scheme == "he_normal" and operations["GET", "/init"].scheme is None

@@ -3,7 +3,8 @@
 The service's code (outside the ``make openapi`` exporter) calls no evaluator, no
 process or shell, no deserializer of code; it reads exactly one file, the API-key
 digests named by the operator's ``TENSORINIT_API_KEYS_FILE``, and appends to at most
-one, the access log named by ``TENSORINIT_ACCESS_LOG``, both opened once, at start. The
+one, the access log named by ``TENSORINIT_ACCESS_LOG``, both opened once, at start; and the
+model configs (the package's own and those of ``TENSORINIT_MODELS_DIR``), read once, at start. The
 launcher (``serve.py``), before any worker starts, makes or empties of ``*.db`` files the
 prometheus multiprocess directory of ``TENSORINIT_WORKERS`` > 1. The page's static files
 are read once, at import.
@@ -37,13 +38,15 @@ FORBIDDEN_OS = {
     "walk",
 }
 FORBIDDEN_MODULES = {"subprocess", "pickle", "marshal", "shelve", "dill", "importlib", "ctypes", "shutil", "tempfile"}
-# the key digests file; the access-log file; the page's own static files, read once at import;
+# the key digests file; the access-log file; the model configs, read once at start; the page's own static files, read once at import;
 # the launcher's multiprocess-metrics directory, made or emptied before the workers start
 ALLOWED = {
     ("security.py", "read_text"),
     ("logging.py", "open"),
     ("page.py", "read_bytes"),
     ("page.py", "iterdir"),
+    ("model_catalogue.py", "read_text"),
+    ("model_catalogue.py", "glob"),
     ("serve.py", "mkdir"),
     ("serve.py", "glob"),
     ("serve.py", "unlink"),

@@ -611,6 +611,10 @@ def schemes_call(name: str | None) -> Query[dict[str, Any]]:
     return Query("GET", "/schemes" if name is None else f"/schemes/{quote(name, safe='')}", json_object)
 
 
+def models_call() -> Query[dict[str, Any]]:
+    return Query("GET", "/models", json_object)
+
+
 def version_call() -> Query[dict[str, Any]]:
     return Query("GET", "/version", json_object)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import httpx
 import numpy.typing as npt
 
-from . import _safetensors, _torch, _transformers
+from . import _checkpoint, _safetensors, _torch, _transformers
 from ._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -32,6 +33,7 @@ from ._base import (
     init_state_dict_call,
     init_tree_call,
     init_tree_sharded_call,
+    models_call,
     plan_call,
     plan_module_call,
     propagation_call,
@@ -41,6 +43,8 @@ from ._base import (
     tls_context,
     version_call,
 )
+from ._checkpoint import DEFAULT_CONNECTIONS
+from ._errors import IntegrityError
 from ._fields import DType
 from ._manifest import Kinds
 from ._plan import Plan
@@ -625,6 +629,62 @@ class Client(BaseClient):
             bar.close()
         return target
 
+    def checkpoint(
+        self,
+        config_or_name: str | os.PathLike[str] | Mapping[str, Any],
+        directory: str | os.PathLike[str],
+        *,
+        seed: int = 0,
+        dtype: str | None = None,
+        max_shard_size: int | str | None = None,
+        algorithm: int | None = None,
+        connections: int = DEFAULT_CONNECTIONS,
+        progress: ProgressOption = None,
+    ) -> Path:
+        """Write a Hugging Face checkpoint directory: ``config.json``, the safetensors shards and their index.
+
+        ``config_or_name``: a config mapping, a config.json path (or a directory holding
+        one), or a catalogue name (``client.models()``). ``dtype`` defaults to the config's,
+        ``max_shard_size`` to "5GB" (powers of ten, as huggingface_hub counts). The files
+        come over ``connections`` parallel connections, each into ``NAME.part``, renamed
+        once complete and checked against the plan's size and ETag; a file already there
+        is kept, a ``.part`` a cut left is resumed, so calling again finishes the job. The
+        directory loads with ``from_pretrained(directory)``. ``progress`` as in :meth:`download`.
+        """
+        src = _checkpoint.source(config_or_name, seed=seed, dtype=dtype, max_shard_size=max_shard_size, algorithm=algorithm)
+        method, path, body = src.plan_request()
+        plan = self._request_json(method, path, json=body)
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        todo = [entry for entry in plan["files"] if not _checkpoint.is_done(folder / entry["name"], entry)]
+        tally = _checkpoint.Tally(progress, folder.name or str(folder), sum(entry["size"] for entry in todo))
+        try:
+            with ThreadPoolExecutor(max(1, connections), thread_name_prefix="tensorinit-checkpoint") as pool:
+                for _ in pool.map(lambda entry: self._checkpoint_file(src, folder, entry, tally), todo):
+                    pass
+        finally:
+            tally.close()
+        return folder
+
+    def models(self) -> dict[str, Any]:
+        """The supported architectures and the catalogue of model configs (``GET /models``)."""
+        return self._query(models_call())
+
+    def _checkpoint_file(self, src: _checkpoint.Source, folder: Path, entry: dict[str, Any], tally: _checkpoint.Tally) -> None:
+        target, part = _checkpoint.paths(folder, entry["name"])
+        method, path, body = src.file_request(entry["name"])
+        part.touch()
+        with part.open("r+b") as f:
+            rx = _checkpoint.resuming(f, entry, _checkpoint.Share(tally))
+            self._receive(body, rx.sink, method=method, path=path, rx=rx)
+            f.flush()
+            try:
+                _checkpoint.check(f, entry, rx.received)
+            except IntegrityError:
+                part.unlink(missing_ok=True)
+                raise
+        part.replace(target)
+
     # -- transport -----------------------------------------------------------------------
 
     def _run(self, call: Fetch[T], verify: bool, progress: ProgressOption = False) -> T:
@@ -671,16 +731,28 @@ class Client(BaseClient):
                 delay = attempts.after_status(response, response.content)
             time.sleep(delay)
 
-    def _receive(self, body: dict[str, Any], sink: Sink, progress: Progress | None = None) -> Receiver:
-        """POST /init and drive the body into ``sink``, retrying and resuming as the policy allows."""
-        rx = Receiver(sink, progress)
+    def _receive(
+        self,
+        body: dict[str, Any] | None,
+        sink: Sink,
+        progress: Progress | None = None,
+        *,
+        method: str = "POST",
+        path: str = "/init",
+        rx: Receiver | None = None,
+    ) -> Receiver:
+        """POST /init (or ``method path``) and drive the body into ``sink``, retrying and resuming as the policy allows.
+
+        ``rx``: a receiver already set up, e.g. to resume a file a cut left (its own sink is used).
+        """
+        rx = rx if rx is not None else Receiver(sink, progress)
         attempts = self.attempts()
         while True:
             high_water = rx.high_water
             cut: httpx.TransportError | str | None = None
             headers = self.file_headers(rx)
             try:
-                with self._http.stream("POST", self.url("/init"), json=body, headers=headers, timeout=self.timeout) as response:
+                with self._http.stream(method, self.url(path), json=body, headers=headers, timeout=self.timeout) as response:
                     if response.status_code in (200, 206):
                         rx.start(response)
                         for chunk in response.iter_raw():
