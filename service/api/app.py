@@ -19,7 +19,7 @@ from service.core.algorithms import warm_up
 from service.safetensors_stream import Counters
 
 from . import problems
-from .docs import component_schemas
+from .docs import component_schemas, state_limits
 from .edge import DirectRoutes
 from .hardening import install
 from .resolution import QueryTemplates
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())
+            state_limits(schema, settings)  # this server's limits, where the document states them
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -884,6 +884,8 @@ def resolve(
     if found.rank != (0, None):
         ctx.rank_between(found.name, *found.rank)
     try:
+        if found.uses_fans and any(value is not None for value in axes.values()):
+            ctx.fans  # noqa: B018  the axes' own rules, also where the resolver reads no fans (uniform_scaling under haiku)
         resolution = found.resolver(ctx)
     except OverflowError:
         # Fans past the float range (dimensions near 2^1024): only a non-empty tensor far
