@@ -76,11 +76,16 @@ def check_slice(value: object, shape: tuple[int, ...]) -> Slice | None:
     return normalized
 
 
+def span(start: int, stop: int, step: int) -> int:
+    """``len(range(start, stop, step))`` for a normalized item (step ≥ 1), also past 2^63, where len() overflows."""
+    return max(0, (stop - start + step - 1) // step)
+
+
 def sliced_shape(shape: tuple[int, ...], sl: Slice | None) -> tuple[int, ...]:
     """The shape of ``full[sl]``."""
     if sl is None:
         return shape
-    return tuple(len(range(*s)) for s in sl)
+    return tuple(span(*s) for s in sl)
 
 
 @dataclass(frozen=True)

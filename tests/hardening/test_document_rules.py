@@ -132,3 +132,15 @@ def test_the_served_document_states_the_servers_own_limits() -> None:
     assert body["shape"]["maxItems"] == 3 and body["name"]["maxLength"] == 10
     dirac = {p["name"]: p["schema"] for p in document["paths"]["/init/dirac"]["get"]["parameters"]}
     assert (dirac["shape"]["minItems"], dirac["shape"]["maxItems"]) == (3, 3)  # the scheme's 3 to 5, under max_dims
+
+
+@pytest.mark.parametrize("shape", [[2**70, 4], [2**63, 2], [2**64 + 5]])
+async def test_a_slice_of_a_huge_shape_is_a_limit_not_a_500(served: tuple[FastAPI, Any], shape: list[int]) -> None:
+    # Found by the in-process contract run once the document stated the slice syntax:
+    # len(range(...)) overflows past 2^63 (OverflowError, a 500).
+    app, validator = served
+    body = {"scheme": "zeros", "shape": shape, "slice": "0:2"}
+    assert validator.is_valid(body)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        response = await client.post("/init", json=body)
+    assert response.status_code == 413, response.text[:300]
