@@ -133,16 +133,16 @@ def test_names_without_them_still_serve(live_http: httpx.Client, name: str) -> N
 # -- integers (and numbers) in a query: ASCII digits only --------------------------------------
 
 # (path, parameter, value): every integer the GET forms take, spelled as Python's int() takes it.
-LENIENT = ["+7", " 7", "7 ", "7_0", "\u0667", "\uff17", "0x7", "7\n"]
+ATTACKER = ["+7", " 7", "7_0", "\u0667"]  # the issue's, each taken by int(); the seed gets a few more
 INTEGERS = [
-    *[("/init/zeros?shape=4", "seed", value) for value in LENIENT],
-    *[("/init/zeros", "shape", value) for value in LENIENT],
-    *[("/init/zeros", "shape", f"4,{value}") for value in LENIENT],
-    *[("/init/zeros?shape=4", "algorithm", value.replace("7", "2")) for value in LENIENT],
-    *[("/stats/zeros?shape=4", "bins", value) for value in LENIENT],
-    *[("/init/dirac?shape=4,4,3", "groups", value.replace("7", "1")) for value in LENIENT],
-    *[("/init/he_normal?shape=4,4&out_axes=0", "in_axes", value.replace("7", "1")) for value in LENIENT],
-    *[("/init/orthogonal?shape=4,4", "column_axis", value.replace("7", "1")) for value in LENIENT],
+    *[("/init/zeros?shape=4", "seed", value) for value in [*ATTACKER, "7 ", "\uff17", "0x7", "7\n"]],
+    *[("/init/zeros", "shape", value) for value in ATTACKER],
+    *[("/init/zeros", "shape", f"4,{value}") for value in ATTACKER],
+    *[("/init/zeros?shape=4", "algorithm", value.replace("7", "2")) for value in ATTACKER],
+    *[("/stats/zeros?shape=4", "bins", value) for value in ATTACKER],
+    *[("/init/dirac?shape=4,4,3", "groups", value.replace("7", "1")) for value in ATTACKER],
+    *[("/init/he_normal?shape=4,4&out_axes=0", "in_axes", value.replace("7", "1")) for value in ATTACKER],
+    *[("/init/orthogonal?shape=4,4", "column_axis", value.replace("7", "1")) for value in ATTACKER],
     *[("/init/normal?shape=4", "std", value) for value in ["+1.5", " 1.5", "1_0.5", "\u0661.\u0665", "1.5\n"]],
 ]
 
