@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -74,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            # A copy: the routes' openapi_extra is shared by every app, and state_limits writes this app's limits in.
+            schema = copy.deepcopy(get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes))
             schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())
             state_limits(schema, settings)  # this server's limits, where the document states them
             app.openapi_schema = schema

@@ -144,3 +144,12 @@ async def test_a_slice_of_a_huge_shape_is_a_limit_not_a_500(served: tuple[FastAP
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         response = await client.post("/init", json=body)
     assert response.status_code == 413, response.text[:300]
+
+
+def test_one_apps_limits_stay_its_own() -> None:
+    # The routes' query forms are shared by every app: stating one app's limits must not change another's document.
+    small = create_app(Settings(max_dims=2)).openapi()
+    default = create_app(Settings()).openapi()
+    for document, dims in ((small, 2), (default, 8)):
+        zeros = {p["name"]: p["schema"] for p in document["paths"]["/init/zeros"]["get"]["parameters"]}
+        assert zeros["shape"]["maxItems"] == dims
