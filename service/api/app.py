@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from service.core.algorithms import warm_up
 from service.safetensors_stream import Counters
 
 from . import offload, problems
-from .docs import component_schemas
+from .docs import component_schemas, state_limits
 from .edge import DirectRoutes
 from .hardening import install
 from .resolution import QueryTemplates
@@ -100,8 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            # A copy: the routes' openapi_extra is shared by every app, and state_limits writes this app's limits in.
+            schema = copy.deepcopy(get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes))
             schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())
+            state_limits(schema, settings)  # this server's limits, where the document states them
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from service.core import ALGORITHMS, CONVENTIONS, DTYPES, SCHEMES, Scheme, TensorinitError, resolve
 
-from .models import INIT_ADAPTER
+from .models import INIT_ADAPTER, LIMITS_KEY, SHAPE_SCHEMA, name_schema
 from .negotiation import JSON, TEXT
 from .problems import MEDIA_TYPE, Problem
 
@@ -70,6 +70,22 @@ def component_schemas() -> dict[str, Any]:
     return schemas
 
 
+def state_limits(node: Any, settings: Any) -> None:
+    """Fill in, everywhere in ``node``, the keywords :data:`.models.LIMITS_KEY` ties to a setting, with ``settings``' value.
+
+    The smaller of the two when the schema states a bound of its own (a scheme's rank under ``max_dims``).
+    """
+    if isinstance(node, dict):
+        for keyword, setting in node.get(LIMITS_KEY, {}).items():
+            value = getattr(settings, setting)
+            node[keyword] = min(node[keyword], value) if keyword in node else value
+        for value in node.values():
+            state_limits(value, settings)
+    elif isinstance(node, list):
+        for value in node:
+            state_limits(value, settings)
+
+
 def flat_schemes() -> list[str]:
     """Names and aliases of the schemes the flat GET form documents: those that need no parameter."""
     return sorted({key for s in SCHEMES.values() if not any(p.required for p in s.params) for key in (s.name, *s.aliases)})
@@ -108,17 +124,23 @@ def query_parameters(scheme: Scheme | None = None, *, stats: bool = False) -> di
     flat form (``/init?scheme=``): only what every scheme takes, with ``scheme`` limited
     to those that need no parameter (:data:`FLAT_FORM` says what else it accepts). A
     query that no single scheme accepts cannot be written from either. What JSON Schema
-    cannot say (``low < high``, axes within the rank, the size limits) is the engine's.
+    cannot say (``low < high``, axes within the rank, the size limits) is the engine's, and
+    so is every rule that ties two parameters together: each query parameter has a schema
+    of its own (``gain`` with ``nonlinearity``, ``in_axes`` with ``out_axes``, the rank a
+    scheme needs under the torch convention).
     """
 
     def param(name: str, schema: dict[str, Any], description: str, required: bool = False, **extra: Any) -> dict[str, Any]:
         return {"name": name, "in": "query", "required": required, "schema": schema, "description": description, **extra}
 
     def axes(name: str) -> dict[str, Any]:
-        listed = {"type": "array", "items": {"type": "integer"}}
+        listed = {"type": "array", "items": {"type": "integer"}} | ({"minItems": 1} if name != "batch_axes" else {})
         return param(name, listed, "comma-separated axes for the fans (JAX's model)", style="form", explode=False)
 
-    dims = {"type": "array", "items": {"type": "integer", "minimum": 0}, "example": example_shape(scheme)}
+    dims = {"type": "array", **SHAPE_SCHEMA, "example": example_shape(scheme)}
+    if scheme is not None and scheme.rank != (0, None):
+        low, high = scheme.rank
+        dims |= {"minItems": low} | ({"maxItems": high} if high is not None else {})
     params = []
     if scheme is None:
         params.append(param("scheme", {"type": "string", "enum": flat_schemes()}, "scheme name or alias (see /schemes)", True))
@@ -126,7 +148,7 @@ def query_parameters(scheme: Scheme | None = None, *, stats: bool = False) -> di
         param("shape", dims, "comma-separated dimensions; empty for a scalar", True, style="form", explode=False),
         param("seed", {"type": "integer", "minimum": 0, "maximum": 2**64 - 1, "default": 0}, "random seed"),
         param("dtype", {"type": "string", "enum": list(DTYPES), "default": "float32"}, "element type"),
-        param("name", {"type": "string", "default": "weight"}, "tensor name (it also picks the random stream)"),
+        param("name", {"type": "string", "default": "weight", **name_schema()}, "tensor name (it also picks the random stream)"),
         param("convention", {"type": "string", "enum": list(CONVENTIONS), "default": "torch"}, "weight layout and defaults"),
         param("algorithm", {"type": "integer", "enum": sorted(ALGORITHMS)}, "generation algorithm version; default the newest"),
     ]

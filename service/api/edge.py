@@ -7,9 +7,9 @@ metrics and FastAPI's per-route machinery, cost more than the work itself (measu
 in ``docs/benchmarks.md``, issue 3). So:
 
 :class:`EdgeMiddleware`
-    request id (``scope["state"]["request_id"]``, echoed as ``X-Request-ID``), the
-    Prometheus answer counters and latency, and one JSON access-log line, all from a
-    single wrapped ``send``.
+    request id (``scope["state"]["request_id"]``, echoed as ``X-Request-ID``),
+    ``X-Content-Type-Options: nosniff``, the Prometheus answer counters and latency,
+    and one JSON access-log line, all from a single wrapped ``send``.
 
 :class:`DirectRoutes`
     for FastAPI routes whose endpoint takes nothing but the ``Request`` (the
@@ -41,6 +41,8 @@ from .problems import METHODS
 from .request_id import new_request_id
 
 _METHODS = frozenset(METHODS)
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+"""On every answer: no browser may read a body (a problem echoing ``<script>``, a file) as another type than it says."""
 
 
 class EdgeMiddleware:
@@ -82,7 +84,7 @@ class EdgeMiddleware:
                 sent += len(message.get("body", b""))
             elif kind == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*message.get("headers", ()), id_header, NOSNIFF]
             await send(message)
 
         try:

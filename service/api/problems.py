@@ -299,6 +299,8 @@ async def _internal(request: Request, exc: Exception) -> Response:
     response = ProblemError("internal-error", "an internal error occurred; quote the request_id when reporting it").response(request)
     if request_id:
         response.headers["X-Request-ID"] = request_id
+    # Answered by Starlette's outermost layer, outside EdgeMiddleware, which adds both to every other answer.
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 

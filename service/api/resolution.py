@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import re
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -116,19 +117,29 @@ def _too_large(size: int, limit: int) -> ProblemError:
     )
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+"""Numbers in a query are spelled as in JSON (a leading point or a trailing one aside), in ASCII digits only.
+
+Python's ``int()`` and ``float()`` are more generous: they take ``+7``, `` 7``, ``7_0`` (as 70)
+and other scripts' digits (``٧``); a query that spells a number so is refused, as the
+body's JSON parser refuses it (``fullmatch``: ``$`` would let a final newline through).
+"""
+
+
 def _coerce(raw: str, kind: str) -> Any:
-    """A query-string value as the JSON value it stands for; left a string when it does not parse."""
-    try:
-        if kind == "integer":
-            return int(raw)  # "" or "null" is not an integer: refused, as the document says
-        if kind == "number":
-            return float(raw) if raw.strip().lower() not in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity") else raw
-    except ValueError:
+    """A query-string value as the JSON value it stands for; left a string (refused by the models) when it does not parse."""
+    if kind == "integer":
+        # "" or "null" is not an integer: refused, as the document says. Over 4300 digits int() refuses too.
+        with contextlib.suppress(ValueError):
+            return int(raw) if _INTEGER.fullmatch(raw) else raw
         return raw
+    if kind == "number":
+        return float(raw) if _NUMBER.fullmatch(raw) else raw  # also leaves nan and inf out, as JSON does
     if kind == "boolean":
         return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(raw.lower(), raw)
     if kind == "list":
-        return [] if raw.strip() == "" else [_coerce(item.strip(), "integer") for item in raw.split(",")]
+        return [] if raw == "" else [_coerce(item, "integer") for item in raw.split(",")]
     return raw
 
 

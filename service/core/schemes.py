@@ -9,7 +9,9 @@ parameters) into a :class:`~service.core.spec.ResolvedSpec` with every number ex
 from __future__ import annotations
 
 import difflib
+import functools
 import math
+import sys
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -195,6 +197,10 @@ class Scheme:
     summary: str
     formula: str
     source: str
+    rank: tuple[int, int | None] = (0, None)
+    """The ranks the scheme takes under every convention (low, high; None: no upper bound)."""
+    exclusive: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(field, others): the field and any of the others may not both be given (null counts as not given)."""
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description for the catalogue."""
@@ -224,13 +230,24 @@ SCHEMES: dict[str, Scheme] = {}
 ALIASES: dict[str, str] = {}
 
 
-def scheme(name: str, *params: Param, aliases: tuple[str, ...] = (), uses_fans: bool = False) -> Callable[[Resolver], Resolver]:
-    """Register a resolver; its docstring gives summary, ``Formula:`` and ``Source:``."""
+def scheme(
+    name: str,
+    *params: Param,
+    aliases: tuple[str, ...] = (),
+    uses_fans: bool = False,
+    rank: tuple[int, int | None] = (0, None),
+    exclusive: tuple[tuple[str, tuple[str, ...]], ...] = (),
+) -> Callable[[Resolver], Resolver]:
+    """Register a resolver; its docstring gives summary, ``Formula:`` and ``Source:``.
+
+    ``rank`` and ``exclusive`` are rules :func:`resolve` checks before the resolver runs,
+    declared here so that the request models can state them too.
+    """
 
     def register(fn: Resolver) -> Resolver:
         doc = [line.strip() for line in (fn.__doc__ or "").strip().splitlines()]
         pick = {key: " ".join(line[len(key) + 1 :].strip() for line in doc if line.startswith(key + ":")) for key in ("Formula", "Source")}
-        SCHEMES[name] = Scheme(name, aliases, params, uses_fans, fn, doc[0], pick["Formula"], pick["Source"])
+        SCHEMES[name] = Scheme(name, aliases, params, uses_fans, fn, doc[0], pick["Formula"], pick["Source"], rank, exclusive)
         for key in (name, *aliases):
             ALIASES[key] = name
         return fn
@@ -322,9 +339,7 @@ def _preset(ctx: Context, default_gain: float, normal: bool) -> Resolution:
 def _he_gain(ctx: Context) -> float:
     nonlinearity = ctx.params["nonlinearity"]
     slope = ctx.params["negative_slope"]
-    if ctx.params["gain"] is not None:
-        if nonlinearity is not None or slope is not None:
-            raise InvalidParameterError("gain", ctx.params["gain"], "either gain or nonlinearity/negative_slope, not both")
+    if ctx.params["gain"] is not None:  # then neither of the others (HE_EXCLUSIVE, checked by resolve)
         return float(ctx.params["gain"])
     nonlinearity = nonlinearity or "leaky_relu"
     if nonlinearity == "leaky_relu" and slope is None:
@@ -340,6 +355,7 @@ NONLINEARITY = Param(
     choices=NONLINEARITIES,
 )
 NEGATIVE_SLOPE = Param("negative_slope", "number", "leaky_relu slope (torch's a); 0 by default for he_*")
+HE_EXCLUSIVE = (("gain", ("nonlinearity", "negative_slope")),)
 
 
 # -- the schemes -------------------------------------------------------------------
@@ -520,7 +536,8 @@ def _register_presets() -> None:
 
             resolver.__doc__ = f"{family.capitalize()} {dist} ({paper}).\n\nFormula: {formula}\nSource: {source.format(d=dist)}"
             names = tuple(f"{a}_{dist}" for a in aliases) + tuple(f"{a}_{dist}_" for a in (family, *aliases))
-            scheme(f"{family}_{dist}", *params, aliases=names, uses_fans=True)(resolver)
+            exclusive = HE_EXCLUSIVE if family == "he" else ()
+            scheme(f"{family}_{dist}", *params, aliases=names, uses_fans=True, exclusive=exclusive)(resolver)
 
 
 _register_presets()
@@ -536,6 +553,7 @@ _register_presets()
         default={"torch": None, "keras": -1, "jax": -1, "haiku": -1},
     ),
     aliases=("orthogonal_", "orthonormal"),
+    rank=(2, None),
 )
 def _orthogonal(ctx: Context) -> Resolution:
     """A (semi-)orthogonal matrix distributed as the QR of a Gaussian, computed in float64.
@@ -543,7 +561,6 @@ def _orthogonal(ctx: Context) -> Resolution:
     Formula: W = gain · Q·sign(diag R) for A = QR, A ~ N(0,1) of shape (max(r,c), min(r,c)) (transposed when r < c), sampled with Householder vectors drawn directly (Stewart 1980); torch: r = shape[0], c = numel/r; keras/jax/haiku: c = shape[column_axis], r = numel/c
     Source: torch.nn.init.orthogonal_(gain=1) (Saxe et al. 2013); keras Orthogonal(gain=1); jax.nn.initializers.orthogonal(scale=1, column_axis=-1); haiku Orthogonal(scale=1, axis=-1)
     """
-    ctx.rank_between("orthogonal", 2)
     gain = 1.0 if ctx.params["gain"] is None else ctx.params["gain"]
     axis = ctx.params["column_axis"]
     rank = len(ctx.shape)
@@ -560,14 +577,13 @@ def _orthogonal(ctx: Context) -> Resolution:
     return Resolution(Orthogonal(gain, rows, cols, axis), gain)
 
 
-@scheme("identity", _gain("value on the diagonal"), aliases=("eye", "eye_"))
+@scheme("identity", _gain("value on the diagonal"), aliases=("eye", "eye_"), rank=(2, None))
 def _identity(ctx: Context) -> Resolution:
     """The identity matrix times gain; for rank > 2, one per leading (batch) index, as Haiku does.
 
     Formula: w[..., i, j] = gain if i == j else 0 (rectangular allowed)
     Source: torch.nn.init.eye_ (rank 2); keras Identity(gain=1); haiku Identity(gain=1) (batched)
     """
-    ctx.rank_between("identity", 2)
     gain = 1.0 if ctx.params["gain"] is None else ctx.params["gain"]
     return Resolution(Identity(gain), gain)
 
@@ -583,14 +599,13 @@ def _kernel_centre(ctx: Context) -> tuple[tuple[int, ...], str]:
     return centre, layout
 
 
-@scheme("dirac", Param("groups", "integer", "number of convolution groups", default=1, minimum=1), aliases=("dirac_",))
+@scheme("dirac", Param("groups", "integer", "number of convolution groups", default=1, minimum=1), aliases=("dirac_",), rank=(3, 5))
 def _dirac(ctx: Context) -> Resolution:
     """Identity-preserving convolution kernel: a one at the kernel centre for each kept channel.
 
     Formula: w[g·(out/groups)+d, d, centre] = 1 for d < min(out/groups, in); torch layout (out, in, *k), centre k//2; other conventions (*k, in, out), centre (k-1)//2
     Source: torch.nn.init.dirac_(groups=1)
     """
-    ctx.rank_between("dirac", 3, 5)
     groups = ctx.params["groups"]
     out_channels = ctx.shape[0] if ctx.convention == "torch" else ctx.shape[-1]
     if out_channels % groups:
@@ -605,6 +620,7 @@ def _dirac(ctx: Context) -> Resolution:
     "delta_orthogonal",
     _gain("multiplier of the orthogonal (in, out) matrix (jax scale)"),
     aliases=("delta_orthogonal_", "convolution_delta"),
+    rank=(3, 5),
 )
 def _delta_orthogonal(ctx: Context) -> Resolution:
     """An orthogonal (in, out) matrix at the kernel centre, zeros elsewhere (Xiao et al. 2018).
@@ -612,7 +628,6 @@ def _delta_orthogonal(ctx: Context) -> Resolution:
     Formula: M = orthogonal(in, out)·gain (needs out ≥ in); w[centre, :, :] = M; jax layout (*k, in, out), centre (k-1)//2; torch layout (out, in, *k), centre k//2
     Source: jax.nn.initializers.delta_orthogonal(scale=1.0, column_axis=-1)
     """
-    ctx.rank_between("delta_orthogonal", 3, 5)
     n_in, n_out = (ctx.shape[1], ctx.shape[0]) if ctx.convention == "torch" else (ctx.shape[-2], ctx.shape[-1])
     if n_in > n_out:
         raise InvalidShapeError("shape", list(ctx.shape), f"in channels ≤ out channels for delta_orthogonal (got in {n_in} > out {n_out})")
@@ -628,6 +643,7 @@ def _delta_orthogonal(ctx: Context) -> Resolution:
     Param("sparsity", "number", "fraction of each column set to zero", default=REQUIRED, minimum=0.0, exclusive_maximum=1.0),
     Param("std", "number", "std of the non-zero normal entries", default=0.01, exclusive_minimum=0.0),
     aliases=("sparse_",),
+    rank=(2, 2),
 )
 def _sparse(ctx: Context) -> Resolution:
     """A sparse 2-D matrix: normal entries with a fixed count of zeros in every column (Martens 2010).
@@ -635,7 +651,6 @@ def _sparse(ctx: Context) -> Resolution:
     Formula: w ~ N(0, std²), then ⌈sparsity·rows⌉ entries of each column, chosen uniformly, set to 0
     Source: torch.nn.init.sparse_(sparsity, std=0.01) (here the zero positions are seeded, unlike torch's)
     """
-    ctx.rank_between("sparse", 2, 2)
     rows = ctx.shape[0]
     sparsity = ctx.params["sparsity"]
     return Resolution(Sparse(ctx.params["std"], sparsity, math.ceil(sparsity * rows)))
@@ -697,7 +712,9 @@ def check_shape(shape: object) -> tuple[int, ...]:
 def check_size(spec: ResolvedSpec, limits: Limits) -> None:
     """Size limits: dimensions, the whole tensor, and the float64 matrix a whole-tensor scheme builds."""
     if len(spec.shape) > limits.max_dims:
-        raise LimitExceededError("shape", f"<{len(spec.shape)} dimensions>", "max_dims", limits.max_dims)
+        # A 422, not a 413: the OpenAPI document states it (maxItems), and a request the
+        # document refuses is refused as invalid, as every other rule it states.
+        raise InvalidShapeError("shape", list(spec.shape), f"at most {limits.max_dims} dimensions (max_dims)")
     if spec.numel > limits.max_elements:
         raise LimitExceededError("shape" if spec.slice is None else "slice", list(spec.out_shape), "max_elements", limits.max_elements)
     if spec.full_numel > FULL_ELEMENTS_MAX:  # a slice of a tensor whose flat indices would not fit 64 bits
@@ -766,15 +783,49 @@ def check_representable(found: Scheme, spec: ResolvedSpec) -> None:
         )
 
 
+NAME_REFUSED_CATEGORIES = ("Cc", "Cf", "Cs")
+"""Unicode categories no tensor name may hold: controls, format characters and surrogates.
+
+Format characters (Cf) are invisible and some reorder what is shown around them: the
+bidirectional controls (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C, the
+"Trojan Source" characters), zero-width spaces and joiners, tags. A name is shown in
+``Content-Disposition``, in logs and in the file's header, where such a character makes
+one name look like another; refusing them is simpler and safer than cleaning them out of
+one of those places. The price: a name cannot spell a word that needs a zero-width
+joiner (some Persian or Indic spellings, emoji sequences).
+"""
+
+
+@functools.cache
+def name_refused_ranges() -> tuple[tuple[int, int], ...]:
+    """The code points of :data:`NAME_REFUSED_CATEGORIES` as inclusive ranges (for the document's ``pattern``)."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(code)) in NAME_REFUSED_CATEGORIES:
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+    return tuple(ranges)
+
+
 def check_name(name: object, limits: Limits) -> str:
-    """A tensor name, NFC-normalized: non-empty, no control characters, not __metadata__."""
+    """A tensor name, NFC-normalized: 1 to ``max_name_length`` characters as given, none of :data:`NAME_REFUSED_CATEGORIES`, not __metadata__.
+
+    The length is counted before normalization, as JSON Schema's ``maxLength`` counts
+    what is sent: NFC lengthens a few characters (U+0344 becomes two).
+    """
     if not isinstance(name, str):
         raise InvalidParameterError("name", name, "a string")
-    name = unicodedata.normalize("NFC", name)
     if not name or len(name) > limits.max_name_length:
         raise InvalidParameterError("name", name, f"a string of 1 to {limits.max_name_length} characters")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
-        raise InvalidParameterError("name", name, "a string without control characters")
+    refused = next((ch for ch in name if unicodedata.category(ch) in NAME_REFUSED_CATEGORIES), None)
+    if refused is not None:
+        category = unicodedata.category(refused)
+        raise InvalidParameterError(
+            "name", name, f"a string without control or format characters (it holds U+{ord(refused):04X}, category {category})"
+        )
+    name = unicodedata.normalize("NFC", name)
     if name == "__metadata__":
         raise InvalidParameterError("name", name, "any name but __metadata__ (reserved by safetensors)")
     return name
@@ -837,8 +888,15 @@ def resolve(
             raise MissingParameterError(p.name, p.allowed())
         else:
             values[p.name] = p.default_for(convention)
+    for first, excluded in found.exclusive:
+        if params.get(first) is not None and any(params.get(other) is not None for other in excluded):
+            raise InvalidParameterError(first, params[first], f"either {first} or {'/'.join(excluded)}, not both")
     ctx = Context(checked_shape, convention, values, axes)
+    if found.rank != (0, None):
+        ctx.rank_between(found.name, *found.rank)
     try:
+        if found.uses_fans and any(value is not None for value in axes.values()):
+            ctx.fans  # noqa: B018  the axes' own rules, also where the resolver reads no fans (uniform_scaling under haiku)
         resolution = found.resolver(ctx)
     except OverflowError:
         # Fans past the float range (dimensions near 2^1024): only a non-empty tensor far

@@ -25,14 +25,20 @@ import numpy as np
 from .errors import InvalidParameterError
 
 Slice = tuple[tuple[int, int, int], ...]
-_PART = re.compile(r"^\s*([+-]?[0-9]+)?\s*$")
+SPACE = "\t\n\v\f\r "
+"""What may stand around a bound: ASCII white space only (Python's ``\\s`` and ``str.strip`` take other scripts' spaces too)."""
+_WS = "[\\t\\n\\v\\f\\r ]*"
+_INT = "[+-]?[0-9]+"
+ITEM_PATTERN = f"{_WS}({_INT})?{_WS}:{_WS}({_INT})?{_WS}(:{_WS}(\\+?0*[1-9][0-9]*)?{_WS})?"
+"""One item of the syntax as a regular expression (ECMA 262 and Python read it alike): step ≥ 1, for the OpenAPI document."""
+_PART = re.compile(f"{_WS}({_INT})?{_WS}")
 ALLOWED = (
     "numpy basic-slice syntax per axis: 'start:stop[:step]' items separated by commas (e.g. '0:2048,:'), or a list of such items; step ≥ 1"
 )
 
 
 def _bound(text: str, where: str, value: object) -> int | None:
-    match = _PART.match(text)
+    match = _PART.fullmatch(text)
     if match is None:
         raise InvalidParameterError("slice", value, f"{ALLOWED} ({where}: {text.strip()!r} is not an integer)")
     return int(match.group(1)) if match.group(1) is not None else None
@@ -43,7 +49,7 @@ def check_slice(value: object, shape: tuple[int, ...]) -> Slice | None:
     if value is None:
         return None
     if isinstance(value, str):
-        items: list[Any] = value.split(",") if value.strip() else []
+        items: list[Any] = value.split(",") if value.strip(SPACE) else []
     elif isinstance(value, list | tuple):
         items = list(value)
     else:
@@ -70,11 +76,16 @@ def check_slice(value: object, shape: tuple[int, ...]) -> Slice | None:
     return normalized
 
 
+def span(start: int, stop: int, step: int) -> int:
+    """``len(range(start, stop, step))`` for a normalized item (step ≥ 1), also past 2^63, where len() overflows."""
+    return max(0, (stop - start + step - 1) // step)
+
+
 def sliced_shape(shape: tuple[int, ...], sl: Slice | None) -> tuple[int, ...]:
     """The shape of ``full[sl]``."""
     if sl is None:
         return shape
-    return tuple(len(range(*s)) for s in sl)
+    return tuple(span(*s) for s in sl)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import ml_dtypes
 import numpy as np
 
 from .errors import InvalidParameterError
+from .slices import sliced_shape
 
 ALGORITHM_VERSION = 2
 """The newest algorithm, the default of every request (``service.core.algorithms`` holds one module per version)."""
@@ -176,7 +177,7 @@ class ResolvedSpec:
         """The shape of the served array: ``shape``, or the slice's shape."""
         if self.slice is None:
             return self.shape
-        return tuple(len(range(*s)) for s in self.slice)
+        return sliced_shape(self.shape, self.slice)
 
     @property
     def full_numel(self) -> int:

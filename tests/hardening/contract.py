@@ -1,4 +1,8 @@
-"""What a contract run counts as a positive example: shared by the in-process and the outside run.
+"""What a contract run counts as a positive example, and which refusals the document cannot state.
+
+Shared by the in-process run (test_contract.py), which sets those refusals aside, and the
+run from outside (test_contract_outside.py), which sends them and counts them by
+:data:`UNSTATEABLE` rule.
 
 JSON Schema states types, enums and bounds, and the document states them exactly,
 query forms included: the flat GET form documents only what every scheme takes, the
@@ -22,6 +26,8 @@ renamed or new one fails the run instead of escaping the filter and the budget.
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -213,3 +219,83 @@ def keep_case(case: schemathesis.Case[Any], settings: Settings, *, max_bytes: in
         return False
     meta = case.meta
     return meta is None or not meta.generation.mode.is_positive or size is not None
+
+
+def within_budget(case: schemathesis.Case[Any], settings: Settings, max_bytes: int) -> bool:
+    """A ``filter_case`` verdict for the run from outside: every case but those whose answer would exceed ``max_bytes``.
+
+    A budget of time for a server with the default limits (8 GiB per answer), not a rule
+    of the contract: every smaller request, and every refusal, is sent.
+    """
+    size = _accepted_bytes(case, settings)
+    return size is None or size <= max_bytes
+
+
+@dataclass(frozen=True)
+class Unstateable:
+    """A rule of the service that its OpenAPI document cannot state, as docs/api.md lists it.
+
+    ``pattern`` is matched against a refusal's first error as ``path: allowed`` (the path
+    joined with ``/``), ``statuses`` against its status; ``forms`` limits it to the GET
+    query forms (``"query"``), or to the flat ones (``"flat"``: /init and /stats with
+    ``scheme`` in the query), where a rule that ties parameters together cannot be
+    stated because each query parameter has a schema of its own.
+    """
+
+    name: str
+    pattern: str = ""
+    statuses: frozenset[int] = frozenset({422})
+    forms: Literal["any", "query", "flat"] = "any"
+
+    def matches(self, method: str, path: str, status: int, problem: Any) -> bool:
+        if status not in self.statuses:
+            return False
+        query = method in ("GET", "HEAD")
+        if (self.forms == "query" and not query) or (self.forms == "flat" and not (query and path in ("/init", "/stats"))):
+            return False
+        return re.search(self.pattern, refusal_text(problem)) is not None
+
+
+def refusal_text(problem: Any) -> str:
+    """A problem's first error as ``path: allowed`` (its detail when it names no field)."""
+    if not isinstance(problem, dict):
+        return str(problem)[:200]
+    errors: Sequence[Any] = problem.get("errors") or []
+    if errors and isinstance(errors[0], dict):
+        return "/".join(str(p) for p in errors[0].get("path", [])) + ": " + str(errors[0].get("allowed"))
+    return str(problem.get("detail"))
+
+
+UNSTATEABLE = (
+    Unstateable("size limits", statuses=frozenset({413})),
+    Unstateable("bound order", r"^(low|lower): a number below (high|upper)"),
+    Unstateable(
+        "numbers the dtype can hold",
+        r"^\w+: (parameters whose (resolved spread|values stay within)|truncation bounds that leave probability mass)",
+    ),
+    Unstateable("the rank fans need under a convention", r"^shape: at least \d+ dimensions in \w+ convention"),
+    Unstateable(
+        "axes within the rank, distinct and apart",
+        r"^(in_axes|out_axes|batch_axes|column_axis): (integers in|an axis in|distinct axes|axes that appear in only one)",
+    ),
+    Unstateable("channels", r"^(groups: a divisor of the output channels|shape: in channels ≤ out channels)"),
+    Unstateable("a slice within the shape", r"^slice: .*at most one item per axis"),
+    Unstateable("names distinct after NFC", r"^tensors/[^:]*: distinct names"),
+    Unstateable(
+        "what a recipe covers",
+        r"^(tensors(/[^:]*)?: (a kind recipe \w+ covers|no role without a kind|a role of|at least one tensor not skipped)"
+        r"|(.*/)?recipe_params/\w+: .*(or decoder_layers|base_shape attribute))",
+    ),
+    Unstateable(
+        "two query parameters together",
+        r"^(gain: either gain or|(in|out|batch)_axes: in_axes and out_axes must be given together)",
+        forms="query",
+    ),
+    Unstateable("a scheme's rank in the flat query form", r"^shape: a shape of rank", forms="flat"),
+)
+"""Every refusal of a schema-valid request falls under one of these (test_contract_outside.py); docs/api.md lists them by name."""
+
+
+def unstateable_rule(method: str, path: str, status: int, problem: Any) -> str | None:
+    """The name of the :data:`UNSTATEABLE` rule a refusal of a schema-valid request is for; None: the document could state it."""
+    return next((rule.name for rule in UNSTATEABLE if rule.matches(method, path, status, problem)), None)

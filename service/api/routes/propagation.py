@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from service.core import SCHEMES, LimitExceededError, TensorinitError, default_executor
+from service.core import CONVENTIONS, SCHEMES, LimitExceededError, TensorinitError, default_executor
 from service.core.plots import propagation_figure
 from service.core.propagation import (
     ACTIVATIONS,
@@ -167,11 +167,25 @@ def request_schema() -> dict[str, Any]:
             "batch": {**positive, "default": 512},
             "seed": {"type": "integer", "minimum": 0, "maximum": 2**64 - 1, "default": 0},
             "dtype": {"type": "string", "enum": ["float32", "float64", "float16", "bfloat16"], "default": "float32"},
-            "convention": {"type": "string", "enum": ["torch", "keras", "jax", "flax", "haiku"], "default": "torch"},
+            "convention": {"type": "string", "enum": list(CONVENTIONS), "default": "torch"},
             "compare": {"type": "array", "items": _init_schema(), "minItems": 1, "description": "schemes or recipes to draw side by side"},
             "measure": {"type": "boolean", "default": True, "description": "false: theory only"},
         },
         "example": {"depth": 8, "width": 64, "activation": "relu", "init": {"scheme": "he_normal"}, "seed": 0, "batch": 64},
+        # The engine's form rules (service.core.propagation): layers, or depth and width,
+        # never both; every layer's weights have an init, from the top level, the layer or compare.
+        "oneOf": [
+            {
+                "required": ["depth", "width"],
+                "not": {"required": ["layers"]},
+                "anyOf": [{"required": ["init"]}, {"required": ["compare"]}],
+            },
+            {
+                "required": ["layers"],
+                "not": {"anyOf": [{"required": ["depth"]}, {"required": ["width"]}]},
+                "anyOf": [{"required": ["init"]}, {"required": ["compare"]}, {"properties": {"layers": {"items": {"required": ["init"]}}}}],
+            },
+        ],
     }
 
 
@@ -232,7 +246,8 @@ def networks_of(document: Any, settings: Settings, media_type: str) -> tuple[lis
         points = sum(4 * len(n.layers) for n in networks)
         if points > settings.max_plot_points:
             raise from_engine(LimitExceededError("depth", f"<{points} points>", "max_plot_points", settings.max_plot_points)) from None
-    labels = _labels([label_of(i) for i in inits])
+    # No init at the top nor compare: one network whose layers each name theirs (a 500 here once).
+    labels = _labels([label_of(i) for i in inits] or ["per-layer init"])
     return networks, labels, measure
 
 
