@@ -291,6 +291,9 @@ async def test_an_app_file_log_outlives_a_lifespan(tmp_path: Path) -> None:
     app.state.hardening.access_log.close()
 
 
+# JAX, once another test has imported it in this process (tests/client's framework="jax" rows), warns at
+# every fork that its threads may deadlock the child; this child runs no JAX, only the request-id generator.
+@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 def test_a_forked_worker_draws_other_request_ids() -> None:
     import os
 

@@ -39,8 +39,10 @@ FORBIDDEN_OS = {
 }
 FORBIDDEN_MODULES = {"subprocess", "pickle", "marshal", "shelve", "dill", "importlib", "ctypes", "shutil", "tempfile"}
 # the key digests file; the access-log file; the model configs, read once at start; the page's own static files, read once at import;
-# the launcher's multiprocess-metrics directory, made or emptied before the workers start
+# the launcher's multiprocess-metrics directory, made or emptied before the workers start; Swagger UI's two
+# files from fastapi-offline's package, by a fixed name (the route's table of three), read once on first use
 ALLOWED = {
+    ("swagger.py", "read_bytes"),
     ("security.py", "read_text"),
     ("logging.py", "open"),
     ("page.py", "read_bytes"),
