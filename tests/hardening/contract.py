@@ -292,6 +292,13 @@ UNSTATEABLE = (
         forms="query",
     ),
     Unstateable("a scheme's rank in the flat query form", r"^shape: a shape of rank", forms="flat"),
+    Unstateable("a parameter only with another's value", r"^negative_slope: only with nonlinearity"),
+    Unstateable("a config the architectures accept", r"^(config|model)(/[^:]*)?: "),
+    Unstateable(
+        "a checkpoint's shard size and file names",
+        r"^max_shard_size: a positive integer of bytes|not a file of this checkpoint",
+        statuses=frozenset({404, 422}),
+    ),
 )
 """Every refusal of a schema-valid request falls under one of these (test_contract_outside.py); docs/api.md lists them by name."""
 

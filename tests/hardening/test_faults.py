@@ -173,7 +173,9 @@ def test_disconnect_mid_stats_stops_the_pass(live: LiveProcess) -> None:
 def test_leaving_while_waiting_for_admission_gives_the_place_up(tmp_path: Path) -> None:
     env = {"TENSORINIT_API_KEYS": KEY, "TENSORINIT_MAX_CONCURRENT_GENERATIONS": "1", "TENSORINIT_ADMISSION_TIMEOUT_SECONDS": "30"}
     with LiveProcess(tmp_path / "server.log", env) as server:
-        holder = socket.create_connection(("127.0.0.1", server.port))  # holds the one slot: /stats of 151M elements (under max_stats_flops), seconds
+        holder = socket.create_connection(
+            ("127.0.0.1", server.port)
+        )  # holds the one slot: /stats of 151M elements (under max_stats_flops), seconds
         holder.sendall(f"GET /stats?scheme=he_normal&shape=12288,12288&seed=1 HTTP/1.1\r\nHost: x\r\n{AUTH_LINE}\r\n".encode())
         assert wait_for(lambda: sample(metrics(server), "tensorinit_generations_in_flight") == 1)
         for path in ("/init?scheme=he_normal&shape=4096,4096", "/stats?scheme=he_uniform&shape=4096,4096"):

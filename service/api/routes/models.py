@@ -38,7 +38,7 @@ from service.core.model_catalogue import UnknownModelError, load, lookup
 from service.safetensors_stream import Plan
 
 from ..docs import BINARY, problem
-from ..models import SEED_RANGE, Integer
+from ..models import ALGORITHM_ENUM, SEED_RANGE, Integer
 from ..problems import ProblemError, from_engine, from_pydantic
 from ..resolution import Prepared
 from ..settings import Settings
@@ -66,7 +66,7 @@ class CheckpointRequest(BaseModel):
     seed: Integer = Field(0, description="random seed", json_schema_extra=SEED_RANGE)
     dtype: str | None = Field(None, description="float32, bfloat16, float16 or float64; default: the config's dtype (torch_dtype)")
     max_shard_size: Integer | str = Field(DEFAULT_MAX_SHARD_SIZE, description='bytes, or "500MB", "5GB"... (powers of 10)')
-    algorithm: Integer | None = Field(None, description="the generation algorithm; default: the newest")
+    algorithm: Integer | None = Field(None, description="the generation algorithm; default: the newest", json_schema_extra=ALGORITHM_ENUM)
 
 
 # -- planning ---------------------------------------------------------------------------
