@@ -864,6 +864,8 @@ def resolve(
     found = lookup(scheme)
     convention = check_convention(convention)
     checked_shape = check_shape(shape)
+    if len(checked_shape) > limits.max_dims:  # first, as the document states it: before fans can overflow into a 413
+        raise InvalidShapeError("shape", list(checked_shape), f"at most {limits.max_dims} dimensions (max_dims)")
     name, dtype, seed = check_name(name, limits), check_dtype(dtype), check_seed(seed)
     version = ALGORITHM_VERSION if algorithm is None else check_algorithm(algorithm)
     part = check_slice(slice, checked_shape)
