@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.numpy import load, save
 from tensorinit import AsyncClient, Client, IntegrityError, RetryPolicy
-from tensorinit._receive import DIRECT_MIN_BYTES, MemorySink, Receiver, ScatterSink, direct_socket
+from tensorinit._receive import DIRECT_MIN_BYTES, FileSink, MemorySink, Receiver, ScatterSink, direct_socket
 from tensorinit._rules import Rules
 from tensorinit._safetensors import Entry, Header, parse_header
 from tensorinit._torch import batch_tensors, places, targets
@@ -93,6 +93,39 @@ def test_cut_bodies_resume_into_the_preallocated_buffer(big_body: bytes, script:
     assert set(got) == set(want)
     for name in want:
         assert got[name].dtype == want[name].dtype and got[name].tobytes() == want[name].tobytes()
+
+
+class _CountingFileSink(FileSink):
+    """A FileSink that counts the bytes that came through the socket path (``landed``)."""
+
+    direct = 0
+
+    def landed(self, offset: int, n: int) -> None:
+        super().landed(offset, n)
+        self.direct += n
+
+
+@pytest.mark.parametrize(
+    ("script", "ranges"),
+    [
+        ([], []),
+        ([Fault(cut=3_000_000)], ["bytes=3000000-"]),
+        ([Fault(cut=2_000_000), Fault(cut=1_000_000)], ["bytes=2000000-", "bytes=3000000-"]),
+        ([Fault(cut=3_000_000), Fault(ignore_range=True)], ["bytes=3000000-"]),  # 200 to the Range: the file starts over
+    ],
+)
+def test_a_file_is_received_from_the_socket_through_its_staging_buffer(
+    big_body: bytes, script: list[Fault], ranges: list[str], tmp_path: Any
+) -> None:
+    path = tmp_path / "body.safetensors"
+    with serve(big_body, digests_of(big_body), script) as srv, Client(srv.url, max_retries=FAST) as client, path.open("w+b") as f:
+        sink = _CountingFileSink(f)
+        rx = client._receive({}, sink)
+        f.flush()
+        assert [s.headers.get("range") for s in srv.seen if s.path.startswith("/init")][1:] == ranges
+    assert rx.received == len(big_body)
+    assert path.read_bytes() == big_body
+    assert sink.direct > len(big_body) // 2  # most of it came through recv_into + write, not through httpx
 
 
 def test_progress_counts_every_byte_of_a_direct_download(big_body: bytes) -> None:
