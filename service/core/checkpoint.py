@@ -44,6 +44,7 @@ from service.safetensors_stream import Plan, file_order_key
 from .algorithms import check_algorithm
 from .architectures import checkpoint_specs, config_dtype
 from .errors import InvalidParameterError
+from .manifest import located
 from .schemes import Limits
 from .spec import ALGORITHM_VERSION, ResolvedSpec, canonical_json, check_seed
 from .streams import Tensor
@@ -268,6 +269,28 @@ def plan_checkpoint(
     return Checkpoint(dict(config), seed, dtype, parse_size(max_shard_size), algorithm, tuple(specs))
 
 
+def check_finite(config: Mapping[str, Any]) -> None:
+    """Refuse a config holding a number JSON cannot write back: NaN, ±Infinity, or 1e400 read as inf.
+
+    A config is written back as the checkpoint's config.json and hashed into its commit,
+    so every number in it must be one JSON can hold, fields the architecture never reads
+    included. The error names the first such field: ``rope_theta``, ``rope_scaling.factor``,
+    ``layer_types[3]``. Iterative: a deeply nested hostile body must not exhaust the
+    recursion limit.
+    """
+    stack: list[tuple[str, Any]] = [("", config)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise located(
+                InvalidParameterError(where, item, "a finite number (JSON has no NaN or Infinity; 1e400 is past float64)"), "config"
+            )
+        if isinstance(item, Mapping):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in reversed(list(item.items())))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+
+
 def seed_of_commit(commit: str) -> int | None:
     """The seed a commit names (its last 16 hex digits), or None when ``commit`` is not 40 hex digits."""
     if not _COMMIT.fullmatch(commit):
@@ -291,6 +314,7 @@ def checkpoint(
     :class:`~service.core.errors.TensorinitError` naming what is wrong: an unknown
     ``model_type``, a missing config field, a bad seed, dtype or ``max_shard_size``.
     """
+    check_finite(config)
     version = ALGORITHM_VERSION if algorithm is None else check_algorithm(algorithm)
     chosen = config_dtype(config, dtype)
     size = parse_size(max_shard_size)

@@ -13,7 +13,7 @@ from huggingface_hub.serialization._base import parse_size_to_int, split_state_d
 from safetensors import safe_open
 
 from service.core import InvalidParameterError, ResolvedSpec, generate, resolve
-from service.core.checkpoint import git_blob_id, parse_size, plan_checkpoint, seed_of_commit, shard
+from service.core.checkpoint import checkpoint, git_blob_id, parse_size, plan_checkpoint, seed_of_commit, shard
 from service.core.model_catalogue import UnknownModelError, load, lookup
 
 
@@ -131,3 +131,47 @@ def test_the_catalogue_holds_the_public_configs_and_a_directory_of_its_own(tmp_p
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match=r"broken\.json"):
         load(tmp_path)
+
+
+TINY_LLAMA = {
+    "model_type": "llama",
+    "vocab_size": 64,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "value"),
+    [
+        ({"rope_theta": float("nan")}, "rope_theta", "nan"),  # a field the architecture never reads
+        ({"initializer_range": float("inf")}, "initializer_range", "inf"),
+        ({"rope_scaling": {"rope_type": "llama3", "factor": -float("inf")}}, "rope_scaling.factor", "-inf"),
+        ({"layer_types": ["full_attention", float("nan")]}, "layer_types[1]", "nan"),
+    ],
+)
+def test_a_config_with_a_number_json_cannot_hold_is_refused_naming_it(extra: dict[str, Any], param: str, value: str) -> None:
+    with pytest.raises(InvalidParameterError) as err:
+        checkpoint({**TINY_LLAMA, **extra})
+    assert (err.value.param, str(err.value.value)) == (param, value)
+    assert getattr(err.value, "where", ()) == ("config",)
+
+
+@pytest.mark.parametrize("pad", [-5, -64, 0, 63])
+def test_a_negative_pad_token_id_counts_from_the_end_as_nn_embedding_padding_idx(pad: int) -> None:
+    """torch's Embedding(padding_idx=-5) zeroes row vocab − 5: the same row must be 0 in the served tensor."""
+    found = checkpoint({**TINY_LLAMA, "pad_token_id": pad, "tie_word_embeddings": True})
+    (spec,) = [s for s in found.shards[0].specs if s.name == "model.embed_tokens.weight"]
+    table = generate(spec)
+    zero_rows = [i for i in range(64) if not table[i].any()]
+    assert zero_rows == [pad % 64]
+
+
+@pytest.mark.parametrize("pad", [-65, 64, 1.5, "0", True])
+def test_a_pad_token_id_outside_the_vocabulary_is_refused(pad: Any) -> None:
+    with pytest.raises(InvalidParameterError) as err:
+        checkpoint({**TINY_LLAMA, "pad_token_id": pad})
+    assert err.value.param == "pad_token_id" and "[-64, 63]" in str(err.value.allowed)

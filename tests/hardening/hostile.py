@@ -16,6 +16,10 @@ from typing import Any
 MiB = 1 << 20
 SMALL = {"scheme": "he_normal", "shape": [16, 8]}
 SMALL_QUERY = "scheme=he_normal&shape=16,8"
+CONFIG_HEAD = (
+    b'{"model_type": "llama", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,'
+    b' "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1'
+)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,18 @@ CORPUS: list[Hostile] = [
     _raw("neg-infinity-std", 400, "malformed-json", b'{"scheme": "normal", "shape": [4], "std": -Infinity}'),
     _raw("overflowing-float-std", 422, "validation-error", b'{"scheme": "normal", "shape": [4], "std": 1e400}'),
     _get("get-nan-gain", 422, "validation-error", f"{SMALL_QUERY}&gain=nan"),
+    # A checkpoint's config is free-form JSON written back as its config.json: a number JSON cannot
+    # hold, in any field (read by the architecture or not), is named (FastAPI's parser takes NaN, so 422).
+    *(
+        _raw(f"config-{label}-{kind}", 422, "validation-error", b'{"config": ' + CONFIG_HEAD + field + b"}}", path=path)
+        for label, field in (
+            ("nan-unused-field", b', "rope_theta": NaN'),
+            ("overflowing-std", b', "initializer_range": 1e400'),
+            ("nested-infinity", b', "rope_scaling": {"factor": -Infinity}'),
+            ("nan-in-a-list", b', "layer_types": ["full", NaN]'),
+        )
+        for kind, path in (("plan", "/checkpoint"), ("file", "/checkpoint/model.safetensors"))
+    ),
     _get("get-inf-gain", 422, "validation-error", f"{SMALL_QUERY}&gain=inf"),
     _post("negative-std", 422, "validation-error", {"scheme": "normal", "shape": [4], "std": -1.0}),
     _post("gain-zero-truncated", 422, "validation-error", {"scheme": "lecun_normal", "shape": [4, 4], "gain": 0, "truncated": True}),

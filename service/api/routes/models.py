@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from service.core import DTYPES, TensorinitError, canonical_json
 from service.core.algorithms import ALGORITHMS
 from service.core.architectures import supported
-from service.core.checkpoint import DEFAULT_MAX_SHARD_SIZE, Checkpoint, CheckpointFile, checkpoint, seed_of_commit
+from service.core.checkpoint import DEFAULT_MAX_SHARD_SIZE, Checkpoint, CheckpointFile, check_finite, checkpoint, seed_of_commit
 from service.core.model_catalogue import UnknownModelError, load, lookup
 from service.safetensors_stream import Plan
 
@@ -91,9 +91,10 @@ def planned(config: Mapping[str, Any], settings: Settings, **options: Any) -> Ch
     compute whole) does not apply, and a plan is answered whatever its files' sizes.
     """
     try:
+        check_finite(config)  # before the cache's key, which is JSON
         return _planned(canonical_json(dict(config)), **options)
     except TensorinitError as err:
-        raise from_engine(err) from None
+        raise from_engine(err, getattr(err, "where", ())) from None
 
 
 def check_file(item: CheckpointFile, settings: Settings) -> None:
