@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import torch
 import torch.distributed as dist
@@ -35,6 +34,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel, parallelize_module
+
+from tests.metrics import sample, scrape
 
 # Sizes that 2 and 4 do not divide, so uneven shards (DTensor's torch.chunk rule) are exercised.
 VOCAB, DIM, HIDDEN = 1002, 256, 726
@@ -143,10 +144,7 @@ async def fill_async(url: str, model: nn.Module) -> None:
 
 def served_bytes(url: str) -> float:
     """The server's count of tensor-file bytes streamed so far (``/metrics``)."""
-    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
-        if line.startswith("tensorinit_bytes_generated_total "):
-            return float(line.split()[1])
-    raise RuntimeError("tensorinit_bytes_generated_total is missing from /metrics")
+    return sample(scrape(url), "tensorinit_bytes_generated_total")
 
 
 def replicated_bytes(model: nn.Module, world: int) -> int:

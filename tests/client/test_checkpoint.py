@@ -8,15 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import anyio
 import pytest
 import torch
 from safetensors.torch import load_file
-from tensorinit import AsyncClient, Client
+from tensorinit import AsyncClient, Client, RetryPolicy
 from tensorinit.cli import main
 from transformers import AutoModelForCausalLM
 
 from tests.conftest import LiveServer
+from tests.hardening.live import LiveProcess
+from tests.metrics import scrape, total
 from tests.tiny_models import TINY, models_server
 
 FILES = "/models/{model}/checkpoint/{file}"
@@ -30,11 +32,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 def answers(url: str, status: str) -> float:
     """Answers of the checkpoint-file route with ``status``, as the server's /metrics counts them."""
-    total = 0.0
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith("tensorinit_http_requests_total{") and f'route="{FILES}"' in line and f'status="{status}"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return total(scrape(url), "tensorinit_http_requests_total", route=FILES, status=status)
 
 
 def contents(directory: Path) -> dict[str, bytes]:
@@ -105,6 +103,56 @@ def test_a_second_run_keeps_finished_files_resumes_a_cut_one_and_refetches_a_wro
     assert contents(again) == original
     assert answers(live.url, "206") == ranged + 1  # the cut file: only its rest
     assert answers(live.url, "200") == whole + 1  # the wrong one; the rest were kept
+
+
+# Streamed files (each over the 256 KiB answered inline), 8 of 12 MB or less in bfloat16.
+BUSY_CONFIG = {
+    "model_type": "llama",
+    "vocab_size": 4096,
+    "hidden_size": 1024,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 8,
+    "tie_word_embeddings": True,
+    "dtype": "bfloat16",
+}
+ONE_SLOT_PER_CLIENT = {
+    "TENSORINIT_MAX_CONCURRENT_GENERATIONS": "2",
+    "TENSORINIT_MAX_CLIENT_SHARE": "0.5",  # one generation at a time per client address
+    "TENSORINIT_ADMISSION_TIMEOUT_SECONDS": "0",  # no slot free: 503 with Retry-After at once
+}
+
+
+@pytest.mark.parametrize("client_class", [Client, AsyncClient])
+def test_a_file_refused_503_waits_its_turn_while_the_checkpoints_other_files_progress(client_class: type, tmp_path: Path) -> None:
+    """Four connections against one slot: the refused files wait (Retry-After) while one is served; none fails the checkpoint.
+
+    With one retry allowed, a file is refused more often than its retries allow, since the
+    other files keep taking the slot: before 76a8a03 that failed the whole checkpoint.
+    """
+    retries = RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.05)
+    with LiveProcess(tmp_path / "serve.log", ONE_SLOT_PER_CLIENT) as server:
+        if client_class is Client:
+            with Client(server.url, max_retries=retries) as client:
+                directory = client.checkpoint(BUSY_CONFIG, tmp_path / "busy", max_shard_size="12MB", connections=4, progress=False)
+        else:
+
+            async def fetch() -> Path:
+                async with AsyncClient(server.url, max_retries=retries) as client:
+                    return await client.checkpoint(BUSY_CONFIG, tmp_path / "busy", max_shard_size="12MB", connections=4, progress=False)
+
+            directory = anyio.run(fetch)
+        refused = total(scrape(server.url), "tensorinit_rejected_requests_total", reason="overloaded")
+        with Client(server.url) as client:
+            plan = client._request_json("POST", "/checkpoint", json={"config": BUSY_CONFIG, "max_shard_size": "12MB"})
+    assert refused >= 2  # the test is only a test if files were refused, more often than one retry covers
+    names = [f["name"] for f in plan["files"]]
+    assert len(names) >= 6 and sorted(p.name for p in directory.iterdir()) == sorted(names)
+    for entry in plan["files"]:
+        assert (directory / entry["name"]).stat().st_size == entry["size"]
+        if entry["name"].endswith(".safetensors"):
+            assert load_file(directory / entry["name"])  # whole and readable: checked against the plan's ETag already
 
 
 @pytest.mark.anyio

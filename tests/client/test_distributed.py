@@ -32,6 +32,7 @@ from service.api.app import create_app
 from service.api.settings import Settings
 from tests.client.distributed_worker import RULES, Block
 from tests.conftest import LiveServer, start_server, stop_server
+from tests.metrics import scrape, total
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADERS = 16 * 1024  # allowance per rank and request for the safetensors header and its metadata
@@ -196,12 +197,6 @@ def test_jax_sharded_arrays_equal_the_unsharded_tree(live_url: str) -> None:
     assert "meshes ok" in done.stdout
 
 
-def metric(url: str, name: str) -> float:
-    """The sum of a Prometheus counter's samples in ``/metrics``."""
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
 def test_sixteen_ranks_starting_at_once_all_succeed(tmp_path: Path) -> None:
     """16 ranks fetch their shards at the same moment from one server started as `make run` starts it: 0 failures.
 
@@ -248,7 +243,7 @@ def test_sixteen_ranks_starting_at_once_all_succeed(tmp_path: Path) -> None:
         outputs = [rank.communicate(timeout=240) for rank in ranks]
         failed = [(i, err[-2000:]) for i, (rank, (_, err)) in enumerate(zip(ranks, outputs, strict=True)) if rank.returncode != 0]
         assert not failed, failed
-        refused = metric(url, "tensorinit_rejected_requests_total")
+        refused = total(scrape(url), "tensorinit_rejected_requests_total")
         print(f"16 ranks: 0 failures; {refused:g} attempts refused and retried")
     finally:
         server.terminate()

@@ -13,7 +13,6 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.api import problems
 from service.api.hardening import admit, admitted, install
@@ -121,12 +120,3 @@ class ServerThread:
 def served() -> Iterator[ServerThread]:
     with ServerThread(small_app()) as server:
         yield server
-
-
-def sample(exposition: str, name: str, **labels: str) -> float:
-    """The value of one sample in a Prometheus text exposition (KeyError if absent)."""
-    for family in text_string_to_metric_families(exposition):
-        for s in family.samples:
-            if s.name == name and s.labels == labels:
-                return float(s.value)
-    raise KeyError(f"{name}{labels}")

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from safetensors import numpy as safetensors_numpy
 
-from .conftest import sample
+from tests.metrics import sample
+
 from .live import LiveProcess
 
 MiB = 1 << 20

@@ -13,8 +13,9 @@ import pytest
 
 from service.api.logging import ACCESS_LOGGER, AccessLog
 from service.api.metrics import Metrics
+from tests.metrics import sample
 
-from .conftest import StubSettings, sample, small_app
+from .conftest import StubSettings, small_app
 
 pytestmark = pytest.mark.anyio
 

@@ -15,8 +15,8 @@ import pytest
 
 from service.api.app import create_app
 from service.api.settings import Settings
+from tests.metrics import sample
 
-from .conftest import sample
 from .live import LiveProcess
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 import httpx
 
-from .conftest import MiB, ServerThread, sample
+from tests.metrics import sample
+
+from .conftest import MiB, ServerThread
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
