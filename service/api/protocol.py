@@ -17,6 +17,11 @@ admission slot, bytes in flight). This subclass adds, per connection:
   first byte, and a new connection must send its first head within that time; else
   the connection is closed (uvicorn's ``--timeout-keep-alive`` closes a connection
   idle between requests);
+* **a body deadline**: a request's body must be complete ``body_timeout`` seconds after
+  its head; else it is answered ``408 Request Timeout`` (when no answer has begun) and
+  the connection closed. Without it, a client that trickles a body a byte at a time
+  held its connection, its request task and the body read so far for as long as it
+  liked (nginx's ``client_body_timeout`` bounds only the gap between two reads);
 * **a write-stall deadline**: while the transport's write buffer is over its high-water
   mark (uvicorn paused writing), it must shrink within ``write_stall_timeout`` seconds;
   else the connection is aborted, which the app sees as a disconnect: its stream is
@@ -26,8 +31,8 @@ Hand-written because uvicorn has none of these for httptools (its h11 protocol b
 the head, ``--h11-max-incomplete-event-size``, but has no deadline either, and was
 slower: docs/benchmarks.md, 2026-12-07). Everything else is uvicorn's.
 ``python -m service.api.serve`` selects this protocol (``--http``); the bounds come from
-``TENSORINIT_MAX_HEADER_BYTES``, ``TENSORINIT_HEADER_TIMEOUT_SECONDS`` and
-``TENSORINIT_WRITE_STALL_SECONDS``, read once per process.
+``TENSORINIT_MAX_HEADER_BYTES``, ``TENSORINIT_HEADER_TIMEOUT_SECONDS``,
+``TENSORINIT_BODY_TIMEOUT_SECONDS`` and ``TENSORINIT_WRITE_STALL_SECONDS``, read once per process.
 """
 
 from __future__ import annotations
@@ -49,23 +54,18 @@ log = logging.getLogger("tensorinit.api")
 
 
 @functools.cache
-def _bounds() -> tuple[int, float, float]:
+def _bounds() -> tuple[int, float, float, float]:
     settings = Settings()
-    return settings.max_header_bytes, settings.header_timeout_seconds, settings.write_stall_seconds
+    return settings.max_header_bytes, settings.header_timeout_seconds, settings.body_timeout_seconds, settings.write_stall_seconds
 
 
-def _answer_431(limit: int) -> bytes:
+def _answer(status: int, reason: str, slug: str, detail: str) -> bytes:
+    """A whole problem+json answer that closes the connection, written by the protocol itself (no app to ask)."""
     body = json.dumps(
-        {
-            "type": "https://tensorinit.dev/problems/header-too-large",
-            "title": "Request header fields too large",
-            "status": 431,
-            "detail": f"the request head (request line and headers) exceeds {limit} bytes; "
-            f"allowed: at most {limit} bytes (TENSORINIT_MAX_HEADER_BYTES)",
-        }
+        {"type": f"https://tensorinit.dev/problems/{slug}", "title": reason.capitalize(), "status": status, "detail": detail}
     ).encode()
     head = (
-        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        f"HTTP/1.1 {status} {reason}\r\n"
         "content-type: application/problem+json\r\n"
         "x-content-type-options: nosniff\r\n"
         f"content-length: {len(body)}\r\n"
@@ -74,20 +74,41 @@ def _answer_431(limit: int) -> bytes:
     return head.encode() + body
 
 
+def _answer_431(limit: int) -> bytes:
+    return _answer(
+        431,
+        "Request Header Fields Too Large",
+        "header-too-large",
+        f"the request head (request line and headers) exceeds {limit} bytes; allowed: at most {limit} bytes (TENSORINIT_MAX_HEADER_BYTES)",
+    )
+
+
+def _answer_408(seconds: float) -> bytes:
+    return _answer(
+        408,
+        "Request Timeout",
+        "request-timeout",
+        f"the request body was not complete {seconds:g} s after its head; allowed: a body sent whole within "
+        f"{seconds:g} s (TENSORINIT_BODY_TIMEOUT_SECONDS)",
+    )
+
+
 class HttpToolsProtocol(_HttpToolsProtocol):
     """uvicorn's httptools protocol with a bounded head, a head deadline and a write-stall deadline."""
 
     max_header_bytes: int
     header_timeout: float
+    body_timeout: float
     write_stall_timeout: float
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not hasattr(self, "max_header_bytes"):  # a subclass (a test) may fix them
-            self.max_header_bytes, self.header_timeout, self.write_stall_timeout = _bounds()
+            self.max_header_bytes, self.header_timeout, self.body_timeout, self.write_stall_timeout = _bounds()
         self._in_head = True  # between a message's first byte (or the connection's start) and the end of its head
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stall_size = 0
         self._stall_since = 0.0
@@ -131,6 +152,32 @@ class HttpToolsProtocol(_HttpToolsProtocol):
         self._head_bytes = 0
         self._cancel_head_timer()
         super().on_headers_complete()
+        # Armed for every request (a call_later and a cancel: microseconds): one without a
+        # body completes in the same parse, and on_message_complete cancels it at once.
+        self._cancel_body_timer()
+        self._body_timer = self.loop.call_later(self.body_timeout, self._body_too_slow)
+
+    def on_message_complete(self) -> None:
+        self._cancel_body_timer()
+        super().on_message_complete()
+
+    # -- the body -----------------------------------------------------------------------
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_too_slow(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing():
+            return
+        log.warning("request body from %s not complete %.3g s after its head: connection closed", self.client, self.body_timeout)
+        # The app waits for the rest of the body: it wakes only to the disconnect that closing
+        # brings (connection_lost), so no answer of its own follows this one.
+        if self.cycle is not None and not self.cycle.response_started:
+            self.transport.write(_answer_408(self.body_timeout))
+        self.transport.close()
 
     def _refuse_head(self) -> None:
         log.warning("request head over %d bytes from %s: 431, connection closed", self.max_header_bytes, self.client)
@@ -204,5 +251,6 @@ class HttpToolsProtocol(_HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         self._cancel_stall_timer()
         super().connection_lost(exc)

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(
         10.0, gt=0, description="a request head must be complete this long after its first byte (and a new connection send one)"
     )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="a request body must be complete this long after its head; else 408 and the connection closed"
+    )
     keep_alive_seconds: int = Field(
         5, ge=1, description="an idle keep-alive connection is closed after this long (uvicorn's --timeout-keep-alive)"
     )

@@ -28,11 +28,13 @@ from .live import LiveProcess
 
 STALL_SECONDS = 1.5
 HEADER_SECONDS = 1.5
+BODY_SECONDS = 1.5
 KEEP_ALIVE_SECONDS = 1
 MAX_HEADER = Settings().max_header_bytes
 ENV = {
     "TENSORINIT_WRITE_STALL_SECONDS": str(STALL_SECONDS),
     "TENSORINIT_HEADER_TIMEOUT_SECONDS": str(HEADER_SECONDS),
+    "TENSORINIT_BODY_TIMEOUT_SECONDS": str(BODY_SECONDS),
     "TENSORINIT_KEEP_ALIVE_SECONDS": str(KEEP_ALIVE_SECONDS),
     "TENSORINIT_ACCESS_LOG": "off",
 }
@@ -163,6 +165,45 @@ def test_slowloris_trickling_header_lines_is_closed(live: LiveProcess) -> None:
         sock.close()
     assert len(closed) == len(socks)
     assert time.monotonic() - began >= HEADER_SECONDS - 0.2
+
+
+@pytest.mark.parametrize("path", ["/init", "/checkpoint"])  # a body read by our parser, and one read by FastAPI's
+@pytest.mark.parametrize("trickle", [False, True], ids=["stopped", "a-byte-at-a-time"])
+def test_a_body_not_complete_in_time_is_408_and_closed(live: LiveProcess, path: str, trickle: bool) -> None:
+    body = json.dumps({"scheme": "he_normal", "shape": [4, 4], "name": "w", "padding": "x" * 200}).encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    with connect(live.port) as sock:
+        sock.sendall(head.encode() + body[:10])
+        began, answer, sent = time.monotonic(), b"", 10
+        sock.settimeout(0.1)
+        while time.monotonic() - began < BODY_SECONDS + 3:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                if trickle and sent < len(body):
+                    sock.sendall(body[sent : sent + 1])  # one byte per 0.1 s: the whole body would take 20 s
+                    sent += 1
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        seconds = time.monotonic() - began
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    problem = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert problem["status"] == 408 and "TENSORINIT_BODY_TIMEOUT_SECONDS" in problem["detail"]
+    assert BODY_SECONDS - 0.2 <= seconds < BODY_SECONDS + 3
+    assert httpx.get(live.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_a_body_sent_whole_in_time_is_answered(live: LiveProcess) -> None:
+    """The deadline is per request: a keep-alive connection's later requests get their own."""
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        for _ in range(3):
+            response = client.post("/stats", json={"scheme": "he_normal", "shape": [4, 4], "name": "w"})
+            assert response.status_code == 200
+            time.sleep(BODY_SECONDS / 2)  # over the three, longer than one deadline
 
 
 def test_an_idle_keep_alive_connection_is_closed(live: LiveProcess) -> None:
