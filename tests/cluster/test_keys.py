@@ -9,6 +9,7 @@ stored the answer, so that a leak would be a HIT with the stored bytes.
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import pytest
@@ -153,3 +154,59 @@ def test_every_location_that_caches_asks_about_the_key() -> None:
     assert len(caching) >= 2  # /init and /stats at least
     for body in caching:
         assert not re.search(r"auth_request\s+off", body)
+
+
+def test_no_location_with_its_own_error_page_loses_the_servers() -> None:
+    """nginx inherits error_page only into a level that has none: one there would drop the refusal's @refused and @unavailable."""
+    config = re.sub(r"#.*", "", TEMPLATE.read_text())
+    (server,) = _blocks(config, r"\bserver\s*(?=\{)")
+    for body in _blocks(server, r"\blocation\b[^{]*"):
+        assert "error_page" not in body
+
+
+@pytest.mark.parametrize("path", ["/models/gpt2/checkpoint/config.json", "/tensorinit/gpt2/resolve/main/config.json"])
+def test_a_checkpoint_file_without_a_key_is_the_replicas_401_problem(keyed_cluster: Cluster, path: str) -> None:
+    """The files' location once had an error_page of its own, which dropped the server's @refused: nginx's HTML 401."""
+    refused = httpx.get(keyed_cluster.url + path, timeout=30)
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json" and refused.json()["status"] == 401
+    assert httpx.get(keyed_cluster.url + path, headers=KEYED, timeout=30).status_code == 200
+
+
+# (method, path, headers) while no replica runs: through the key check (a cached GET, its
+# HEAD and Range) and past it (POST /init, uncached: the replica's to check, nginx's 502).
+WHILE_DOWN = [
+    ("GET", f"/init?scheme=he_normal&{SHAPE}", KEYED),
+    ("HEAD", f"/init/he_normal?{SHAPE}", KEYED),
+    ("GET", f"/init?scheme=he_normal&{SHAPE}", {**KEYED, "Range": "bytes=0-9"}),
+    ("GET", f"/stats?scheme=he_normal&{SHAPE}", {}),
+    ("POST", "/init", KEYED),
+    ("GET", "/version", KEYED),
+]
+
+
+def test_with_every_replica_down_each_answer_is_a_503_problem_to_retry(keyed_cluster: Cluster) -> None:
+    """Last in this module: it stops the replicas, and starts them again before it ends."""
+    for path in PATHS:
+        stored(keyed_cluster, path)  # even a stored answer needs a replica to check the key
+    for replica in keyed_cluster.replicas:
+        replica.stop()
+    try:
+        for method, path, headers in WHILE_DOWN:
+            body = {"scheme": "zeros", "shape": [2, 2]} if method == "POST" else None
+            answer = httpx.request(method, keyed_cluster.url + path, headers=headers, json=body, timeout=60)
+            where = f"{method} {path}"
+            assert answer.status_code == 503, (where, answer.status_code, answer.text[:200])
+            assert answer.headers["content-type"] == "application/problem+json", where
+            assert answer.headers["retry-after"] == "1", where
+            assert len(answer.headers.get_list("x-request-id")) == 1, where
+            if method != "HEAD":
+                assert answer.json()["status"] == 503 and "replica" in answer.json()["detail"], where
+    finally:
+        assert len(keyed_cluster.revive()) == len(keyed_cluster.replicas)
+    # Back: nginx tries the replicas again once their fail_timeout (5 s) has passed; until then, 503s to retry.
+    deadline = time.monotonic() + 20
+    while (answer := httpx.get(keyed_cluster.url + PATHS[0], headers=KEYED, timeout=30)).status_code == 503:
+        assert time.monotonic() < deadline, "the revived replicas got no request"
+        time.sleep(float(answer.headers["retry-after"]) / 4)
+    assert answer.status_code == 200
