@@ -16,7 +16,7 @@ other work is counted as the operations that take as long, from the measured rat
 
 from __future__ import annotations
 
-from .spec import DeltaOrthogonal, Orthogonal, ResolvedSpec
+from .spec import MATERIALIZED, DeltaOrthogonal, Orthogonal, ResolvedSpec
 
 GENERATE = 96
 ORTHOGONAL = 4
@@ -40,8 +40,11 @@ def matrix_flops(spec: ResolvedSpec) -> int:
 
 
 def construction_flops(spec: ResolvedSpec) -> int:
-    """The operations that make ``spec``'s whole tensor once (a slice of a matrix-built one makes the whole)."""
-    return matrix_flops(spec) + GENERATE * spec.full_numel
+    """The operations that make ``spec``'s served elements: all of a materialized tensor (an orthogonal or sparse
+    one is computed whole, whatever its slice), else only those served (each element is drawn alone, plus the
+    small matrix a delta-orthogonal's elements read)."""
+    drawn = spec.full_numel if isinstance(spec.distribution, MATERIALIZED) else spec.numel
+    return matrix_flops(spec) + GENERATE * drawn
 
 
 def stats_flops(spec: ResolvedSpec) -> int:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.conftest import LiveServer
@@ -63,3 +64,24 @@ def test_theory_alone_is_not_refused_for_the_measurement_s_cost(live_server: Liv
     r = httpx.post(f"{live_server.url}/propagation", json=body, timeout=60)
     assert r.status_code == 200, r.text[:300]
     assert r.json()["measured"] is False
+
+
+# A slice of an elementwise tensor draws only its own elements, whatever the full shape (each
+# element is drawn alone); a slice of an orthogonal one is computed whole first, so it costs the whole.
+SLICED: list[tuple[dict[str, Any], int]] = [
+    ({"scheme": "he_normal", "shape": [1 << 20, 1 << 20], "name": "w", "slice": "0:2"}, 200),
+    ({"scheme": "zeros", "shape": [102, 276859, 112, 1034], "name": "w", "slice": "5:6,0:3"}, 200),
+    ({"scheme": "orthogonal", "shape": [4096, 4096], "name": "w", "slice": "0:1"}, 413),
+]
+
+
+@pytest.mark.parametrize(("body", "status"), SLICED)
+def test_the_stats_of_a_slice_cost_what_the_slice_draws(live_server: LiveServer, body: dict[str, Any], status: int) -> None:
+    r = httpx.post(f"{live_server.url}/stats", json=body, timeout=60)
+    assert r.status_code == status, r.text[:300]
+    if status == 413:
+        assert r.json()["limit_name"] == "max_stats_flops"
+    else:
+        (stats,) = r.json()["tensors"].values()
+        served = [len(range(*axis)) for axis in stats["spec"]["slice"]]
+        assert stats["empirical"]["count"] == int(np.prod(served)) < 1 << 22  # the slice's elements only

@@ -44,6 +44,7 @@ from service.api.routes.propagation import TOP_FIELDS, networks_of
 from service.api.settings import Settings
 from service.core import TensorinitError
 from service.core.architectures import manifest_from_config
+from service.core.costs import stats_flops
 
 Kind = Literal["tensors", "stats", "plan", "network", "manifest", "checkpoint"]
 """How an operation's request is resolved: tensors served as bytes, tensors summarized
@@ -149,6 +150,8 @@ def _accepted_bytes(case: schemathesis.Case[Any], settings: Settings) -> int | N
     except ProblemError:
         return None
     if isinstance(bins, int) and bins > settings.max_histogram_bins:
+        return None
+    if kind == "stats" and sum(stats_flops(s) for s in prepared.specs) > settings.max_stats_flops:
         return None
     return 0 if method == "HEAD" or kind == "plan" else prepared.size
 
