@@ -1,6 +1,6 @@
 """A model's starting checkpoint on disk: the command line against transformers' own route, and against the disk.
 
-    python -m bench.checkpoint [--model llama-3.2-1b] [--no-transformers]
+    python -m bench.checkpoint [--model llama-3.2-1b] [--no-transformers] [--max-rss-gib G] [--dir D]
 
 In one run, on this machine and disk:
 
@@ -40,8 +40,12 @@ model.save_pretrained(sys.argv[2], max_shard_size="5GB")
 """
 
 
-def run_sampled(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Seconds a command takes and its peak RSS in KiB (VmHWM, read until it exits)."""
+class OverCeilingError(RuntimeError):
+    """The command's RSS passed the ceiling it was given: killed, so that the machine keeps its memory."""
+
+
+def run_sampled(cmd: list[str], env: dict[str, str] | None = None, max_rss_kib: int | None = None) -> tuple[float, int]:
+    """Seconds a command takes and its peak RSS in KiB (VmHWM, read until it exits); killed past ``max_rss_kib``."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
@@ -52,6 +56,10 @@ def run_sampled(cmd: list[str], env: dict[str, str] | None = None) -> tuple[floa
                     peak = max(peak, int(line.split()[1]))
         except (FileNotFoundError, ProcessLookupError):
             break
+        if max_rss_kib is not None and peak > max_rss_kib:
+            proc.kill()
+            proc.wait()
+            raise OverCeilingError(f"{time.perf_counter() - start:.1f} s, peak RSS {peak / 1024:.0f} MiB")
         time.sleep(0.02)
     _, err = proc.communicate()
     if proc.returncode != 0:
@@ -75,6 +83,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="llama-3.2-1b", help="a catalogue name (default llama-3.2-1b)")
     parser.add_argument("--no-transformers", action="store_true", help="skip the transformers route (e.g. for a model it cannot hold)")
+    parser.add_argument(
+        "--max-rss-gib",
+        type=float,
+        default=None,
+        help="kill the transformers route once its RSS passes this (an 8B model on a 24 GiB machine); reported as such",
+    )
     parser.add_argument("--dir", default=None, help="where to write (default: a temporary directory on /tmp's disk)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-checkpoint-", dir=args.dir))
@@ -129,9 +143,14 @@ def main() -> None:
         )
         if not args.no_transformers:
             (work / "config.json").write_text(json.dumps(plan["config"]))
-            seconds, peak = run_sampled(
-                [sys.executable, "-c", TRANSFORMERS, str(work / "config.json"), str(work / "theirs"), plan["dtype"]], env
-            )
+            ceiling_kib = None if args.max_rss_gib is None else int(args.max_rss_gib * (1 << 20))
+            try:
+                seconds, peak = run_sampled(
+                    [sys.executable, "-c", TRANSFORMERS, str(work / "config.json"), str(work / "theirs"), plan["dtype"]], env, ceiling_kib
+                )
+            except OverCeilingError as err:
+                print(f"transformers (from_config + save_pretrained): killed past --max-rss-gib {args.max_rss_gib} ({err})")
+                return
             print(
                 f"transformers (from_config + save_pretrained): {seconds:7.2f} s  {total / seconds / 1e9:5.2f} GB/s  peak RSS {peak / 1024:6.0f} MiB"
             )
