@@ -29,7 +29,11 @@ from ._errors import IntegrityError
 from ._progress import Progress, ProgressOption
 from ._receive import FileSink, Receiver
 
-DEFAULT_CONNECTIONS = 4
+DEFAULT_CONNECTIONS = 2
+"""Files fetched at once. A server admits one client address to at most half its generation
+slots (``TENSORINIT_MAX_CLIENT_SHARE`` 0.5 of 4 by default): a third and fourth connection
+were refused 503 and waited out their Retry-After (30 refusals for the 8B checkpoint), and
+two streams already keep two cores busy (docs/benchmarks.md, issue 19)."""
 
 
 @dataclass(frozen=True)

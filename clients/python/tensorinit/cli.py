@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._base import __version__
+from ._checkpoint import DEFAULT_CONNECTIONS
 from ._client import Client
 from ._errors import APIConnectionError, APIError, IntegrityError
 
@@ -84,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint.add_argument(
         "--max-shard-size", metavar="SIZE", help='bytes per shard file, e.g. "500MB" or "5GB" (powers of 10; default 5GB)'
     )
-    checkpoint.add_argument("--connections", type=int, default=4, help="files fetched in parallel (default 4)")
+    checkpoint.add_argument(
+        "--connections", type=int, default=DEFAULT_CONNECTIONS, help=f"files fetched in parallel (default {DEFAULT_CONNECTIONS})"
+    )
     checkpoint.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     _common(checkpoint)
 
