@@ -285,7 +285,8 @@ _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying"
 
 
 def document_security(schema: dict[str, Any], *, keys: bool) -> dict[str, Any]:
-    """Add 503 to the generating operations of an OpenAPI document of ``app`` and, when ``keys`` are configured, the bearer scheme and 401.
+    """Add 503 to the generating operations of an OpenAPI document of ``app``, 431 (and 408 with a body) to every
+    operation, and, when ``keys`` are configured, the bearer scheme and 401.
 
     The document says what this server does: without keys nothing is checked, so no
     operation declares a security requirement (a client, or a contract test, would
@@ -317,4 +318,11 @@ def document_security(schema: dict[str, Any], *, keys: bool) -> dict[str, Any]:
                 responses.setdefault("401", problem("no valid API key (unauthorized); WWW-Authenticate: Bearer"))
             if generating(operation.get("operationId", "")):
                 responses.setdefault("503", {**problem("no generation slot came free in time (overloaded)"), "headers": _RETRY_AFTER})
+            # The connection's own bounds (service/api/protocol.py), answered before or without the app.
+            responses.setdefault("431", problem("the request head is over max_header_bytes (header-too-large); the connection is closed"))
+            if "requestBody" in operation:
+                responses.setdefault(
+                    "408",
+                    problem("the body was not complete body_timeout_seconds after the head (request-timeout); the connection is closed"),
+                )
     return schema
