@@ -34,6 +34,8 @@ from starlette.responses import JSONResponse, Response
 from service.core import DTYPES, TensorinitError, canonical_json
 from service.core.algorithms import ALGORITHMS
 from service.core.architectures import supported
+from service.core.architectures.registry import MAX_TENSORS
+from service.core.bounded_cache import WeightedCache
 from service.core.checkpoint import DEFAULT_MAX_SHARD_SIZE, Checkpoint, CheckpointFile, check_finite, checkpoint, seed_of_commit
 from service.core.model_catalogue import UnknownModelError, load, lookup
 from service.safetensors_stream import Plan
@@ -73,9 +75,16 @@ class CheckpointRequest(BaseModel):
 # -- planning ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=32)
+PLAN_CACHE = WeightedCache[Checkpoint](32, MAX_TENSORS, lambda found: len(found.specs))
+"""Up to 32 checkpoints, of 65,536 tensors in all: a plan of MAX_TENSORS tensors holds ~150 MiB
+(its specs, headers and files), so 32 of them, one per seed asked for, would hold GBs."""
+
+
 def _planned(config_json: str, seed: int, dtype: str | None, max_shard_size: int | str, algorithm: int | None) -> Checkpoint:
-    return checkpoint(json.loads(config_json), seed=seed, dtype=dtype, max_shard_size=max_shard_size, algorithm=algorithm)
+    return PLAN_CACHE.get(
+        (config_json, seed, dtype, max_shard_size, algorithm),
+        lambda: checkpoint(json.loads(config_json), seed=seed, dtype=dtype, max_shard_size=max_shard_size, algorithm=algorithm),
+    )
 
 
 async def plan(config: Mapping[str, Any], settings: Settings, **options: Any) -> Checkpoint:
