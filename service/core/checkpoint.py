@@ -277,7 +277,7 @@ The plan echoes the config, and the JSON encoder refuses past about 250 levels."
 
 
 def check_finite(config: Mapping[str, Any]) -> None:
-    """Refuse a config holding a number JSON cannot write back: NaN, ±Infinity, or 1e400 read as inf; or nested too deep.
+    """Refuse a config holding what JSON cannot write back: NaN, ±Infinity, 1e400 read as inf, a lone surrogate; or nested too deep.
 
     A config is written back as the checkpoint's config.json and hashed into its commit,
     so every number in it must be one JSON can hold, fields the architecture never reads
@@ -292,6 +292,16 @@ def check_finite(config: Mapping[str, Any]) -> None:
             raise located(
                 InvalidParameterError(where, item, "a finite number (JSON has no NaN or Infinity; 1e400 is past float64)"), "config"
             )
+        if isinstance(item, str) and not _utf8(item):
+            raise located(InvalidParameterError(where, item, "text UTF-8 can encode (no lone surrogate such as \\ud800)"), "config")
+        if isinstance(item, Mapping) and not all(_utf8(str(k)) for k in item):
+            key = next(k for k in item if not _utf8(str(k)))
+            raise located(
+                InvalidParameterError(
+                    f"{where}.keys" if where else "keys", key, "keys UTF-8 can encode (no lone surrogate such as \\ud800)"
+                ),
+                "config",
+            )
         if isinstance(item, Mapping | list | tuple) and depth >= MAX_CONFIG_DEPTH:
             raise located(
                 InvalidParameterError(where[:200], "<nested deeper>", f"objects and lists nested at most {MAX_CONFIG_DEPTH} deep"), "config"
@@ -300,6 +310,17 @@ def check_finite(config: Mapping[str, Any]) -> None:
             stack.extend((f"{where}.{k}" if where else str(k), v, depth + 1) for k, v in reversed(list(item.items())))
         elif isinstance(item, list | tuple):
             stack.extend((f"{where}[{i}]", v, depth + 1) for i, v in reversed(list(enumerate(item))))
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: JSON's \\ud800 escape reads as a lone surrogate, which no UTF-8 file can hold."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def seed_of_commit(commit: str) -> int | None:

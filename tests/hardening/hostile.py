@@ -133,6 +133,9 @@ CORPUS: list[Hostile] = [
             # at the float conversion of a std (GPT-2's 1/√(2·n_layer), T5's (d_model·d_kv)^-½).
             ("integer-std-10^400", b', "initializer_range": 1' + b"0" * 400, 422, "validation-error"),
             ("layers-10^400", b', "num_hidden_layers": 1' + b"0" * 400, 422, "validation-error"),
+            # A lone surrogate (JSON's \ud800) no UTF-8 config.json can hold: named, not a 500 at the commit's hash.
+            ("lone-surrogate", b', "x": "\\ud800"', 422, "validation-error"),
+            ("lone-surrogate-key", b', "\\ud800": 1', 422, "validation-error"),
             # Nested past what the plan's JSON encoder writes back (it echoes the config): named, not a 500.
             ("nested-300", b', "x": ' + b'{"a": ' * 300 + b"1" + b"}" * 300, 422, "validation-error"),
         )
