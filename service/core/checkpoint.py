@@ -290,15 +290,15 @@ def check_finite(config: Mapping[str, Any]) -> None:
         where, item, depth = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise located(
-                InvalidParameterError(where, item, "a finite number (JSON has no NaN or Infinity; 1e400 is past float64)"), "config"
+                InvalidParameterError(where[:200], item, "a finite number (JSON has no NaN or Infinity; 1e400 is past float64)"), "config"
             )
         if isinstance(item, str) and not _utf8(item):
-            raise located(InvalidParameterError(where, item, "text UTF-8 can encode (no lone surrogate such as \\ud800)"), "config")
+            raise located(InvalidParameterError(where[:200], item, "text UTF-8 can encode (no lone surrogate such as \\ud800)"), "config")
         if isinstance(item, Mapping) and not all(_utf8(str(k)) for k in item):
             key = next(k for k in item if not _utf8(str(k)))
             raise located(
                 InvalidParameterError(
-                    f"{where}.keys" if where else "keys", key, "keys UTF-8 can encode (no lone surrogate such as \\ud800)"
+                    f"{where[:200]}.keys" if where else "keys", key, "keys UTF-8 can encode (no lone surrogate such as \\ud800)"
                 ),
                 "config",
             )

@@ -148,8 +148,8 @@ def query_options(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
         if key not in QUERY:
             raise ProblemError(
                 "unknown-parameter",
-                f"{key}: not a parameter of a checkpoint; allowed: {', '.join(sorted(QUERY))}",
-                errors=[{"path": [key], "message": "unknown parameter", "allowed": ", ".join(sorted(QUERY))}],
+                f"{key[:100]}: not a parameter of a checkpoint; allowed: {', '.join(sorted(QUERY))}",
+                errors=[{"path": [key[:100]], "message": "unknown parameter", "allowed": ", ".join(sorted(QUERY))}],
             )
         # A query's numbers arrive as text: the integers are read as integers, anything else left to the model to refuse
         # (as is one of over 4300 digits, which int() refuses with a ValueError).
@@ -373,7 +373,7 @@ def hub_checkpoint(
         config = lookup(catalogue, repo)
     except UnknownModelError:
         raise _hub_error(
-            "RepoNotFound", f"{org}/{repo}: no such repository; repositories are {ORG}/<name> for a name of GET /models"
+            "RepoNotFound", f"{org[:100]}/{repo[:100]}: no such repository; repositories are {ORG}/<name> for a name of GET /models"
         ) from None
     by_name = _SEED_REVISION.fullmatch(revision)
     seed = 0 if revision == "main" else int(by_name.group(1)) if by_name else seed_of_commit(revision)
