@@ -67,6 +67,9 @@ def component_schemas() -> dict[str, Any]:
     problem_schema = Problem.model_json_schema(ref_template=REF)
     schemas.update(problem_schema.pop("$defs", {}))
     schemas["Problem"] = problem_schema
+    from .routes.models import CheckpointRequest  # noqa: PLC0415 -- routes.models imports this module
+
+    schemas["CheckpointRequest"] = CheckpointRequest.model_json_schema(ref_template=REF, mode="validation")
     return schemas
 
 

@@ -78,6 +78,8 @@ def parse_size(value: object) -> int:
     elif isinstance(value, str):
         text = value.strip()
         if text.isdigit():
+            if len(text) > 100:  # past any disk, and int() refuses over 4300 digits
+                raise InvalidParameterError("max_shard_size", value, _SIZE_ALLOWED)
             size = int(text)
         else:
             multiplier = SIZE_UNITS.get(text[-2:].upper())
@@ -269,8 +271,13 @@ def plan_checkpoint(
     return Checkpoint(dict(config), seed, dtype, parse_size(max_shard_size), algorithm, tuple(specs))
 
 
+MAX_CONFIG_DEPTH = 32
+"""Objects and lists a config may nest (the config itself is depth 0): real ones nest 3 or 4 (``text_config.rope_scaling``).
+The plan echoes the config, and the JSON encoder refuses past about 250 levels."""
+
+
 def check_finite(config: Mapping[str, Any]) -> None:
-    """Refuse a config holding a number JSON cannot write back: NaN, ±Infinity, or 1e400 read as inf.
+    """Refuse a config holding what JSON cannot write back: NaN, ±Infinity, 1e400 read as inf, a lone surrogate; or nested too deep.
 
     A config is written back as the checkpoint's config.json and hashed into its commit,
     so every number in it must be one JSON can hold, fields the architecture never reads
@@ -278,17 +285,42 @@ def check_finite(config: Mapping[str, Any]) -> None:
     ``layer_types[3]``. Iterative: a deeply nested hostile body must not exhaust the
     recursion limit.
     """
-    stack: list[tuple[str, Any]] = [("", config)]
+    stack: list[tuple[str, Any, int]] = [("", config, 0)]
     while stack:
-        where, item = stack.pop()
+        where, item, depth = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise located(
-                InvalidParameterError(where, item, "a finite number (JSON has no NaN or Infinity; 1e400 is past float64)"), "config"
+                InvalidParameterError(where[:200], item, "a finite number (JSON has no NaN or Infinity; 1e400 is past float64)"), "config"
+            )
+        if isinstance(item, str) and not _utf8(item):
+            raise located(InvalidParameterError(where[:200], item, "text UTF-8 can encode (no lone surrogate such as \\ud800)"), "config")
+        if isinstance(item, Mapping) and not all(_utf8(str(k)) for k in item):
+            key = next(k for k in item if not _utf8(str(k)))
+            raise located(
+                InvalidParameterError(
+                    f"{where[:200]}.keys" if where else "keys", key, "keys UTF-8 can encode (no lone surrogate such as \\ud800)"
+                ),
+                "config",
+            )
+        if isinstance(item, Mapping | list | tuple) and depth >= MAX_CONFIG_DEPTH:
+            raise located(
+                InvalidParameterError(where[:200], "<nested deeper>", f"objects and lists nested at most {MAX_CONFIG_DEPTH} deep"), "config"
             )
         if isinstance(item, Mapping):
-            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in reversed(list(item.items())))
+            stack.extend((f"{where}.{k}" if where else str(k), v, depth + 1) for k, v in reversed(list(item.items())))
         elif isinstance(item, list | tuple):
-            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+            stack.extend((f"{where}[{i}]", v, depth + 1) for i, v in reversed(list(enumerate(item))))
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: JSON's \\ud800 escape reads as a lone surrogate, which no UTF-8 file can hold."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def seed_of_commit(commit: str) -> int | None:

@@ -85,6 +85,28 @@ def test_errors_name_what_is_wrong(http: httpx.Client, method: str, path: str, b
     assert says in answer.text
 
 
+LONG = "x" * 10_000
+LLAMA = b'{"config": {"model_type": "llama", "num_hidden_layers": 1, '
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (f"/api/models/tensorinit/{LONG}", None),
+        (f"/api/models/{LONG}/gpt2", None),
+        (f"/tensorinit/{LONG}/resolve/main/config.json", None),
+        (f"/models/tiny-llama/checkpoint?{LONG}=1", None),
+        ("/checkpoint", LLAMA + f'"{LONG}": 1e400}}}}'.encode()),
+        ("/checkpoint", LLAMA + f'"{LONG}": "\\ud800"}}}}'.encode()),
+    ],
+)
+def test_a_long_name_is_not_echoed_in_full(http: httpx.Client, path: str, body: bytes | None) -> None:
+    answer = http.request("GET" if body is None else "POST", path, content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code in (404, 422), answer.text[:300]
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert len(answer.content) < 2000, len(answer.content)
+
+
 def test_a_config_in_the_body_gives_the_catalogue_names_files(http: httpx.Client) -> None:
     body = {"config": TINY["tiny-gpt2"], "seed": 3, "dtype": "bfloat16"}
     by_body = http.post("/checkpoint", json=body).json()

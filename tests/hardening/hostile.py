@@ -119,17 +119,53 @@ CORPUS: list[Hostile] = [
     _raw("overflowing-float-std", 422, "validation-error", b'{"scheme": "normal", "shape": [4], "std": 1e400}'),
     _get("get-nan-gain", 422, "validation-error", f"{SMALL_QUERY}&gain=nan"),
     # A checkpoint's config is free-form JSON written back as its config.json: a number JSON cannot
-    # hold, in any field (read by the architecture or not), is named (FastAPI's parser takes NaN, so 422).
+    # hold, in any field (read by the architecture or not), is refused: NaN and Infinity by the JSON
+    # reader as in /init's body (400), 1e400 (read as inf) named (422).
     *(
-        _raw(f"config-{label}-{kind}", 422, "validation-error", b'{"config": ' + CONFIG_HEAD + field + b"}}", path=path)
-        for label, field in (
-            ("nan-unused-field", b', "rope_theta": NaN'),
-            ("overflowing-std", b', "initializer_range": 1e400'),
-            ("nested-infinity", b', "rope_scaling": {"factor": -Infinity}'),
-            ("nan-in-a-list", b', "layer_types": ["full", NaN]'),
+        _raw(f"config-{label}-{kind}", status, slug, b'{"config": ' + CONFIG_HEAD + field + b"}}", path=path)
+        for label, field, status, slug in (
+            ("nan-unused-field", b', "rope_theta": NaN', 400, "malformed-json"),
+            ("overflowing-std", b', "initializer_range": 1e400', 422, "validation-error"),
+            ("overflowing-nested", b', "rope_scaling": {"factor": -1e400}', 422, "validation-error"),
+            ("nested-infinity", b', "rope_scaling": {"factor": -Infinity}', 400, "malformed-json"),
+            ("nan-in-a-list", b', "layer_types": ["full", NaN]', 400, "malformed-json"),
+            # An integer past float64 where a float is read, or past int64 where a size is: named, not a 500
+            # at the float conversion of a std (GPT-2's 1/√(2·n_layer), T5's (d_model·d_kv)^-½).
+            ("integer-std-10^400", b', "initializer_range": 1' + b"0" * 400, 422, "validation-error"),
+            ("layers-10^400", b', "num_hidden_layers": 1' + b"0" * 400, 422, "validation-error"),
+            # A lone surrogate (JSON's \ud800) no UTF-8 config.json can hold: named, not a 500 at the commit's hash.
+            ("lone-surrogate", b', "x": "\\ud800"', 422, "validation-error"),
+            ("lone-surrogate-key", b', "\\ud800": 1', 422, "validation-error"),
+            # Nested past what the plan's JSON encoder writes back (it echoes the config): named, not a 500.
+            ("nested-300", b', "x": ' + b'{"a": ' * 300 + b"1" + b"}" * 300, 422, "validation-error"),
         )
-        for kind, path in (("plan", "/checkpoint"), ("file", "/checkpoint/model.safetensors"))
+        for kind, path in (("plan", "/checkpoint"), ("file", "/checkpoint/model.safetensors"), ("manifest", "/models/manifest"))
+        if kind != "manifest" or "10^400" in label  # the manifest echoes no config, and reads no unused field
     ),
+    *(
+        _post(f"config-{label}", 422, "validation-error", {"config": config}, path=path)
+        for label, config, path in (
+            ("gpt2-n_layer-10^400", {"model_type": "gpt2", "n_layer": 10**400}, "/checkpoint"),
+            ("t5-d_kv-10^400-manifest", {"model_type": "t5", "d_kv": 10**400}, "/models/manifest"),
+            ("t5-d_ff-10^400", {"model_type": "t5", "d_ff": 10**400}, "/checkpoint"),
+        )
+    ),
+    # The checkpoint routes read their body as /init does: bounded by max_body_bytes, JSON only.
+    _raw("checkpoint-body-8MB", 413, "body-too-large", b'{"model": "gpt2", "x": "' + b"a" * (8 * MiB) + b'"}', path="/checkpoint"),
+    _raw(
+        "checkpoint-file-body-8MB",
+        413,
+        "body-too-large",
+        b'{"model": "gpt2", "x": "' + b"a" * (8 * MiB) + b'"}',
+        path="/checkpoint/config.json",
+    ),
+    _raw("checkpoint-body-text", 415, "unsupported-media-type", b'{"model": "gpt2"}', "text/plain", path="/checkpoint"),
+    # Query integers past int()'s 4300 digits: 422, not a 500.
+    *(
+        _get(f"checkpoint-{name}-5000-digits", 422, "validation-error", f"{name}={'9' * 5000}", path="/models/gpt2/checkpoint")
+        for name in ("seed", "algorithm", "max_shard_size")
+    ),
+    _get("hub-tree-negative-cursor", 422, "validation-error", "cursor=-1", path="/api/models/tensorinit/gpt2/tree/main"),
     _get("get-inf-gain", 422, "validation-error", f"{SMALL_QUERY}&gain=inf"),
     _post("negative-std", 422, "validation-error", {"scheme": "normal", "shape": [4], "std": -1.0}),
     _post("gain-zero-truncated", 422, "validation-error", {"scheme": "lecun_normal", "shape": [4, 4], "gain": 0, "truncated": True}),

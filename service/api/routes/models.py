@@ -20,19 +20,22 @@ Two ways to the same files (service.core.checkpoint plans them; /init's machiner
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from service.core import DTYPES, TensorinitError, canonical_json
 from service.core.algorithms import ALGORITHMS
 from service.core.architectures import supported
+from service.core.architectures.registry import MAX_TENSORS
+from service.core.bounded_cache import WeightedCache
 from service.core.checkpoint import DEFAULT_MAX_SHARD_SIZE, Checkpoint, CheckpointFile, check_finite, checkpoint, seed_of_commit
 from service.core.model_catalogue import UnknownModelError, load, lookup
 from service.safetensors_stream import Plan
@@ -40,7 +43,7 @@ from service.safetensors_stream import Plan
 from ..docs import BINARY, problem
 from ..models import ALGORITHM_ENUM, SEED_RANGE, Integer
 from ..problems import ProblemError, from_engine, from_pydantic
-from ..resolution import Prepared
+from ..resolution import Prepared, read_json
 from ..settings import Settings
 from .files import IMMUTABLE, OctetStreamResponse, serve
 
@@ -72,9 +75,16 @@ class CheckpointRequest(BaseModel):
 # -- planning ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=32)
+PLAN_CACHE = WeightedCache[Checkpoint](32, MAX_TENSORS, lambda found: len(found.specs))
+"""Up to 32 checkpoints, of 65,536 tensors in all: a plan of MAX_TENSORS tensors holds ~150 MiB
+(its specs, headers and files), so 32 of them, one per seed asked for, would hold GBs."""
+
+
 def _planned(config_json: str, seed: int, dtype: str | None, max_shard_size: int | str, algorithm: int | None) -> Checkpoint:
-    return checkpoint(json.loads(config_json), seed=seed, dtype=dtype, max_shard_size=max_shard_size, algorithm=algorithm)
+    return PLAN_CACHE.get(
+        (config_json, seed, dtype, max_shard_size, algorithm),
+        lambda: checkpoint(json.loads(config_json), seed=seed, dtype=dtype, max_shard_size=max_shard_size, algorithm=algorithm),
+    )
 
 
 async def plan(config: Mapping[str, Any], settings: Settings, **options: Any) -> Checkpoint:
@@ -138,11 +148,15 @@ def query_options(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
         if key not in QUERY:
             raise ProblemError(
                 "unknown-parameter",
-                f"{key}: not a parameter of a checkpoint; allowed: {', '.join(sorted(QUERY))}",
-                errors=[{"path": [key], "message": "unknown parameter", "allowed": ", ".join(sorted(QUERY))}],
+                f"{key[:100]}: not a parameter of a checkpoint; allowed: {', '.join(sorted(QUERY))}",
+                errors=[{"path": [key[:100]], "message": "unknown parameter", "allowed": ", ".join(sorted(QUERY))}],
             )
-        # A query's numbers arrive as text: the integers are read as integers, anything else left to the model to refuse.
-        given[key] = int(value) if key in ("seed", "algorithm") and value.isascii() and value.lstrip("-").isdigit() else value
+        # A query's numbers arrive as text: the integers are read as integers, anything else left to the model to refuse
+        # (as is one of over 4300 digits, which int() refuses with a ValueError).
+        given[key] = value
+        if key in ("seed", "algorithm") and value.isascii() and value.lstrip("-").isdigit():
+            with contextlib.suppress(ValueError):
+                given[key] = int(value)
     try:
         parsed = CheckpointRequest.model_validate(given)
     except ValidationError as err:
@@ -154,8 +168,18 @@ def _fields(parsed: CheckpointRequest) -> dict[str, Any]:
     return {"seed": parsed.seed, "dtype": parsed.dtype, "max_shard_size": parsed.max_shard_size, "algorithm": parsed.algorithm}
 
 
-def _from_body(request: Request, parsed: CheckpointRequest) -> tuple[Mapping[str, Any], dict[str, Any]]:
+async def _from_body(request: Request) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """The body's config and options, read as /init reads its body: 413 past ``max_body_bytes``, 415 if not JSON."""
+    document = await read_json(request, request.app.state.settings.max_body_bytes)
+    try:
+        parsed = CheckpointRequest.model_validate(document)
+    except ValidationError as err:
+        raise from_pydantic(err.errors()) from None
     return body_config(request.app.state.catalogue, parsed)
+
+
+BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CheckpointRequest"}}}}}
+"""The body's schema, as FastAPI wrote it when it parsed the body (it read it whole, with no limit: the routes now read it)."""
 
 
 def body_config(catalogue: Mapping[str, Mapping[str, Any]], parsed: CheckpointRequest) -> tuple[Mapping[str, Any], dict[str, Any]]:
@@ -273,6 +297,7 @@ FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
     416: problem("the Range selects no byte (range-not-satisfiable)"),
     422: problem("invalid checkpoint parameters or config: unknown model_type, a missing field..."),
 }
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {400: problem("malformed JSON"), 415: problem("the body is not JSON")}
 PLAN_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: problem("no such model (not-found)"),
     413: problem("a file over max_response_bytes (limit-exceeded)"),
@@ -296,10 +321,11 @@ async def checkpoint_plan_get(request: Request, model: Annotated[str, _NAME]) ->
     "/checkpoint",
     operation_id="checkpoint_plan_post",
     summary="The checkpoint plan of a config in the body (or a catalogue name)",
-    responses={**PLAN_RESPONSES, 400: problem("malformed JSON")},
+    responses={**PLAN_RESPONSES, **BODY_RESPONSES},
+    openapi_extra=BODY,
 )
-async def checkpoint_plan_post(request: Request, body: CheckpointRequest) -> dict[str, Any]:
-    config, options = _from_body(request, body)
+async def checkpoint_plan_post(request: Request) -> dict[str, Any]:
+    config, options = await _from_body(request)
     return (await plan(config, request.app.state.settings, **options)).describe()
 
 
@@ -313,10 +339,11 @@ async def checkpoint_file_get(request: Request, model: Annotated[str, _NAME], fi
     operation_id="checkpoint_file_post",
     summary="One file of the checkpoint of a config in the body (Range resumes it)",
     response_class=OctetStreamResponse,
-    responses={**FILE_RESPONSES, 400: problem("malformed JSON")},
+    responses={**FILE_RESPONSES, **BODY_RESPONSES},
+    openapi_extra=BODY,
 )
-async def checkpoint_file_post(request: Request, file: Annotated[str, _FILE], body: CheckpointRequest) -> Response:
-    config, options = _from_body(request, body)
+async def checkpoint_file_post(request: Request, file: Annotated[str, _FILE]) -> Response:
+    config, options = await _from_body(request)
     found = await plan(config, request.app.state.settings, **options)
     return await _serve_file(request, _file(found, file), "no-store")
 
@@ -346,7 +373,7 @@ def hub_checkpoint(
         config = lookup(catalogue, repo)
     except UnknownModelError:
         raise _hub_error(
-            "RepoNotFound", f"{org}/{repo}: no such repository; repositories are {ORG}/<name> for a name of GET /models"
+            "RepoNotFound", f"{org[:100]}/{repo[:100]}: no such repository; repositories are {ORG}/<name> for a name of GET /models"
         ) from None
     by_name = _SEED_REVISION.fullmatch(revision)
     seed = 0 if revision == "main" else int(by_name.group(1)) if by_name else seed_of_commit(revision)
@@ -420,7 +447,7 @@ async def hub_model_revision(request: Request, org: str, repo: str, revision: st
     summary="Hub protocol: the files of a revision (paged by Link: rel=next past 1000)",
     responses=PLAN_RESPONSES,
 )
-async def hub_model_tree(request: Request, org: str, repo: str, revision: str, cursor: int = 0) -> Response:
+async def hub_model_tree(request: Request, org: str, repo: str, revision: str, cursor: Annotated[int, Query(ge=0)] = 0) -> Response:
     found, cache_control = await _hub_checkpoint(request, org, repo, revision)
     entries = [{"type": "file", "path": name, "size": f.size, "oid": f.etag} for name, f in found.files.items()]
     page = entries[cursor : cursor + TREE_PAGE]

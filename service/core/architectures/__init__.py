@@ -17,18 +17,18 @@ tied and non-persistent tensors left out; for a model with a conversion mapping
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..bounded_cache import WeightedCache
 from ..errors import InvalidParameterError, MissingParameterError
 from ..manifest import located
 from ..recipes import plan_recipe
 from ..schemes import Limits, check_dtype
 from ..spec import ResolvedSpec, canonical_json, check_seed
 from . import bert, gemma, gpt2, llama, mixtral, opt, qwen_moe, t5  # noqa: F401 -- each registers its model types
-from .registry import ARCHITECTURES, Architecture, Config, TensorEntry, UnknownArchitectureError
+from .registry import ARCHITECTURES, MAX_TENSORS, Architecture, Config, TensorEntry, UnknownArchitectureError
 
 __all__ = [
     "ARCHITECTURES",
@@ -134,7 +134,11 @@ def _plan(config: Mapping[str, Any], dtype: str, algorithm: int | None, limits: 
     return tuple(plan.specs)
 
 
-@functools.lru_cache(maxsize=64)
+SPEC_CACHE = WeightedCache[tuple[ResolvedSpec, ...]](64, MAX_TENSORS, len)
+"""Seed 0's specs of up to 64 configs, and of 65,536 tensors in all (~70 MiB): one config of
+MAX_TENSORS tensors holds ~70 MiB, so a count of entries alone would let 64 of them hold GBs."""
+
+
 def _cached_plan(config_json: str, dtype: str, algorithm: int | None, limits: Limits | None) -> tuple[ResolvedSpec, ...]:
     """Seed 0's specs of a config: the Hub protocol asks for the same checkpoint once per file (0.1-0.4 s for Mixtral-8x7B)."""
-    return _plan(json.loads(config_json), dtype, algorithm, limits)
+    return SPEC_CACHE.get((config_json, dtype, algorithm, limits), lambda: _plan(json.loads(config_json), dtype, algorithm, limits))

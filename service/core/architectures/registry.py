@@ -65,6 +65,10 @@ class TensorEntry:
         return entry
 
 
+MAX_INTEGER = (1 << 63) - 1
+"""The largest integer field a config may hold (torch's int64 sizes)."""
+
+
 class Config:
     """A config's fields with the architecture's defaults; each read is checked and names the field on error."""
 
@@ -89,11 +93,12 @@ class Config:
         return located(InvalidParameterError(name, value, f"{allowed} (a {self.model_type} config field)"), "config")
 
     def integer(self, name: str, minimum: int = 1) -> int:
+        """An integer ≥ ``minimum`` and < 2^63: torch's sizes are int64, and a std computed from one stays a float."""
         value = self.get(name)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self._bad(name, value, f"an integer ≥ {minimum}")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_INTEGER:
+            raise self._bad(name, value, f"an integer ≥ {minimum} and < 2^63")
         return value
 
     def optional_integer(self, name: str, minimum: int = 0) -> int | None:
@@ -107,9 +112,13 @@ class Config:
 
     def number(self, name: str, minimum: float = 0.0) -> float:
         value = self.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < minimum:
+        try:  # an integer past float64 (10^400) is no float: OverflowError
+            number = float(value) if not isinstance(value, bool) and isinstance(value, int | float) else math.nan
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number) or number < minimum:
             raise self._bad(name, value, f"a finite number ≥ {minimum:g}")
-        return float(value)
+        return number
 
     def string(self, name: str) -> str:
         value = self.get(name)
