@@ -48,7 +48,9 @@ T = TypeVar("T")
 
 #: Operations that generate numbers and so wait for admission (503 ``overloaded``); the
 #: per-scheme GET forms (``init_get_he_normal``, ``stats_get_he_normal``, ...) are named after them.
-GENERATING_OPERATIONS = frozenset({"init_get", "init_post", "stats_get", "stats_post", "propagation_post"})
+GENERATING_OPERATIONS = frozenset(
+    {"init_get", "init_post", "stats_get", "stats_post", "propagation_post", "checkpoint_file_get", "checkpoint_file_post"}
+)
 
 
 def generating(operation_id: str) -> bool:
