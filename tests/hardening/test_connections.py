@@ -167,7 +167,7 @@ def test_slowloris_trickling_header_lines_is_closed(live: LiveProcess) -> None:
     assert time.monotonic() - began >= HEADER_SECONDS - 0.2
 
 
-@pytest.mark.parametrize("path", ["/init", "/checkpoint"])  # a body read by our parser, and one read by FastAPI's
+@pytest.mark.parametrize("path", ["/init", "/checkpoint"])  # a tensor request, and a checkpoint's config
 @pytest.mark.parametrize("trickle", [False, True], ids=["stopped", "a-byte-at-a-time"])
 def test_a_body_not_complete_in_time_is_408_and_closed(live: LiveProcess, path: str, trickle: bool) -> None:
     body = json.dumps({"scheme": "he_normal", "shape": [4, 4], "name": "w", "padding": "x" * 200}).encode()
