@@ -25,11 +25,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from bench.server import ROOT, rss_kib, server
+from bench.server import ROOT, peak_rss_while, rss_kib, server
 
 TRANSFORMERS = """
 import json, sys, torch
@@ -101,34 +100,21 @@ def main() -> None:
             sizes = [f["size"] for f in plan["files"]]
             total = sum(sizes)
             idle = rss_kib(pid)
-            server_peak = 0
-            done = threading.Event()
-
-            def sample() -> None:
-                nonlocal server_peak
-                while not done.is_set():
-                    server_peak = max(server_peak, rss_kib(pid))
-                    time.sleep(0.02)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            try:
-                cli = [
-                    sys.executable,
-                    "-m",
-                    "tensorinit.cli",
-                    "checkpoint",
-                    args.model,
-                    "-o",
-                    str(work / "ours"),
-                    "--url",
-                    url,
-                    "--no-progress",
-                ]
-                ours, client_peak = run_sampled(cli, env)
-            finally:
-                done.set()
-                sampler.join()
+            cli = [
+                sys.executable,
+                "-m",
+                "tensorinit.cli",
+                "checkpoint",
+                args.model,
+                "-o",
+                str(work / "ours"),
+                "--url",
+                url,
+                "--no-progress",
+            ]
+            timed: list[tuple[float, int]] = []
+            server_peak = peak_rss_while(pid, lambda: timed.append(run_sampled(cli, env)))
+            ((ours, client_peak),) = timed
         shutil.rmtree(work / "ours")
         ceiling = disk_seconds(sizes, work)
         for path in work.glob("ceiling-*"):

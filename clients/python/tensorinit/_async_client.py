@@ -43,7 +43,7 @@ from ._base import (
     version_call,
 )
 from ._checkpoint import DEFAULT_CONNECTIONS
-from ._errors import IntegrityError, ServiceUnavailable
+from ._errors import ServiceUnavailable
 from ._fields import DType
 from ._manifest import Kinds
 from ._plan import Plan
@@ -683,26 +683,16 @@ class AsyncClient(BaseClient):
         part.touch()
         # Plain file writes on the event loop, as download() does: each one chunk into the page cache.
         with part.open("r+b") as f:
-            share = _checkpoint.Share(tally)
-            seen = tally.received
+            share, turns = _checkpoint.Share(tally), _checkpoint.Turns(tally)
             while True:
                 rx = _checkpoint.resuming(f, entry, share)
                 try:
                     await self._receive(body, rx.sink, method=method, path=path, rx=rx)
                     break
                 except ServiceUnavailable:
-                    # The server admits one client for at most its share of slots and bytes in flight, which
-                    # this checkpoint's other files may hold: while they make progress, this file waits its
-                    # turn instead of failing the checkpoint. No progress at all since the last try: a refusal.
-                    if tally.received == seen:
+                    if not turns.progressed():
                         raise
-                    seen = tally.received
-            f.flush()
-            try:
-                _checkpoint.check(f, entry, rx.received)
-            except IntegrityError:
-                part.unlink(missing_ok=True)
-                raise
+            _checkpoint.check_part(f, part, entry, rx.received)
         part.replace(target)
 
     # -- transport -----------------------------------------------------------------------

@@ -140,6 +140,35 @@ def resuming(file: IO[bytes], entry: Mapping[str, Any], progress: Progress | Non
     return rx
 
 
+class Turns:
+    """Whether a file refused 503 may try again: only while the checkpoint's other files make progress.
+
+    The server admits one client for at most its share of slots and bytes in flight, which
+    this checkpoint's other files may hold: while they make progress, a refused file waits its
+    turn instead of failing the checkpoint. No progress at all since its last try: a refusal.
+    """
+
+    def __init__(self, tally: Tally) -> None:
+        self._tally = tally
+        self._seen = tally.received
+
+    def progressed(self) -> bool:
+        """Whether any byte of the checkpoint came in since the last call (or since this file began)."""
+        moved = self._tally.received != self._seen
+        self._seen = self._tally.received
+        return moved
+
+
+def check_part(file: IO[bytes], part: Path, entry: Mapping[str, Any], received: int) -> None:
+    """Flush the received ``.part`` and check it against the plan; removed, and IntegrityError, if it is not the planned file."""
+    file.flush()
+    try:
+        check(file, entry, received)
+    except IntegrityError:
+        part.unlink(missing_ok=True)
+        raise
+
+
 class Tally:
     """One progress bar (or callback) over every file of a checkpoint, fed by each file's own :class:`Share`."""
 

@@ -424,8 +424,7 @@ def _info(found: Checkpoint, repo: str) -> dict[str, Any]:
     include_in_schema=False,
 )
 async def hub_model_info(request: Request, org: str, repo: str) -> Response:
-    found, cache_control = await _hub_checkpoint(request, org, repo, "main")
-    return JSONResponse(_info(found, repo), headers={"Cache-Control": cache_control})
+    return await hub_model_revision(request, org, repo, "main")
 
 
 @router.get(
