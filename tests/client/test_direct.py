@@ -7,8 +7,12 @@ chunk h11 hands out, more than ``DIRECT_MIN_BYTES`` is left and the socket path 
 
 from __future__ import annotations
 
+import errno
 import itertools
+import mmap
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +22,16 @@ import pytest
 import torch
 from safetensors.numpy import load, save
 from tensorinit import AsyncClient, Client, IntegrityError, RetryPolicy
-from tensorinit._receive import DIRECT_MIN_BYTES, FileSink, MemorySink, Receiver, ScatterSink, direct_socket
+from tensorinit._receive import (
+    DIRECT_ALIGN,
+    DIRECT_MIN_BYTES,
+    FILE_STAGE_BYTES,
+    FileSink,
+    MemorySink,
+    Receiver,
+    ScatterSink,
+    direct_socket,
+)
 from tensorinit._rules import Rules
 from tensorinit._safetensors import Entry, Header, parse_header
 from tensorinit._torch import batch_tensors, places, targets
@@ -285,3 +298,106 @@ async def test_async_init_into_out_matches_the_sync_client(live_url: str) -> Non
     async with AsyncClient(live_url) as aclient:
         assert await aclient.init("he_uniform", (600, 700), name="w", seed=8, out=b, verify=True) is b
     assert a.any() and a.tobytes() == b.tobytes()
+
+
+# -- a file sink's writes around the page cache (O_DIRECT) ----------------------------------
+
+_BODY = np.random.default_rng(2).bytes((9 << 20) + 12_345)  # nine stages and a tail
+
+
+def _o_direct_works(directory: Path) -> bool:
+    """Whether the file system under ``directory`` takes an aligned O_DIRECT write (tmpfs before Linux 6.6 does not)."""
+    probe = directory / "probe"
+    probe.touch()
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_DIRECT)
+        try:
+            return os.pwrite(fd, mmap.mmap(-1, DIRECT_ALIGN), 0) == DIRECT_ALIGN
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+
+
+class _SpySink(FileSink):
+    """A FileSink that counts the bytes it wrote with O_DIRECT."""
+
+    around = 0
+
+    def _write_direct(self, data: memoryview, offset: int) -> int:
+        n = super()._write_direct(data, offset)
+        self.around += n
+        return n
+
+
+def _drive(sink: FileSink, responses: list[tuple[int, int, int]]) -> None:
+    """Each response (first, last, step): a restart from 0 or a resume at ``first``, bytes landed ``step`` at a time up to ``last``."""
+    for first, last, step in responses:
+        if first == 0:
+            sink.reset(len(_BODY))
+        offset = first
+        while offset < last:
+            window = sink.window(offset)
+            n = min(step, len(window), last - offset)
+            window[:n] = _BODY[offset : offset + n]
+            sink.landed(offset, n)
+            offset += n
+        sink.end()
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="O_DIRECT is Linux's")
+@pytest.mark.parametrize(
+    "responses",
+    [
+        [(0, len(_BODY), 1 << 20)],  # recv_into fills each window
+        [(0, len(_BODY), 65_536 - 3)],  # recv_into returns less, at every alignment
+        [(0, 3_000_001, 65_536), (3_000_001, len(_BODY), 1 << 20)],  # a cut mid-page, then a resume there
+        [(0, 5 << 20, 4096), (0, len(_BODY), 1 << 20)],  # a cut on a stage boundary, then a restart (200)
+        [(0, 100, 7), (100, 4196, 1000), (4196, len(_BODY), 300_000)],  # two resumes inside the first stage
+    ],
+)
+def test_a_direct_file_sink_lands_every_byte_in_place_around_the_page_cache(responses: list[tuple[int, int, int]], tmp_path: Path) -> None:
+    path = tmp_path / "file.part"
+    path.touch()
+    with path.open("r+b") as f:
+        sink = _SpySink(f, direct=True)
+        _drive(sink, responses)
+        assert sink._direct_fd is None  # end() closed it
+    assert path.read_bytes() == _BODY
+    if _o_direct_works(tmp_path):
+        # every whole stage of the last response went around the page cache; its partial first stage and the tail did not
+        first = responses[-1][0]
+        whole = (len(_BODY) // FILE_STAGE_BYTES) - -(-first // FILE_STAGE_BYTES)
+        assert sink.around >= whole * FILE_STAGE_BYTES > 0
+    else:
+        assert sink.around == 0
+
+
+def test_a_file_system_that_refuses_o_direct_gets_buffered_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = os.open
+
+    def refuse_direct(path: Any, flags: int, *args: Any) -> int:
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(errno.EINVAL, "Invalid argument")  # what open(2) answers where the file system has no O_DIRECT
+        return opened(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse_direct)
+    path = tmp_path / "file.part"
+    path.touch()
+    with path.open("r+b") as f:
+        sink = _SpySink(f, direct=True)
+        _drive(sink, [(0, len(_BODY), 1 << 20)])
+    assert path.read_bytes() == _BODY and sink.around == 0
+
+
+def test_a_checkpoint_file_lands_whole_through_o_direct(live_url: str, tmp_path: Path) -> None:
+    """The real service, the real client: a 3-layer model's single file, compared with the served bytes."""
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 4096, "hidden_size": 256,
+              "intermediate_size": 512, "num_hidden_layers": 3, "num_attention_heads": 4, "dtype": "float32"}  # fmt: skip
+    with Client(live_url) as client:
+        folder = client.checkpoint(config, tmp_path / "ckpt", seed=3, progress=False)
+        served = client._http.post(client.url("/checkpoint/model.safetensors"), json={"config": config, "seed": 3})
+    assert served.status_code == 200 and len(served.content) > 4 * FILE_STAGE_BYTES
+    assert (folder / "model.safetensors").read_bytes() == served.content

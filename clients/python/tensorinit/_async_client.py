@@ -765,8 +765,11 @@ class AsyncClient(BaseClient):
                 async with self._http.stream(method, self.url(path), json=body, headers=headers, timeout=self.timeout) as response:
                     if response.status_code in (200, 206):
                         rx.start(response)
-                        async for chunk in response.aiter_raw():
-                            rx.feed(chunk)
+                        try:
+                            async for chunk in response.aiter_raw():
+                                rx.feed(chunk)
+                        finally:
+                            rx.sink.end()
                         if rx.complete:
                             return rx
                         cut = rx.shortfall()

@@ -125,7 +125,7 @@ def check(file: IO[bytes], entry: Mapping[str, Any], received: int) -> None:
 
 def resuming(file: IO[bytes], entry: Mapping[str, Any], progress: Progress | None) -> Receiver:
     """A receiver for ``file`` (a ``.part`` opened r+b): set to resume after what it holds when that is a start of the file."""
-    rx = Receiver(FileSink(file), progress)
+    rx = Receiver(FileSink(file, direct=True), progress)  # a checkpoint is read later: around the page cache
     have = file.seek(0, os.SEEK_END)
     if 0 < have < entry["size"]:
         rx.started = rx.ranges = True

@@ -757,12 +757,15 @@ class Client(BaseClient):
                 with self._http.stream(method, self.url(path), json=body, headers=headers, timeout=self.timeout) as response:
                     if response.status_code in (200, 206):
                         rx.start(response)
-                        for chunk in response.iter_raw():
-                            rx.feed(chunk)
-                            sock = direct_socket(response, rx)
-                            if sock is not None:  # the rest from the socket into the sink: no copies in between
-                                receive_direct(rx, sock, response, self.timeout.read)
-                                break
+                        try:
+                            for chunk in response.iter_raw():
+                                rx.feed(chunk)
+                                sock = direct_socket(response, rx)
+                                if sock is not None:  # the rest from the socket into the sink: no copies in between
+                                    receive_direct(rx, sock, response, self.timeout.read)
+                                    break
+                        finally:
+                            rx.sink.end()
                         if rx.complete:
                             return rx
                         cut = rx.shortfall()
