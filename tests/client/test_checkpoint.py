@@ -182,11 +182,13 @@ def test_the_command_line_writes_the_same_files(
         (["checkpoint", "tiny-llama", "-o", "{tmp}/x", "--dtype", "int8"], 1, "dtype"),
         (["checkpoint", "{tmp}/missing.json", "-o", "{tmp}/x"], 2, "no such config file"),
         (["checkpoint", "tiny-llama"], 2, "-o/--output"),
+        (["checkpoint", "tiny-llama", "-o", "{tmp}/a-file/x"], 5, "could not write the output: [Errno 20] Not a directory"),
     ],
 )
 def test_the_command_line_prints_the_problem_and_exits_with_its_code(
     live: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int, says: str
 ) -> None:
+    (tmp_path / "a-file").touch()
     argv = [a.format(tmp=tmp_path) for a in args] + ["--url", live.url]
     try:
         got = main(argv)

@@ -338,13 +338,15 @@ def _drive(sink: FileSink, responses: list[tuple[int, int, int]]) -> None:
         if first == 0:
             sink.reset(len(_BODY))
         offset = first
-        while offset < last:
-            window = sink.window(offset)
-            n = min(step, len(window), last - offset)
-            window[:n] = _BODY[offset : offset + n]
-            sink.landed(offset, n)
-            offset += n
-        sink.end()
+        try:
+            while offset < last:
+                window = sink.window(offset)
+                n = min(step, len(window), last - offset)
+                window[:n] = _BODY[offset : offset + n]
+                sink.landed(offset, n)
+                offset += n
+        finally:  # as the clients end every response
+            sink.end()
 
 
 @pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="O_DIRECT is Linux's")
@@ -401,3 +403,32 @@ def test_a_checkpoint_file_lands_whole_through_o_direct(live_url: str, tmp_path:
         served = client._http.post(client.url("/checkpoint/model.safetensors"), json={"config": config, "seed": 3})
     assert served.status_code == 200 and len(served.content) > 4 * FILE_STAGE_BYTES
     assert (folder / "model.safetensors").read_bytes() == served.content
+
+
+class _FailingSink(FileSink):
+    """A FileSink whose write at one offset fails once, as a full disk's would (ENOSPC), on the real file."""
+
+    def __init__(self, file: Any, fail_at: int) -> None:
+        super().__init__(file, direct=True)
+        self.fail_at = fail_at
+
+    def _write_at(self, data: memoryview, offset: int) -> None:
+        if offset == self.fail_at:
+            self.fail_at = -1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super()._write_at(data, offset)
+
+
+@pytest.mark.parametrize(
+    "fail_at",
+    [0, 5 << 20, 9 << 20],  # the first stage, one in the middle (later stages are queued behind it), the tail (written by end())
+)
+def test_a_failed_write_leaves_the_file_a_prefix_that_ends_where_it_failed(fail_at: int, tmp_path: Path) -> None:
+    path = tmp_path / "file.part"
+    path.touch()
+    with path.open("r+b") as f:
+        sink = _FailingSink(f, fail_at)
+        with pytest.raises(OSError, match="No space left"):
+            _drive(sink, [(0, len(_BODY), 1 << 20)])
+        assert sink._direct_fd is None and sink._writer is None  # released all the same
+    assert path.read_bytes() == _BODY[:fail_at]  # no stage after the hole: a resume from the size is right

@@ -235,6 +235,7 @@ class FileSink:
         self._writing: collections.deque[tuple[Future[None], memoryview]] = collections.deque()
         self._writer: ThreadPoolExecutor | None = None
         self._start = self._end = 0  # the file offsets of the bytes in the buffer being filled: [start, end)
+        self._failed_at: int | None = None  # where a write failed: later ones are not made
 
     def reset(self, total: int | None) -> None:
         self._settle()  # nothing may land after the truncation
@@ -271,17 +272,22 @@ class FileSink:
             self._stage, self._start = None, self._end
 
     def end(self) -> None:
-        """Write out what is staged and wait for the writer; close the O_DIRECT descriptor (the file is the caller's)."""
-        self._settle()
-        if self._start != self._end:
-            self._write(self._staged(), self._start)
+        """Write out what is staged and wait for the writer; close the O_DIRECT descriptor (the file is the caller's).
+
+        After a failed write (raised here or already), the file ends where it failed.
+        """
+        try:
+            self._settle()
+            if self._start != self._end and self._failed_at is None:
+                self._write(self._staged(), self._start)
             self._start = self._end
-        if self._writer is not None:
-            self._writer.shutdown()
-            self._writer = None
-        if self._direct_fd is not None:
-            os.close(self._direct_fd)
-            self._direct_fd = None
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
+            if self._direct_fd is not None:
+                os.close(self._direct_fd)
+                self._direct_fd = None
 
     def _staged(self) -> memoryview:
         assert self._stage is not None
@@ -299,7 +305,7 @@ class FileSink:
         return stage
 
     def _settle(self) -> None:
-        """Wait for every write in flight; the first one that failed raises, once all are done."""
+        """Wait for every write in flight; if one failed, the file is cut where it failed and its error raised."""
         failure: BaseException | None = None
         while self._writing:
             future, stage = self._writing.popleft()
@@ -309,6 +315,19 @@ class FileSink:
             raise failure
 
     def _write(self, data: memoryview, offset: int) -> None:
+        """Write ``data`` at ``offset``; after a failure (raised once, by its future), nothing more."""
+        if self._failed_at is not None:
+            return
+        try:
+            self._write_at(data, offset)
+        except BaseException:
+            # The file must stay a prefix of the body, which is what a resume reads from its
+            # size: no later stage may land after a hole, and the hole's start ends the file.
+            self._failed_at = offset
+            os.ftruncate(self.file.fileno(), offset)
+            raise
+
+    def _write_at(self, data: memoryview, offset: int) -> None:
         done = 0
         if self._direct and offset % DIRECT_ALIGN == 0 and len(data) == FILE_STAGE_BYTES:
             done = self._write_direct(data, offset)

@@ -11,7 +11,8 @@
 The service is ``--url``, else ``$TENSORINIT_URL``, else http://127.0.0.1:8000; an API key
 ``--api-key``, else ``$TENSORINIT_API_KEY``. Exit codes: 0 done, 1 the service refused
 (its problem+json detail is printed), 2 a usage error, 3 the service could not be reached
-or a transfer could not be completed, 4 received bytes that are not what was planned, 130
+or a transfer could not be completed, 4 received bytes that are not what was planned, 5 a
+local file or directory could not be written (a full disk, a path through a file), 130
 interrupted. argparse: the standard library's, so the client needs nothing more for it.
 """
 
@@ -28,7 +29,7 @@ from ._checkpoint import DEFAULT_CONNECTIONS
 from ._client import Client
 from ._errors import APIConnectionError, APIError, IntegrityError
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTEGRITY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTEGRITY, EXIT_LOCAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tensorinit",
         description="Reproducibly initialized tensors and model checkpoints from a tensorinit service.",
-        epilog="Exit codes: 0 done, 1 refused by the service (its detail printed), 2 usage, 3 unreachable or cut, 4 integrity, 130 interrupted.",
+        epilog="Exit codes: 0 done, 1 refused by the service (its detail printed), 2 usage, 3 unreachable or cut, 4 integrity,"
+        " 5 a local write failed, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"tensorinit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -169,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except APIConnectionError as err:
         print(f"tensorinit: {err}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except OSError as err:  # the network's errors are APIConnectionErrors, above: this is a local file or directory
+        print(f"tensorinit: could not write the output: {err}", file=sys.stderr)
+        return EXIT_LOCAL
     except KeyboardInterrupt:
         print("tensorinit: interrupted (run it again to resume)", file=sys.stderr)
         return EXIT_INTERRUPTED
