@@ -182,7 +182,7 @@ def test_the_command_line_writes_the_same_files(
         (["checkpoint", "tiny-llama", "-o", "{tmp}/x", "--dtype", "int8"], 1, "dtype"),
         (["checkpoint", "{tmp}/missing.json", "-o", "{tmp}/x"], 2, "no such config file"),
         (["checkpoint", "tiny-llama"], 2, "-o/--output"),
-        (["checkpoint", "tiny-llama", "-o", "{tmp}/a-file/x"], 5, "could not write the output: [Errno 20] Not a directory"),
+        (["checkpoint", "tiny-llama", "-o", "{tmp}/a-file/x"], 5, "a local file operation failed: [Errno 20] Not a directory"),
     ],
 )
 def test_the_command_line_prints_the_problem_and_exits_with_its_code(

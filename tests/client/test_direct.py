@@ -11,6 +11,7 @@ import errno
 import itertools
 import mmap
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -406,7 +407,7 @@ def test_a_checkpoint_file_lands_whole_through_o_direct(live_url: str, tmp_path:
 
 
 class _FailingSink(FileSink):
-    """A FileSink whose write at one offset fails once, as a full disk's would (ENOSPC), on the real file."""
+    """A FileSink whose write at one offset fails once, after writing part of its bytes, as a disk filling up would."""
 
     def __init__(self, file: Any, fail_at: int) -> None:
         super().__init__(file, direct=True)
@@ -415,6 +416,7 @@ class _FailingSink(FileSink):
     def _write_at(self, data: memoryview, offset: int) -> None:
         if offset == self.fail_at:
             self.fail_at = -1
+            os.pwrite(self.file.fileno(), data[: len(data) // 2], offset)  # a short write, then ENOSPC
             raise OSError(errno.ENOSPC, "No space left on device")
         super()._write_at(data, offset)
 
@@ -428,7 +430,31 @@ def test_a_failed_write_leaves_the_file_a_prefix_that_ends_where_it_failed(fail_
     path.touch()
     with path.open("r+b") as f:
         sink = _FailingSink(f, fail_at)
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(OSError, match="No space left") as failed:
             _drive(sink, [(0, len(_BODY), 1 << 20)])
+        assert failed.value.__context__ is None  # raised once: end() did not raise over it
         assert sink._direct_fd is None and sink._writer is None  # released all the same
-    assert path.read_bytes() == _BODY[:fail_at]  # no stage after the hole: a resume from the size is right
+    assert path.read_bytes() == _BODY[:fail_at]  # cut where it failed, no stage after it: a resume from the size is right
+
+
+class _SlowSink(FileSink):
+    """A FileSink whose writes take 20 ms each, so that some are still queued when the body restarts."""
+
+    def _write_at(self, data: memoryview, offset: int) -> None:
+        time.sleep(0.02)
+        super()._write_at(data, offset)
+
+
+def test_a_restart_waits_for_the_writes_in_flight_before_it_truncates(tmp_path: Path) -> None:
+    path = tmp_path / "file.part"
+    path.touch()
+    stale = bytes(reversed(_BODY))
+    with path.open("r+b") as f:
+        sink = _SlowSink(f, direct=True)
+        sink.reset(len(_BODY))
+        for offset in range(0, 3 << 20, 1 << 20):  # three whole stages handed to the writer, no end(): a 200 comes next
+            window = sink.window(offset)
+            window[: 1 << 20] = stale[offset : offset + (1 << 20)]
+            sink.landed(offset, 1 << 20)
+        _drive(sink, [(0, 1 << 19, 1 << 20)])  # the restart is cut after half a MiB
+    assert path.read_bytes() == _BODY[: 1 << 19]  # nothing of the first body landed after the truncation

@@ -614,8 +614,9 @@ class AsyncClient(BaseClient):
         target, part = download_paths(path)
         bar = Progress(progress, target.name)
         try:
-            # Plain file writes on the event loop: each is one chunk (~64 KiB) into the page
-            # cache, microseconds, cheaper than a thread hop per chunk.
+            # Each chunk (~64 KiB) is copied into the file sink's buffer on the event loop; its
+            # writer thread writes whole MiBs. The loop waits only when all its buffers are
+            # still being written (a disk slower than the network), and end() runs on a thread.
             with part.open("w+b") as f:
                 rx = await self._receive(body, FileSink(f), bar)
                 f.flush()
@@ -681,7 +682,7 @@ class AsyncClient(BaseClient):
         target, part = _checkpoint.paths(folder, entry["name"])
         method, path, body = src.file_request(entry["name"])
         part.touch()
-        # Plain file writes on the event loop, as download() does: each one chunk into the page cache.
+        # As download(): chunks into the file sink's buffers on the loop, whole MiBs written by its thread.
         with part.open("r+b") as f:
             share, turns = _checkpoint.Share(tally), _checkpoint.Turns(tally)
             while True:
@@ -768,8 +769,9 @@ class AsyncClient(BaseClient):
                         try:
                             async for chunk in response.aiter_raw():
                                 rx.feed(chunk)
-                        finally:
-                            rx.sink.end()
+                        finally:  # waits for a file sink's writer thread: off the loop, and even when cancelled
+                            with anyio.CancelScope(shield=True):
+                                await anyio.to_thread.run_sync(rx.sink.end)
                         if rx.complete:
                             return rx
                         cut = rx.shortfall()

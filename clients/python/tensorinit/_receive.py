@@ -228,7 +228,7 @@ class FileSink:
 
     def __init__(self, file: IO[bytes], *, direct: bool = False) -> None:
         self.file = file
-        self._direct = direct and hasattr(os, "O_DIRECT") and isinstance(getattr(file, "name", None), str)
+        self._direct = direct and hasattr(os, "O_DIRECT")
         self._direct_fd: int | None = None
         self._stage: memoryview | None = None  # the buffer being filled
         self._spare: list[memoryview] = []
@@ -297,9 +297,8 @@ class FileSink:
         """A buffer to fill: a spare one, a new one while fewer than FILE_STAGES exist, else the oldest once written."""
         if self._spare:
             return self._spare.pop()
-        if len(self._writing) < FILE_STAGES - 1:
-            # A mapping: page-aligned, as O_DIRECT needs its buffer to be.
-            return memoryview(mmap.mmap(-1, FILE_STAGE_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
+        if len(self._writing) < FILE_STAGES:
+            return memoryview(allocate(FILE_STAGE_BYTES))  # a mapping: page-aligned, as O_DIRECT needs
         future, stage = self._writing.popleft()
         future.result()
         return stage
@@ -331,17 +330,27 @@ class FileSink:
         done = 0
         if self._direct and offset % DIRECT_ALIGN == 0 and len(data) == FILE_STAGE_BYTES:
             done = self._write_direct(data, offset)
+        if not hasattr(os, "pwrite"):  # Windows: one thread writes at a time, so the file's position is ours
+            self.file.seek(offset + done)
+            self.file.write(data[done:])
+            self.file.flush()
+            return
         while done < len(data):
             done += os.pwrite(self.file.fileno(), data[done:], offset + done)
 
     def _write_direct(self, data: memoryview, offset: int) -> int:
         """Bytes of ``data`` written with O_DIRECT at ``offset``: 0 where the file system refuses it."""
+        if self._direct_fd is None:
+            try:
+                # The open file itself, through /proc: its name may since lead elsewhere.
+                self._direct_fd = os.open(f"/proc/self/fd/{self.file.fileno()}", os.O_WRONLY | os.O_DIRECT)
+            except OSError:  # no O_DIRECT on this file system (EINVAL), or no /proc
+                self._direct = False
+                return 0
         try:
-            if self._direct_fd is None:
-                self._direct_fd = os.open(self.file.name, os.O_WRONLY | os.O_DIRECT)
             return os.pwrite(self._direct_fd, data, offset)
         except OSError as exc:
-            if exc.errno != errno.EINVAL:
+            if exc.errno != errno.EINVAL:  # some file systems take the open and refuse the write
                 raise
             self._direct = False
             return 0
@@ -351,7 +360,7 @@ DIRECT_ALIGN = 4096
 """O_DIRECT's alignment of offsets, lengths and buffers: the logical block size, 512 or 4096 bytes."""
 
 FILE_STAGES = 3
-"""A file sink's buffers: one filling while up to two are being written."""
+"""A file sink's buffers: one fills while the writer has the others (one being written, one queued)."""
 
 FILE_STAGE_BYTES = 1 << 20
 """A file sink's staging buffer. 1 MiB stays in L2 between the two copies; 4 MiB measured

@@ -12,7 +12,7 @@ The service is ``--url``, else ``$TENSORINIT_URL``, else http://127.0.0.1:8000; 
 ``--api-key``, else ``$TENSORINIT_API_KEY``. Exit codes: 0 done, 1 the service refused
 (its problem+json detail is printed), 2 a usage error, 3 the service could not be reached
 or a transfer could not be completed, 4 received bytes that are not what was planned, 5 a
-local file or directory could not be written (a full disk, a path through a file), 130
+local file operation failed (a full disk, an output path through a file), 130
 interrupted. argparse: the standard library's, so the client needs nothing more for it.
 """
 
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tensorinit",
         description="Reproducibly initialized tensors and model checkpoints from a tensorinit service.",
         epilog="Exit codes: 0 done, 1 refused by the service (its detail printed), 2 usage, 3 unreachable or cut, 4 integrity,"
-        " 5 a local write failed, 130 interrupted.",
+        " 5 a local file operation failed, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"tensorinit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tensorinit: {err}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except OSError as err:  # the network's errors are APIConnectionErrors, above: this is a local file or directory
-        print(f"tensorinit: could not write the output: {err}", file=sys.stderr)
+        print(f"tensorinit: a local file operation failed: {err}", file=sys.stderr)
         return EXIT_LOCAL
     except KeyboardInterrupt:
         print("tensorinit: interrupted (run it again to resume)", file=sys.stderr)
