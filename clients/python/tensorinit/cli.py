@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import _checkpoint
 from ._base import __version__
 from ._checkpoint import DEFAULT_CONNECTIONS
 from ._client import Client
@@ -122,18 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with Client(args.url, api_key=args.api_key) as client:
         if args.command == "checkpoint":
-            try:
-                directory = client.checkpoint(
-                    args.config,
-                    args.output,
-                    seed=args.seed,
-                    dtype=args.dtype,
-                    max_shard_size=args.max_shard_size,
-                    connections=args.connections,
-                    progress=False if args.no_progress else None,
-                )
-            except (FileNotFoundError, ValueError) as err:  # CONFIG is neither a readable config.json nor a name
+            try:  # only CONFIG's reading is a usage error: a failed write later is not (exit 5)
+                src = _checkpoint.source(args.config, seed=args.seed, dtype=args.dtype, max_shard_size=args.max_shard_size)
+            except (FileNotFoundError, ValueError) as err:  # neither a readable config.json nor a name
                 parser.error(str(err))
+            directory = client.checkpoint(
+                src.config if src.config is not None else str(src.name),
+                args.output,
+                seed=args.seed,
+                dtype=args.dtype,
+                max_shard_size=args.max_shard_size,
+                connections=args.connections,
+                progress=False if args.no_progress else None,
+            )
             print(directory)
         elif args.command == "models":
             found = client.models()
