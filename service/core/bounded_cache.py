@@ -1,9 +1,9 @@
 """A least-recently-used cache bounded by its entries and by the total weight of its values.
 
 ``functools.lru_cache`` bounds entries only: 32 checkpoint plans of 65,536 tensors each hold
-GBs. Here a plan weighs its tensors, and the total is held under a budget. Hand-written
-(as :class:`service.core.streams._MaterializedCache` is): the standard library has no
-weighted LRU, and a few lines do not justify a dependency.
+GBs. Here a plan weighs its tensors (a materialized tensor its bytes), and the total is held
+under a budget. Concurrent misses of one key make its value once. Hand-written: the standard
+library has no weighted LRU, and a few lines do not justify a dependency.
 """
 
 from __future__ import annotations
@@ -26,22 +26,36 @@ class WeightedCache(Generic[V]):
         self._items: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
         self._total = 0
         self._lock = threading.Lock()
+        self._making: dict[Hashable, threading.Lock] = {}  # a lock per key being made
 
     def get(self, key: Hashable, make: Callable[[], V]) -> V:
-        """The value cached under ``key``, else ``make()``'s (cached when it fits; an exception is not cached)."""
+        """The value cached under ``key``, else ``make()``'s (cached when it fits; an exception is not cached).
+
+        A second caller of a key being made waits for it rather than making it again.
+        """
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key][0]
-        value = make()  # outside the lock: two threads may make the same value, as with lru_cache
-        weight = self._weight(value)
-        with self._lock:
-            if key not in self._items and weight <= self.max_weight:
-                self._items[key] = (value, weight)
-                self._total += weight
-                while len(self._items) > self.max_entries or self._total > self.max_weight:
-                    self._total -= self._items.popitem(last=False)[1][1]
-        return value
+            making = self._making.setdefault(key, threading.Lock())
+        with making:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key][0]
+            try:
+                value = make()
+            finally:
+                with self._lock:
+                    self._making.pop(key, None)
+            weight = self._weight(value)
+            with self._lock:
+                if key not in self._items and weight <= self.max_weight:
+                    self._items[key] = (value, weight)
+                    self._total += weight
+                    while len(self._items) > self.max_entries or self._total > self.max_weight:
+                        self._total -= self._items.popitem(last=False)[1][1]
+            return value
 
     @property
     def weight(self) -> int:

@@ -288,24 +288,18 @@ def check_finite(config: Mapping[str, Any]) -> None:
     stack: list[tuple[str, Any, int]] = [("", config, 0)]
     while stack:
         where, item, depth = stack.pop()
+        at = where[:200]  # an echo of a hostile path stays short
+        refusal: tuple[str, Any, str] | None = None
         if isinstance(item, float) and not math.isfinite(item):
-            raise located(
-                InvalidParameterError(where[:200], item, "a finite number (JSON has no NaN or Infinity; 1e400 is past float64)"), "config"
-            )
-        if isinstance(item, str) and not _utf8(item):
-            raise located(InvalidParameterError(where[:200], item, "text UTF-8 can encode (no lone surrogate such as \\ud800)"), "config")
-        if isinstance(item, Mapping) and not all(_utf8(str(k)) for k in item):
-            key = next(k for k in item if not _utf8(str(k)))
-            raise located(
-                InvalidParameterError(
-                    f"{where[:200]}.keys" if where else "keys", key, "keys UTF-8 can encode (no lone surrogate such as \\ud800)"
-                ),
-                "config",
-            )
-        if isinstance(item, Mapping | list | tuple) and depth >= MAX_CONFIG_DEPTH:
-            raise located(
-                InvalidParameterError(where[:200], "<nested deeper>", f"objects and lists nested at most {MAX_CONFIG_DEPTH} deep"), "config"
-            )
+            refusal = (at, item, "a finite number (JSON has no NaN or Infinity; 1e400 is past float64)")
+        elif isinstance(item, str) and not _utf8(item):
+            refusal = (at, item, "text UTF-8 can encode (no lone surrogate such as \\ud800)")
+        elif isinstance(item, Mapping) and (key := next((k for k in item if not _utf8(str(k))), None)) is not None:
+            refusal = (f"{at}.keys" if where else "keys", key, "keys UTF-8 can encode (no lone surrogate such as \\ud800)")
+        elif isinstance(item, Mapping | list | tuple) and depth >= MAX_CONFIG_DEPTH:
+            refusal = (at, "<nested deeper>", f"objects and lists nested at most {MAX_CONFIG_DEPTH} deep")
+        if refusal is not None:
+            raise located(InvalidParameterError(*refusal), "config")
         if isinstance(item, Mapping):
             stack.extend((f"{where}.{k}" if where else str(k), v, depth + 1) for k, v in reversed(list(item.items())))
         elif isinstance(item, list | tuple):

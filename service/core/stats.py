@@ -36,7 +36,7 @@ from .spec import (
     TruncatedNormal,
     Uniform,
 )
-from .streams import BLOCK_ELEMENTS, MATERIALIZED_CACHE, Tensor, prefetch
+from .streams import BLOCK_ELEMENTS, Tensor, materialized, prefetch
 
 KS_SAMPLE_LIMIT = 1 << 20
 HISTOGRAM_SIGMAS = 6.0
@@ -302,7 +302,7 @@ def orthogonality_error(spec: ResolvedSpec) -> float:
     """max |W·Wᵀ − gain²·I| (or WᵀW when rows > cols) of the served values, as float64."""
     dist = spec.distribution
     assert isinstance(dist, Orthogonal)
-    flat = MATERIALIZED_CACHE.get(spec).astype(np.float64)
+    flat = materialized(spec).astype(np.float64)
     if dist.column_axis is None:
         m = flat.reshape(dist.rows, dist.cols)
     else:

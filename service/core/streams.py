@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from . import algorithms
+from .bounded_cache import WeightedCache
 from .slices import Geometry
 from .spec import (
     INDEXED,
@@ -104,38 +106,6 @@ def _sparse(spec: ResolvedSpec, dist: Sparse) -> Array:
     return algorithms.get(spec.algorithm).sparse_matrix(spec, dist, inner_executor())
 
 
-class _MaterializedCache:
-    """A byte-bounded LRU of whole tensors, so Range reads of one orthogonal are not redone."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[str, Array] = OrderedDict()
-        self._lock = threading.Lock()
-        self._key_locks: dict[str, threading.Lock] = {}
-        self._bytes = 0  # the sum of the cached arrays' sizes
-
-    def get(self, spec: ResolvedSpec) -> Array:
-        key = spec.digest()
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._items:
-                    return self._items[key]
-            array = _materialize(spec)
-            with self._lock:
-                self._key_locks.pop(key, None)
-                if array.nbytes <= self.max_bytes:
-                    self._items[key] = array
-                    self._bytes += array.nbytes
-                    while self._bytes > self.max_bytes:
-                        self._bytes -= self._items.popitem(last=False)[1].nbytes
-            return array
-
-
 def _materialize(spec: ResolvedSpec) -> Array:
     dist = spec.distribution
     if isinstance(dist, Orthogonal):
@@ -156,7 +126,13 @@ def _materialize(spec: ResolvedSpec) -> Array:
     return out
 
 
-MATERIALIZED_CACHE = _MaterializedCache(max_bytes=256 << 20)
+MATERIALIZED_CACHE = WeightedCache[Array](sys.maxsize, 256 << 20, lambda array: array.nbytes)
+"""Whole materialized tensors (orthogonal, sparse) by spec digest, 256 MiB in all, so Range reads of one are not redone."""
+
+
+def materialized(spec: ResolvedSpec) -> Array:
+    """The whole tensor of a materialized (orthogonal or sparse) spec, made once while it stays in MATERIALIZED_CACHE."""
+    return MATERIALIZED_CACHE.get(spec.digest(), lambda: _materialize(spec))
 
 
 def prefetch(executor: Executor, fn: Callable[[int], T], indices: Iterable[int], ahead: int) -> Generator[T, None, None]:
@@ -204,7 +180,7 @@ class Tensor:
 
     def _full(self) -> Array:
         """A materialized kind's whole flat tensor (cached once for every slice of it)."""
-        return MATERIALIZED_CACHE.get(self._whole)
+        return materialized(self._whole)
 
     def _fill_elementwise(self, start: int, out: Array) -> None:
         """Write full-tensor elements [start, start + len(out)) of an elementwise distribution into ``out``."""

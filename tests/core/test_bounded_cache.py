@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -53,3 +56,22 @@ def test_an_exception_is_not_cached() -> None:
 def test_the_plan_caches_hold_one_largest_plan_at_most() -> None:
     # A plan of MAX_TENSORS tensors holds ~150 MiB (its specs ~70 MiB): more than one would break the server's memory budget.
     assert PLAN_CACHE.max_weight == SPEC_CACHE.max_weight == MAX_TENSORS
+
+
+def test_concurrent_misses_of_one_key_make_its_value_once() -> None:
+    cache = WeightedCache[list[int]](4, 10, len)
+    made: list[str] = []
+    started = threading.Event()
+
+    def make() -> list[int]:
+        made.append("a")
+        started.set()
+        time.sleep(0.2)  # the second caller arrives while this one makes
+        return [1]
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(cache.get, "a", make)
+        started.wait(5)
+        second = pool.submit(cache.get, "a", make)
+        assert first.result() == second.result() == [1]
+    assert made == ["a"]

@@ -769,9 +769,12 @@ class AsyncClient(BaseClient):
                         try:
                             async for chunk in response.aiter_raw():
                                 rx.feed(chunk)
-                        finally:  # waits for a file sink's writer thread: off the loop, and even when cancelled
-                            with anyio.CancelScope(shield=True):
-                                await anyio.to_thread.run_sync(rx.sink.end)
+                        finally:
+                            if isinstance(rx.sink, FileSink):  # it waits for its writer thread: off the loop, even when cancelled
+                                with anyio.CancelScope(shield=True):
+                                    await anyio.to_thread.run_sync(rx.sink.end)
+                            else:  # a memory sink has nothing to wait for: no thread hop per response
+                                rx.sink.end()
                         if rx.complete:
                             return rx
                         cut = rx.shortfall()
