@@ -19,7 +19,6 @@ Two ways to the same files (service.core.checkpoint plans them; /init's machiner
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -42,6 +41,7 @@ from service.safetensors_stream import Plan
 
 from ..docs import BINARY, problem
 from ..models import ALGORITHM_ENUM, SEED_RANGE, Integer
+from ..offload import off_loop
 from ..problems import ProblemError, from_engine, from_pydantic
 from ..resolution import Prepared, read_json
 from ..settings import Settings
@@ -88,8 +88,17 @@ def _planned(config_json: str, seed: int, dtype: str | None, max_shard_size: int
 
 
 async def plan(config: Mapping[str, Any], settings: Settings, **options: Any) -> Checkpoint:
-    """:func:`planned`, off the event loop (a large model's plan takes tens of milliseconds the first time)."""
-    return await asyncio.to_thread(planned, config, settings, **options)
+    """:func:`planned`, off the event loop, on the request-work thread (a plan of MAX_TENSORS tensors takes 3-6 s)."""
+    return await off_loop(planned, config, settings, **options)
+
+
+async def plan_response(config: Mapping[str, Any], settings: Settings, **options: Any) -> Response:
+    """The plan as its JSON document, made and rendered on the request-work thread.
+
+    A plan of MAX_TENSORS tensors is 22 MB of JSON: returned as a dict, FastAPI encoded it on
+    the event loop, which then answered nothing else for 2.5 s (/healthz's worst probe).
+    """
+    return await off_loop(lambda: JSONResponse(planned(config, settings, **options).describe()))
 
 
 def planned(config: Mapping[str, Any], settings: Settings, **options: Any) -> Checkpoint:
@@ -311,10 +320,10 @@ PLAN_RESPONSES: dict[int | str, dict[str, Any]] = {
     summary="A catalogue model's checkpoint as a plan: files, sizes, ETags, index and every tensor's spec (nothing generated)",
     responses=PLAN_RESPONSES,
     openapi_extra=QUERY_FORM,
+    response_model=dict[str, Any],
 )
-async def checkpoint_plan_get(request: Request, model: Annotated[str, _NAME]) -> dict[str, Any]:
-    found = await plan(_model(request, model), request.app.state.settings, **_options(request))
-    return found.describe()
+async def checkpoint_plan_get(request: Request, model: Annotated[str, _NAME]) -> Response:
+    return await plan_response(_model(request, model), request.app.state.settings, **_options(request))
 
 
 @router.post(
@@ -323,10 +332,11 @@ async def checkpoint_plan_get(request: Request, model: Annotated[str, _NAME]) ->
     summary="The checkpoint plan of a config in the body (or a catalogue name)",
     responses={**PLAN_RESPONSES, **BODY_RESPONSES},
     openapi_extra=BODY,
+    response_model=dict[str, Any],
 )
-async def checkpoint_plan_post(request: Request) -> dict[str, Any]:
+async def checkpoint_plan_post(request: Request) -> Response:
     config, options = await _from_body(request)
-    return (await plan(config, request.app.state.settings, **options)).describe()
+    return await plan_response(config, request.app.state.settings, **options)
 
 
 async def checkpoint_file_get(request: Request, model: Annotated[str, _NAME], file: Annotated[str, _FILE]) -> Response:
@@ -388,7 +398,7 @@ def hub_checkpoint(
 
 async def _hub_checkpoint(request: Request, org: str, repo: str, revision: str) -> tuple[Checkpoint, str]:
     state = request.app.state
-    return await asyncio.to_thread(hub_checkpoint, state.catalogue, state.settings, org, repo, revision)
+    return await off_loop(hub_checkpoint, state.catalogue, state.settings, org, repo, revision)
 
 
 async def hub_resolve(request: Request, org: str, repo: str, revision: str, file: str) -> Response:
